@@ -1,0 +1,3 @@
+from trivpn.cli import main
+
+raise SystemExit(main())

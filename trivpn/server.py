@@ -1,0 +1,275 @@
+"""The trio server: one nursery that owns every task, cancellation as the only shutdown path.
+
+Tasks: the signal watcher; the nftables manager (table + forwarding sysctls, removed on the
+way out); the TUN reader (dispatches by destination through the router); one receiver per UDP
+listener; one timer task per client session.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from trivpn import udp
+from trivpn.config import Config
+from trivpn.net import link, nft, sysctl
+from trivpn.net.tun import Tun
+from trivpn.proto import toyvpn
+from trivpn.ratelimit import LogLimiter
+from trivpn.router import Router
+
+log = logging.getLogger("trivpn")
+
+TUN_BATCH = 128
+CLEANUP_SECONDS = 5.0
+
+# What the router maps a destination to: "send this IP packet to that client, now".
+Sender = Callable[[bytes, float], None]
+
+
+class ServerError(Exception):
+    """Start-up failed for a reason the operator can fix; the message says which."""
+
+
+def resolve_egress(cfg: Config) -> str:
+    """The egress interface name, resolving "auto" through the default route."""
+    if cfg.nat.egress != "auto":
+        return cfg.nat.egress
+    families = {net.version for net in cfg.interface.subnets}
+    for family in (socket.AF_INET, socket.AF_INET6):
+        if (4 if family == socket.AF_INET else 6) not in families:
+            continue
+        name = link.default_route_interface(family)
+        if name:
+            return name
+    raise ServerError(
+        "nat.egress: 'auto' — there is no default route to take the interface from; "
+        "name the egress interface"
+    )
+
+
+def _display(addr: tuple[Any, ...]) -> str:
+    host = str(addr[0]).removeprefix("::ffff:")
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+class Server:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.router: Router[Sender] = Router()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._limiter = LogLimiter(log)
+        self.egress = ""
+        self.toyvpn: toyvpn.ToyVpnServer | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (SIGINT/SIGTERM cancel it), releasing all on the way out."""
+        cfg = self.cfg
+        self.egress = resolve_egress(cfg) if cfg.nat.masquerade else cfg.nat.egress
+        if cfg.nat.masquerade and not link.link_exists(self.egress):
+            log.warning("egress interface %s does not exist (yet)", self.egress)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            await nursery.start(self._nft_manager)
+            with contextlib.ExitStack() as stack:
+                tun = Tun.open(cfg.interface.name)
+                stack.callback(tun.close)
+                link.configure_interface(tun.name, cfg.interface.address, cfg.interface.mtu)
+                log.info(
+                    "interface %s up: %s, mtu %d",
+                    tun.name,
+                    ", ".join(map(str, cfg.interface.address)),
+                    cfg.interface.mtu,
+                )
+                async with trio.open_nursery() as data_plane:
+                    data_plane.start_soon(self._tun_reader, tun)
+                    if cfg.toyvpn.enabled:
+                        sock = udp.open_listener(cfg.toyvpn.listen)
+                        stack.callback(sock.close)
+                        self._start_toyvpn(data_plane, sock, tun)
+                    log.info("trivpn serving (nat egress %s)", self.egress or "off")
+                    task_status.started()
+        self._log_counters()
+
+    # -- the control plane -------------------------------------------------------------------
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _nft_manager(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Forwarding on and the `inet trivpn` table in place while the server runs."""
+        subnets = self.cfg.interface.subnets
+        saved = sysctl.enable_forwarding(
+            ipv4=any(n.version == 4 for n in subnets), ipv6=any(n.version == 6 for n in subnets)
+        )
+        try:
+            ruleset = nft.build_ruleset(
+                subnets, self.egress, masquerade=self.cfg.nat.masquerade
+            )
+            nft.apply_ruleset(ruleset)
+            log.info("nftables: table inet %s applied", nft.TABLE)
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            with trio.move_on_after(CLEANUP_SECONDS, shield=True) as scope:
+                await trio.to_thread.run_sync(nft.delete_table, abandon_on_cancel=True)
+                log.info("nftables: table inet %s removed", nft.TABLE)
+            if scope.cancelled_caught:
+                log.error("nftables: removing table inet %s timed out", nft.TABLE)
+            sysctl.restore(saved)
+
+    def _log_counters(self) -> None:
+        counts = collections.Counter(self.counters)
+        if self.toyvpn is not None:
+            counts.update({f"toyvpn_{k}": v for k, v in self.toyvpn.counters.items()})
+        if counts:
+            log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+    # -- the data plane ----------------------------------------------------------------------
+
+    async def _tun_reader(self, tun: Tun) -> None:
+        """Drain the TUN in batches; each packet goes to the owner of its destination."""
+        lookup = self.router.lookup_packet
+        counters = self.counters
+        while True:
+            await trio.lowlevel.wait_readable(tun.fd)
+            batch = tun.read_batch(TUN_BATCH)
+            now = trio.current_time()
+            for packet in batch:
+                sender = lookup(packet)
+                if sender is None:
+                    counters["tun_no_route"] += 1
+                    continue
+                try:
+                    sender(packet, now)
+                except Exception:
+                    counters["send_error"] += 1
+                    log.exception("sending a packet failed")
+
+    def _start_toyvpn(self, nursery: trio.Nursery, sock: socket.socket, tun: Tun) -> None:
+        cfg = self.cfg.toyvpn
+        log.warning(
+            "ToyVPN is enabled on %s: it is UNENCRYPTED and its shared secret travels in "
+            "cleartext; use it only for compatibility and labs",
+            cfg.listen,
+        )
+        front = toyvpn.ToyVpnServer(
+            secret=cfg.secret,
+            pool=cfg.pool,
+            mtu=self.cfg.interface.mtu,
+            dns=cfg.dns,
+            routes=cfg.routes,
+            search_domain=cfg.search_domain,
+            keepalive=cfg.keepalive,
+            idle_timeout=cfg.idle_timeout,
+            reserved=[a.ip for a in self.cfg.interface.address],
+        )
+        self.toyvpn = front
+        nursery.start_soon(self._toyvpn_receiver, nursery, front, sock, tun)
+
+    async def _toyvpn_receiver(
+        self, nursery: trio.Nursery, front: toyvpn.ToyVpnServer, sock: socket.socket, tun: Tun
+    ) -> None:
+        receive = front.receive
+        write = tun.write
+        counters = self.counters
+        while True:
+            await udp.wait_readable(sock)
+            batch = udp.drain(sock)
+            now = trio.current_time()
+            for data, addr in batch:
+                try:
+                    result = receive(data, addr, now)
+                    if type(result) is bytes:
+                        if not write(result):
+                            counters["tun_write_dropped"] += 1
+                    elif isinstance(result, toyvpn.Handshake):
+                        self._toyvpn_handshake(nursery, front, sock, result)
+                    elif isinstance(result, toyvpn.Refused):
+                        self._toyvpn_refused(result, addr, now, front)
+                except Exception:
+                    counters["receive_error"] += 1
+                    log.exception("toyvpn: handling a datagram from %s failed", _display(addr))
+
+    def _toyvpn_handshake(
+        self,
+        nursery: trio.Nursery,
+        front: toyvpn.ToyVpnServer,
+        sock: socket.socket,
+        hs: toyvpn.Handshake,
+    ) -> None:
+        session = hs.session
+        for reply in hs.replies:
+            udp.send(sock, reply, session.addr)
+        if not hs.new:
+            return
+        addr = session.addr
+        encapsulate = session.encapsulate
+        counters = self.counters
+
+        def send(packet: bytes, now: float) -> None:
+            if not udp.send(sock, encapsulate(packet, now), addr):
+                counters["udp_send_dropped"] += 1
+
+        self.router.add(ipaddress.ip_network(session.address), send)
+        log.info("toyvpn: client %s connected as %s", _display(addr), session.address)
+        nursery.start_soon(self._toyvpn_session, front, sock, session)
+
+    def _toyvpn_refused(
+        self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float, front: toyvpn.ToyVpnServer
+    ) -> None:
+        if refused.reason == "bad_secret":
+            self._limiter.warning(
+                "toyvpn_bad_secret", now, "toyvpn: wrong secret from %s", _display(addr)
+            )
+        elif refused.reason == "pool_full":
+            self._limiter.warning(
+                "toyvpn_pool_full", now,
+                "toyvpn: address pool full (%d in use); refusing %s",
+                front.pool.in_use, _display(addr),
+            )
+
+    async def _toyvpn_session(
+        self, front: toyvpn.ToyVpnServer, sock: socket.socket, session: toyvpn.Session
+    ) -> None:
+        network = ipaddress.ip_network(session.address)
+        try:
+            await run_toyvpn_timers(
+                front, session, lambda: udp.send(sock, toyvpn.KEEPALIVE, session.addr)
+            )
+            log.info(
+                "toyvpn: client %s (%s) idle; session ended",
+                _display(session.addr), session.address,
+            )
+        finally:
+            self.router.remove(network)
+            front.close(session)
+
+
+async def run_toyvpn_timers(
+    front: toyvpn.ToyVpnServer, session: toyvpn.Session, send_keepalive: Callable[[], object]
+) -> None:
+    """A client session's timers: keepalives while we are silent; returns when it expires.
+
+    Sleeping to the deadline computed before new traffic is safe: traffic only ever moves the
+    deadlines later, so waking early just recomputes.
+    """
+    while True:
+        await trio.sleep_until(session.next_deadline())
+        action = front.tick(session, trio.current_time())
+        if action == toyvpn.TICK_KEEPALIVE:
+            send_keepalive()
+        elif action == toyvpn.TICK_EXPIRED:
+            return
