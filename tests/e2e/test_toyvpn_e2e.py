@@ -250,3 +250,26 @@ def test_wrong_secret_gets_no_reply_and_server_keeps_serving(
     log = server.log()
     assert log.count("wrong secret") == 1  # twenty tries, one line per second at most
     assert "toyvpn_bad_secret=20" in log
+
+
+def test_client_reconnects_when_the_server_comes_back(
+    lab: netlab.Lab, config: Path, tmp_path: Path
+) -> None:
+    client = lab.clients[0]
+    server = start_server(lab, config, tmp_path, 0)
+    conn = netlab.Trivpn(
+        client,
+        ["toyvpn-connect", f"{netlab.SERVER_WAN}:{PORT}", "--secret", SECRET, "--tun", "toy0",
+         "--keepalive", "1", "--quiet-timeout", "3"],
+        tmp_path / "client.log",
+    )
+    try:
+        conn.wait_log("connected to")
+        assert server.stop() == 0
+        server = start_server(lab, config, tmp_path, 1)
+        netlab.wait_for(lambda: conn.log().count("connected to") == 2, 30, what="reconnect")
+        assert "went quiet; reconnecting" in conn.log()
+        assert tcp_transfer(lab, client, 1 << 20) == netlab.SERVER_EGRESS
+    finally:
+        conn.stop()
+        assert server.stop() == 0, server.log()
