@@ -11,6 +11,7 @@ machine's own namespace. Topology (TEST-NET addresses only)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -49,8 +50,12 @@ class Netns:
         self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), check=check, capture_output=True, text=True,
-            timeout=timeout, input=input,
+            self.argv(*args),
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
 
     def popen(self, args: Sequence[str], **kwargs: object) -> subprocess.Popen[str]:
@@ -62,17 +67,16 @@ class Netns:
 
     def delete(self) -> None:
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
         subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
 
 
 def veth(a: Netns, a_name: str, b: Netns, b_name: str) -> None:
     """A veth pair created directly inside the two namespaces (never in the root one)."""
-    _ip("-n", a.name, "link", "add", a_name, "type", "veth", "peer", "name", b_name,
-        "netns", b.name)
+    _ip(
+        "-n", a.name, "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b.name
+    )
     a.run("ip", "link", "set", a_name, "up")
     b.run("ip", "link", "set", b_name, "up")
 
@@ -102,7 +106,7 @@ class Lab:
             self.internet.run("ip", "addr", "add", f"{INTERNET_HOST}/24", "dev", "eth0")
             self.server.run("ip", "route", "add", "default", "via", INTERNET_HOST)
             self.clients: list[Netns] = []
-            for i in range(clients):
+            for _i in range(clients):
                 self.add_client(prefix)
         except BaseException:
             self.close()

@@ -31,8 +31,8 @@ log = logging.getLogger("trivpn")
 TUN_BATCH = 128
 CLEANUP_SECONDS = 5.0
 
-# What the router maps a destination to: "send this IP packet to that client, now".
-Sender = Callable[[bytes, float], None]
+# What the router maps a destination to: "send these IP packets (in order) to that client, now".
+Sender = Callable[[list[bytes], float], None]
 
 
 class ServerError(Exception):
@@ -69,6 +69,7 @@ class Server:
         self._limiter = LogLimiter(log)
         self.egress = ""
         self.toyvpn: toyvpn.ToyVpnServer | None = None
+        self._sockets: list[udp.DatagramSocket] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled (SIGINT/SIGTERM cancel it), releasing all on the way out."""
@@ -94,6 +95,7 @@ class Server:
                     if cfg.toyvpn.enabled:
                         sock = udp.open_listener(cfg.toyvpn.listen)
                         stack.callback(sock.close)
+                        self._sockets.append(sock)
                         self._start_toyvpn(data_plane, sock, tun)
                     log.info("trivpn serving (nat egress %s)", self.egress or "off")
                     task_status.started()
@@ -115,9 +117,7 @@ class Server:
             ipv4=any(n.version == 4 for n in subnets), ipv6=any(n.version == 6 for n in subnets)
         )
         try:
-            ruleset = nft.build_ruleset(
-                subnets, self.egress, masquerade=self.cfg.nat.masquerade
-            )
+            ruleset = nft.build_ruleset(subnets, self.egress, masquerade=self.cfg.nat.masquerade)
             nft.apply_ruleset(ruleset)
             log.info("nftables: table inet %s applied", nft.TABLE)
             task_status.started()
@@ -132,33 +132,50 @@ class Server:
 
     def _log_counters(self) -> None:
         counts = collections.Counter(self.counters)
+        counts["udp_send_dropped"] += sum(sock.dropped for sock in self._sockets)
         if self.toyvpn is not None:
             counts.update({f"toyvpn_{k}": v for k, v in self.toyvpn.counters.items()})
+        counts = +counts  # only the counters that counted something
         if counts:
             log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
     # -- the data plane ----------------------------------------------------------------------
 
     async def _tun_reader(self, tun: Tun) -> None:
-        """Drain the TUN in batches; each packet goes to the owner of its destination."""
+        """Drain the TUN in batches; each packet goes to the owner of its destination.
+
+        Consecutive packets for one owner go to it as one run, so that a bulk transfer
+        leaves in few (GSO) sends.
+        """
         lookup = self.router.lookup_packet
         counters = self.counters
         while True:
             await trio.lowlevel.wait_readable(tun.fd)
             batch = tun.read_batch(TUN_BATCH)
             now = trio.current_time()
+            run: list[bytes] = []
+            run_sender: Sender | None = None
             for packet in batch:
                 sender = lookup(packet)
                 if sender is None:
                     counters["tun_no_route"] += 1
                     continue
-                try:
-                    sender(packet, now)
-                except Exception:
-                    counters["send_error"] += 1
-                    log.exception("sending a packet failed")
+                if sender is not run_sender:
+                    if run_sender is not None:
+                        self._send_run(run_sender, run, now)
+                    run_sender, run = sender, []
+                run.append(packet)
+            if run_sender is not None:
+                self._send_run(run_sender, run, now)
 
-    def _start_toyvpn(self, nursery: trio.Nursery, sock: socket.socket, tun: Tun) -> None:
+    def _send_run(self, sender: Sender, run: list[bytes], now: float) -> None:
+        try:
+            sender(run, now)
+        except Exception:
+            self.counters["send_error"] += 1
+            log.exception("sending packets failed")
+
+    def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn
         log.warning(
             "ToyVPN is enabled on %s: it is UNENCRYPTED and its shared secret travels in "
@@ -180,14 +197,18 @@ class Server:
         nursery.start_soon(self._toyvpn_receiver, nursery, front, sock, tun)
 
     async def _toyvpn_receiver(
-        self, nursery: trio.Nursery, front: toyvpn.ToyVpnServer, sock: socket.socket, tun: Tun
+        self,
+        nursery: trio.Nursery,
+        front: toyvpn.ToyVpnServer,
+        sock: udp.DatagramSocket,
+        tun: Tun,
     ) -> None:
         receive = front.receive
         write = tun.write
         counters = self.counters
         while True:
-            await udp.wait_readable(sock)
-            batch = udp.drain(sock)
+            await sock.wait_readable()
+            batch = sock.drain()
             now = trio.current_time()
             for data, addr in batch:
                 try:
@@ -207,21 +228,19 @@ class Server:
         self,
         nursery: trio.Nursery,
         front: toyvpn.ToyVpnServer,
-        sock: socket.socket,
+        sock: udp.DatagramSocket,
         hs: toyvpn.Handshake,
     ) -> None:
         session = hs.session
         for reply in hs.replies:
-            udp.send(sock, reply, session.addr)
+            sock.send(reply, session.addr)
         if not hs.new:
             return
         addr = session.addr
         encapsulate = session.encapsulate
-        counters = self.counters
 
-        def send(packet: bytes, now: float) -> None:
-            if not udp.send(sock, encapsulate(packet, now), addr):
-                counters["udp_send_dropped"] += 1
+        def send(packets: list[bytes], now: float) -> None:
+            sock.send_many([encapsulate(p, now) for p in packets], addr)
 
         self.router.add(ipaddress.ip_network(session.address), send)
         log.info("toyvpn: client %s connected as %s", _display(addr), session.address)
@@ -236,22 +255,25 @@ class Server:
             )
         elif refused.reason == "pool_full":
             self._limiter.warning(
-                "toyvpn_pool_full", now,
+                "toyvpn_pool_full",
+                now,
                 "toyvpn: address pool full (%d in use); refusing %s",
-                front.pool.in_use, _display(addr),
+                front.pool.in_use,
+                _display(addr),
             )
 
     async def _toyvpn_session(
-        self, front: toyvpn.ToyVpnServer, sock: socket.socket, session: toyvpn.Session
+        self, front: toyvpn.ToyVpnServer, sock: udp.DatagramSocket, session: toyvpn.Session
     ) -> None:
         network = ipaddress.ip_network(session.address)
         try:
             await run_toyvpn_timers(
-                front, session, lambda: udp.send(sock, toyvpn.KEEPALIVE, session.addr)
+                front, session, lambda: sock.send(toyvpn.KEEPALIVE, session.addr)
             )
             log.info(
                 "toyvpn: client %s (%s) idle; session ended",
-                _display(session.addr), session.address,
+                _display(session.addr),
+                session.address,
             )
         finally:
             self.router.remove(network)

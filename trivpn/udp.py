@@ -1,60 +1,169 @@
-"""Non-blocking UDP sockets driven by trio's readiness waits (the hot path's socket edge)."""
+"""Non-blocking UDP sockets for the hot path: batch drains, UDP GSO sends and GRO receives.
+
+With UDP_SEGMENT (GSO) a run of equal-sized datagrams to one endpoint leaves in one sendmsg
+and crosses the kernel's stack once; with UDP_GRO the kernel may hand us such a run as one
+buffer (with its segment size) that we split. Both are transparent to the peer, which sees
+ordinary datagrams, and both fall back to one datagram per call where the kernel says no.
+"""
 
 from __future__ import annotations
 
 import errno
 import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
 
 import trio
 
 from trivpn.config import Endpoint
 
-BATCH = 128  # datagrams drained per wakeup before yielding to other tasks
+BATCH = 128  # receive calls per wakeup before yielding to other tasks
 BUFFER_BYTES = 4 << 20  # room for bursts while the other direction holds the CPU
 RECV_SIZE = 65535
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h
+UDP_GRO = 104
+MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
+MAX_GSO_BYTES = 65000  # stays under the 64 KiB IP datagram limit with headers
+_CMSG_SPACE = socket.CMSG_SPACE(4)
+_DROPPED = frozenset(
+    (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+     errno.EPERM, errno.EINVAL, errno.EMSGSIZE, errno.EHOSTDOWN)
+)  # fmt: skip
+
+Addr = tuple[Any, ...]
 
 
-def open_listener(endpoint: Endpoint) -> socket.socket:
+class DatagramSocket:
+    """A non-blocking UDP socket; ``send_many`` and ``drain`` use GSO/GRO when they can."""
+
+    def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+        self.sock = sock
+        self.gso = offload
+        self.gro = False
+        if offload:
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
+        self.dropped = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock)
+
+    def drain(self, limit: int = BATCH) -> list[tuple[bytes, Addr]]:
+        """Receive until the socket would block (at most ``limit`` calls); never awaits."""
+        batch: list[tuple[bytes, Addr]] = []
+        if not self.gro:
+            recvfrom = self.sock.recvfrom
+            for _ in range(limit):
+                try:
+                    batch.append(recvfrom(RECV_SIZE))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except ConnectionRefusedError:
+                    continue  # an ICMP error for an earlier send; nothing to receive
+            return batch
+        recvmsg = self.sock.recvmsg
+        for _ in range(limit):
+            try:
+                data, ancillary, _flags, addr = recvmsg(RECV_SIZE, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue
+            segment = 0
+            for level, kind, value in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    segment = int.from_bytes(value[:4], "little") if len(value) >= 4 else 0
+            if 0 < segment < len(data):
+                for i in range(0, len(data), segment):
+                    batch.append((data[i : i + segment], addr))
+            else:
+                batch.append((data, addr))
+        return batch
+
+    def send(self, data: bytes, addr: Addr | None = None) -> bool:
+        """Send one datagram without waiting; False when the kernel dropped it."""
+        try:
+            if addr is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, addr)
+        except OSError as e:
+            if e.errno in _DROPPED:
+                self.dropped += 1
+                return False
+            raise
+        return True
+
+    def send_many(self, datagrams: Sequence[bytes], addr: Addr | None = None) -> None:
+        """Send datagrams in order to one endpoint, equal-sized runs as one GSO send."""
+        n = len(datagrams)
+        i = 0
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            if self.gso:
+                limit = min(n, i + MAX_SEGMENTS, i + MAX_GSO_BYTES // max(size, 1))
+                while j < limit and len(datagrams[j]) == size:
+                    j += 1
+                if j < limit and len(datagrams[j]) < size:
+                    j += 1  # a shorter datagram may end a GSO run
+            if j - i == 1:
+                self.send(datagrams[i], addr)
+            else:
+                self._send_segmented(datagrams[i:j], size, addr)
+            i = j
+
+    def _send_segmented(self, run: Sequence[bytes], size: int, addr: Addr | None) -> None:
+        ancillary = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        try:
+            if addr is None:
+                self.sock.sendmsg(run, ancillary)
+            else:
+                self.sock.sendmsg(run, ancillary, 0, addr)
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                self.gso = False  # this path cannot segment: one datagram per call from now on
+                for datagram in run:
+                    self.send(datagram, addr)
+            elif e.errno in _DROPPED:
+                self.dropped += len(run)
+            else:
+                raise
+
+
+def open_listener(endpoint: Endpoint, *, offload: bool = True) -> DatagramSocket:
     """A bound, non-blocking UDP socket; ``[::]`` listens dual-stack."""
     sock = socket.socket(endpoint.family, socket.SOCK_DGRAM)
     try:
         if endpoint.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
         sock.bind((endpoint.host, endpoint.port))
-        sock.setblocking(False)
+        return DatagramSocket(sock, offload=offload)
     except BaseException:
         sock.close()
         raise
-    return sock
 
 
-def drain(sock: socket.socket, limit: int = BATCH) -> list[tuple[bytes, tuple[object, ...]]]:
-    """Receive until the socket would block (at most ``limit``); never awaits."""
-    batch = []
-    recvfrom = sock.recvfrom
-    for _ in range(limit):
-        try:
-            batch.append(recvfrom(RECV_SIZE))
-        except (BlockingIOError, InterruptedError):
-            break
-        except ConnectionRefusedError:
-            continue  # an ICMP error for an earlier send; nothing to receive here
-    return batch
-
-
-def send(sock: socket.socket, data: bytes, addr: tuple[object, ...]) -> bool:
-    """Send one datagram without waiting; False when the kernel dropped it."""
+def open_connected(address: Addr, family: int, *, offload: bool = True) -> DatagramSocket:
+    """A non-blocking UDP socket connected to ``address`` (the client's view of a server)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.sendto(data, addr)
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                       errno.ENETUNREACH, errno.EPERM, errno.EINVAL, errno.EMSGSIZE):
-            return False
+        sock.connect(address)
+        return DatagramSocket(sock, offload=offload)
+    except BaseException:
+        sock.close()
         raise
-    return True
-
-
-async def wait_readable(sock: socket.socket) -> None:
-    await trio.lowlevel.wait_readable(sock)

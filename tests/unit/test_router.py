@@ -60,11 +60,13 @@ def test_remove_owner_removes_every_network() -> None:
 
 networks_v4 = st.builds(
     lambda a, p: ipaddress.IPv4Network((a, p), strict=False),
-    st.integers(0, 2**32 - 1), st.integers(0, 32),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
 )
 networks_v6 = st.builds(
     lambda a, p: ipaddress.IPv6Network((a, p), strict=False),
-    st.integers(0, 2**128 - 1), st.integers(0, 128),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 128),
 )
 
 

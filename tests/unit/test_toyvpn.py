@@ -18,10 +18,14 @@ C = ("198.51.100.4", 40002)
 
 def make_server(**kw: object) -> toyvpn.ToyVpnServer:
     args: dict[str, object] = dict(
-        secret=SECRET, pool=POOL, mtu=1400,
+        secret=SECRET,
+        pool=POOL,
+        mtu=1400,
         dns=[ipaddress.ip_address("192.0.2.53")],
         routes=[ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("fd00::/8")],
-        search_domain="lab.example", keepalive=15.0, idle_timeout=60.0,
+        search_domain="lab.example",
+        keepalive=15.0,
+        idle_timeout=60.0,
     )
     args.update(kw)
     return toyvpn.ToyVpnServer(**args)  # type: ignore[arg-type]
@@ -33,8 +37,7 @@ def ipv4_packet(src: str, dst: str = "203.0.113.2", payload: bytes = b"hi") -> b
     return header + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload
 
 
-def connect(server: toyvpn.ToyVpnServer, addr: tuple[str, int], now: float = 0.0
-            ) -> toyvpn.Session:
+def connect(server: toyvpn.ToyVpnServer, addr: tuple[str, int], now: float = 0.0) -> toyvpn.Session:
     result = server.receive(b"\x00" + SECRET, addr, now)
     assert isinstance(result, toyvpn.Handshake)
     return result.session
@@ -75,7 +78,8 @@ def test_clients_get_distinct_addresses_and_full_pool_refuses_silently() -> None
     server = make_server()
     a, b = connect(server, A), connect(server, B)
     assert {a.address, b.address} == {
-        ipaddress.IPv4Address("10.8.0.129"), ipaddress.IPv4Address("10.8.0.130")
+        ipaddress.IPv4Address("10.8.0.129"),
+        ipaddress.IPv4Address("10.8.0.130"),
     }
     assert server.receive(b"\x00" + SECRET, C, 0.0) == toyvpn.Refused("pool_full")
     assert server.counters["pool_full"] == 1 and C not in server.sessions
@@ -116,9 +120,7 @@ def test_spoofed_source_is_dropped() -> None:
 
 def test_data_from_unknown_endpoint_is_dropped() -> None:
     server = make_server()
-    assert server.receive(ipv4_packet("10.8.0.129"), A, 0.0) == toyvpn.Refused(
-        "unknown_endpoint"
-    )
+    assert server.receive(ipv4_packet("10.8.0.129"), A, 0.0) == toyvpn.Refused("unknown_endpoint")
 
 
 def test_control_message_refreshes_session() -> None:
@@ -167,9 +169,7 @@ async def test_expired_address_is_reused(autojump_clock: trio.testing.MockClock)
     server = make_server(pool=ipaddress.IPv4Network("10.8.0.128/31"))  # a /31: two addresses
     first = connect(server, A, now=trio.current_time())
     second = connect(server, B, now=trio.current_time())
-    assert server.receive(b"\x00" + SECRET, C, trio.current_time()) == toyvpn.Refused(
-        "pool_full"
-    )
+    assert server.receive(b"\x00" + SECRET, C, trio.current_time()) == toyvpn.Refused("pool_full")
     await run_toyvpn_timers(server, first, lambda: None)
     third = connect(server, C, now=trio.current_time())
     assert third.address == first.address != second.address
@@ -177,9 +177,17 @@ async def test_expired_address_is_reused(autojump_clock: trio.testing.MockClock)
 
 @pytest.mark.parametrize(
     "datagram",
-    [b"\x01abc", b"\x00", b"\x00 m,abc a,10.0.0.2,32", b"\x00 m,1400", b"\x00 a,10.0.0.2,32",
-     b"\x00 m,1400 a,300.0.0.1,32", b"\x00 m,10 a,10.0.0.2,32", b"\x00 m,1400 a,1.2.3.4,32 r,x,1",
-     b"\x00\xff\xfe"],
+    [
+        b"\x01abc",
+        b"\x00",
+        b"\x00 m,abc a,10.0.0.2,32",
+        b"\x00 m,1400",
+        b"\x00 a,10.0.0.2,32",
+        b"\x00 m,1400 a,300.0.0.1,32",
+        b"\x00 m,10 a,10.0.0.2,32",
+        b"\x00 m,1400 a,1.2.3.4,32 r,x,1",
+        b"\x00\xff\xfe",
+    ],
 )
 def test_client_rejects_malformed_parameters(datagram: bytes) -> None:
     client = toyvpn.ToyVpnClient(SECRET)

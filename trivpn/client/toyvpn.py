@@ -9,6 +9,7 @@ import socket
 
 import trio
 
+from trivpn import udp
 from trivpn.net import link
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
@@ -49,11 +50,9 @@ class ToyVpnConnection:
 
     async def run(self) -> None:
         """Connect, relay until the server goes quiet, reconnect with backoff; until cancelled."""
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
+        sock = udp.open_connected(self.server, self.family)
         backoff = 1.0
         try:
-            sock.connect(self.server)
             while True:
                 params = await self._handshake(sock)
                 if params is None:
@@ -70,23 +69,19 @@ class ToyVpnConnection:
             if self._pinned:
                 link.delete_host_route(self.server_ip)
 
-    async def _handshake(self, sock: socket.socket) -> toyvpn.Parameters | None:
+    async def _handshake(self, sock: udp.DatagramSocket) -> toyvpn.Parameters | None:
         for datagram in self.proto.handshake(trio.current_time()):
-            with contextlib.suppress(OSError):
-                sock.send(datagram)
+            sock.send(datagram)
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
             while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    data = sock.recv(65535)
-                except (BlockingIOError, ConnectionRefusedError):
-                    continue
-                result = self.proto.receive(data, trio.current_time())
-                if isinstance(result, toyvpn.Parameters):
-                    return result
+                await sock.wait_readable()
+                for data, _addr in sock.drain():
+                    result = self.proto.receive(data, trio.current_time())
+                    if isinstance(result, toyvpn.Parameters):
+                        return result
         return None
 
-    async def _session(self, sock: socket.socket, params: toyvpn.Parameters) -> None:
+    async def _session(self, sock: udp.DatagramSocket, params: toyvpn.Parameters) -> None:
         with contextlib.closing(Tun.open(self.tun_name)) as tun:
             link.configure_interface(
                 tun.name, [ipaddress.IPv4Interface(f"{params.address}/32")], params.mtu
@@ -98,7 +93,9 @@ class ToyVpnConnection:
                     link.add_route(tun.name, half)
             log.info(
                 "connected to %s: address %s, mtu %d, routes %s%s",
-                self.server[0], params.address, params.mtu,
+                self.server[0],
+                params.address,
+                params.mtu,
                 ", ".join(map(str, params.routes)) or "none",
                 f", dns {', '.join(map(str, params.dns))} (not applied)" if params.dns else "",
             )
@@ -113,38 +110,29 @@ class ToyVpnConnection:
         link.add_host_route(self.server_ip, ifname=ifname, gateway=gateway)
         self._pinned = True
 
-    async def _uplink(self, tun: Tun, sock: socket.socket) -> None:
+    async def _uplink(self, tun: Tun, sock: udp.DatagramSocket) -> None:
         encapsulate = self.proto.encapsulate
         while True:
             await trio.lowlevel.wait_readable(tun.fd)
             now = trio.current_time()
-            for packet in tun.read_batch(BATCH):
-                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
-                    sock.send(encapsulate(packet, now))
+            sock.send_many([encapsulate(p, now) for p in tun.read_batch(BATCH)])
 
-    async def _downlink(self, tun: Tun, sock: socket.socket) -> None:
+    async def _downlink(self, tun: Tun, sock: udp.DatagramSocket) -> None:
         receive = self.proto.receive
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await sock.wait_readable()
             now = trio.current_time()
-            for _ in range(BATCH):
-                try:
-                    data = sock.recv(65535)
-                except BlockingIOError:
-                    break
-                except ConnectionRefusedError:
-                    continue
+            for data, _addr in sock.drain():
                 result = receive(data, now)
                 if type(result) is bytes:
                     tun.write(result)
 
-    async def _timers(self, sock: socket.socket, scope: trio.CancelScope) -> None:
+    async def _timers(self, sock: udp.DatagramSocket, scope: trio.CancelScope) -> None:
         while True:
             await trio.sleep_until(self.proto.next_deadline())
             action = self.proto.tick(trio.current_time())
             if action == toyvpn.TICK_KEEPALIVE:
-                with contextlib.suppress(OSError):
-                    sock.send(toyvpn.KEEPALIVE)
+                sock.send(toyvpn.KEEPALIVE)
             elif action == toyvpn.TICK_EXPIRED:
                 scope.cancel()
                 return

@@ -1,0 +1,151 @@
+"""The ruleset applied for real in a fresh namespace, read back with the nft command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+import pytest
+from netlab import Netns
+
+pytestmark = pytest.mark.root
+
+NsCall = Callable[..., dict[str, Any]]
+SUBNETS = [IPv4Network("10.9.0.0/24"), IPv6Network("fd00:9::/64")]
+
+
+def nft_list(ns: Netns) -> list[dict[str, Any]]:
+    """Everything in ``table inet trivpn`` as nft -j reports it (metainfo dropped)."""
+    out = ns.run("nft", "-j", "list", "table", "inet", "trivpn")
+    items: list[dict[str, Any]] = json.loads(out.stdout)["nftables"]
+    return [item for item in items if "metainfo" not in item]
+
+
+def summary(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The meaning of the listing, without handles: chains and their rules in order."""
+    chains = {
+        item["chain"]["name"]: (
+            item["chain"]["type"],
+            item["chain"]["hook"],
+            item["chain"]["prio"],
+            item["chain"]["policy"],
+        )
+        for item in items
+        if "chain" in item
+    }
+    rules: dict[str, list[tuple[Any, ...]]] = {name: [] for name in chains}
+    for item in items:
+        if "rule" in item:
+            rules[item["rule"]["chain"]].append(describe(item["rule"]["expr"]))
+    tables = [(i["table"]["family"], i["table"]["name"]) for i in items if "table" in i]
+    return {"tables": tables, "chains": chains, "rules": rules}
+
+
+def describe(expr: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """A rule as (saddr prefix or ct states, oifname, verdict)."""
+    source: Any = None
+    oif = None
+    verdict = None
+    for statement in expr:
+        if "match" in statement:
+            left, right = statement["match"]["left"], statement["match"]["right"]
+            if "payload" in left:
+                prefix = right["prefix"]
+                source = f"{left['payload']['protocol']} {prefix['addr']}/{prefix['len']}"
+            elif left.get("meta", {}).get("key") == "oifname":
+                oif = right
+            elif "ct" in left:
+                source = "ct " + ",".join(sorted(right))
+        else:
+            (verdict,) = statement.keys()
+    return (source, oif, verdict)
+
+
+EXPECTED = {
+    "tables": [("inet", "trivpn")],
+    "chains": {
+        "nat": ("nat", "postrouting", 100, "accept"),
+        "filter": ("filter", "forward", 0, "accept"),
+    },
+    "rules": {
+        "nat": [
+            ("ip 10.9.0.0/24", "inet0", "masquerade"),
+            ("ip6 fd00:9::/64", "inet0", "masquerade"),
+        ],
+        "filter": [
+            ("ct established,related", None, "accept"),
+            ("ip 10.9.0.0/24", "inet0", "accept"),
+            ("ip6 fd00:9::/64", "inet0", "accept"),
+        ],
+    },
+}
+
+
+def test_apply_reads_back_the_same_rules(netns: Netns, ns_call: NsCall) -> None:
+    assert ns_call(netns, "nft.apply", SUBNETS, "inet0") == {"ok": None}
+    assert summary(nft_list(netns)) == EXPECTED
+
+
+def test_apply_twice_leaves_one_table_without_duplicates(netns: Netns, ns_call: NsCall) -> None:
+    assert ns_call(netns, "nft.apply", SUBNETS, "inet0") == {"ok": None}
+    assert ns_call(netns, "nft.apply", SUBNETS, "inet0") == {"ok": None}
+    tables = json.loads(netns.run("nft", "-j", "list", "tables").stdout)["nftables"]
+    assert [t["table"]["name"] for t in tables if "table" in t] == ["trivpn"]
+    assert summary(nft_list(netns)) == EXPECTED
+
+
+def test_apply_replaces_a_stale_table(netns: Netns, ns_call: NsCall) -> None:
+    netns.run(
+        "nft", "add table inet trivpn { chain stale { type filter hook input priority 0; }; }"
+    )
+    assert "chain stale" in netns.run("nft", "list", "table", "inet", "trivpn").stdout
+    assert ns_call(netns, "nft.apply", SUBNETS[:1], "eth9", masquerade=False) == {"ok": None}
+    assert summary(nft_list(netns)) == {
+        "tables": [("inet", "trivpn")],
+        "chains": EXPECTED["chains"],
+        "rules": {
+            "nat": [],
+            "filter": [
+                ("ct established,related", None, "accept"),
+                ("ip 10.9.0.0/24", "eth9", "accept"),
+            ],
+        },
+    }
+
+
+def test_list_and_delete_table(netns: Netns, ns_call: NsCall) -> None:
+    assert ns_call(netns, "nft.list_table") == {"ok": None}
+    assert ns_call(netns, "nft.delete_table") == {"ok": False}
+    ns_call(netns, "nft.apply", SUBNETS, "inet0")
+    listed = ns_call(netns, "nft.list_table")["ok"]
+    assert summary([i for i in listed["nftables"] if "metainfo" not in i]) == EXPECTED
+    assert ns_call(netns, "nft.delete_table") == {"ok": True}
+    assert "trivpn" not in netns.run("nft", "list", "tables").stdout
+    assert ns_call(netns, "nft.delete_table") == {"ok": False}
+    assert ns_call(netns, "nft.list_table") == {"ok": None}
+
+
+def test_delete_leaves_other_tables_alone(netns: Netns, ns_call: NsCall) -> None:
+    netns.run("nft", "add table inet other")
+    ns_call(netns, "nft.apply", SUBNETS, "inet0")
+    assert ns_call(netns, "nft.delete_table") == {"ok": True}
+    assert "table inet other" in netns.run("nft", "list", "tables").stdout
+
+
+def test_a_refused_ruleset_raises_nft_error_and_changes_nothing(
+    netns: Netns, ns_call: NsCall
+) -> None:
+    ns_call(netns, "nft.apply", SUBNETS, "inet0")
+    ruleset = {
+        "nftables": [
+            {"delete": {"table": {"family": "inet", "name": "trivpn"}}},
+            {"add": {"rule": {"family": "inet", "table": "nope", "chain": "x", "expr": []}}},
+        ]
+    }
+    outcome = ns_call(netns, "nft.apply_ruleset", ruleset)
+    assert outcome["error"] == "NftError"
+    assert "No such file or directory" in outcome["message"]
+    # one transaction: the delete before the failing command did not happen either
+    assert summary(nft_list(netns)) == EXPECTED

@@ -1,0 +1,660 @@
+"""trivpn's configuration: a TOML file structured by cattrs into frozen attrs classes.
+
+Every problem becomes one line ``<key path>: <bad value> — <what is allowed>``, and one file
+reports as many of them as it can at once, so checks come in three tiers:
+
+- value checks (types, address syntax, ranges) run per key while cattrs structures, so each bad
+  key is reported whatever else is wrong;
+- section checks relate the keys of one section; they run once that section's keys are valid;
+- cross-section checks run once every section is valid.
+
+To add a section: an attrs class whose fields all have defaults (value checks in field metadata
+via ``_checked``), a field on `Config`, and its section check in ``_SECTION_CHECKS``.
+"""
+
+import ipaddress
+import math
+import os
+import pathlib
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_IFNAMSIZ: Final = 16  # Linux interface names: 15 bytes plus the terminating NUL
+_MAX_SECRET_FILE: Final = 64 * 1024  # a secret file is small; refuse to slurp a huge one
+_SHOW_LIMIT: Final = 80
+
+# attrs field metadata keys
+_CHECK: Final = "trivpn.check"  # a value check run right after the key is structured
+_FILE_KEY: Final = "trivpn.file_key"  # a sibling key naming a file that holds this value
+_NOT_IN_FILE: Final = "trivpn.not_in_file"  # set by the loader, never read from TOML
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class InvalidValue(ValueError):
+    """One rejected value; whoever catches it knows the key path and prefixes it."""
+
+    def __init__(self, value: object, allowed: str, *, shown: str | None = None) -> None:
+        self.shown = _show(value) if shown is None else shown
+        self.shown_by_caller = shown is not None  # trusted text, shown even for a secret
+        self.allowed = allowed
+        super().__init__(f"{self.shown} — {allowed}")
+
+
+def _show(value: object, depth: int = 0) -> str:
+    """Render a TOML or structured value the way the user wrote it, bounded in size."""
+    if depth > 3:
+        text = "…"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))  # as the user most likely wrote it
+    elif isinstance(value, str | int | float):
+        text = repr(value)
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(_show(v, depth + 1) for v in value) + "]"
+    elif isinstance(value, Mapping):
+        text = "{" + ", ".join(f"{k} = {_show(v, depth + 1)}" for k, v in value.items()) + "}"
+    else:  # addresses, networks, endpoints, dates: their text form
+        text = repr(str(value))
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 1] + "…"
+
+
+def _checked(check: Callable[[Any], None]) -> dict[str, object]:
+    return {_CHECK: check}
+
+
+# --- value checks (raise InvalidValue) ------------------------------------------------------
+
+
+def _check_ifname(name: str) -> None:
+    # the kernel's dev_valid_name(), so the error comes from us rather than from an ioctl
+    if (
+        not name
+        or len(name.encode()) >= _IFNAMSIZ
+        or name in (".", "..")
+        or any(c in "/:\0" or c.isspace() for c in name)
+    ):
+        raise InvalidValue(
+            name, "expected 1 to 15 characters without '/', ':' or whitespace, not '.' or '..'"
+        )
+
+
+def _check_egress(name: str) -> None:
+    if name != "auto":
+        try:
+            _check_ifname(name)
+        except InvalidValue:
+            raise InvalidValue(
+                name, 'expected an interface name or "auto" (the default route\'s interface)'
+            ) from None
+
+
+def _check_mtu(mtu: int) -> None:
+    if not 576 <= mtu <= 9000:
+        raise InvalidValue(mtu, "expected 576 to 9000 (1280 or more with an IPv6 address)")
+
+
+def _check_addresses(addresses: tuple[IPInterface, ...]) -> None:
+    if not addresses:
+        raise InvalidValue(addresses, 'expected at least one address, e.g. ["10.8.0.1/24"]')
+    seen: set[IPAddress] = set()
+    for a in addresses:
+        if a.ip in seen:
+            raise InvalidValue(addresses, f"duplicate address {a.ip}; list each address once")
+        seen.add(a.ip)
+
+
+def _check_seconds(seconds: float) -> None:
+    if not seconds > 0:
+        raise InvalidValue(seconds, "expected a number of seconds greater than 0")
+
+
+def _check_search_domain(domain: str) -> None:
+    # ToyVPN sends its parameters as ASCII, separated by spaces and commas
+    fits = all(c.isascii() and c.isprintable() and c not in " ," for c in domain)
+    if not fits or len(domain) > 253:
+        raise InvalidValue(domain, "expected an ASCII domain name without spaces or commas, or ''")
+
+
+# --- the configuration classes --------------------------------------------------------------
+
+
+@attrs.frozen
+class Endpoint:
+    """A UDP address to listen on, written ``host:port`` or ``[v6]:port``."""
+
+    host: str  # an IP literal in its normal form ("::" for "[::]")
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Endpoint":
+        """Parse ``host:port``; ValueError says what is wrong."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            if ":" not in host:
+                raise ValueError("brackets are only for IPv6 hosts")
+        elif ":" in host:
+            raise ValueError("an IPv6 host needs brackets")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("the host must be an IP address") from None
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise ValueError("the port must be 1 to 65535")
+        return cls(str(ip), int(port_text))
+
+    @property
+    def family(self) -> int:
+        if ipaddress.ip_address(self.host).version == 6:
+            return socket.AF_INET6
+        return socket.AF_INET
+
+    def __str__(self) -> str:
+        if self.family == socket.AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@attrs.frozen(kw_only=True)
+class InterfaceConfig:
+    """The TUN device; its addresses' subnets are the VPN."""
+
+    name: str = attrs.field(default="trivpn0", metadata=_checked(_check_ifname))
+    address: tuple[IPInterface, ...] = attrs.field(
+        default=(ipaddress.IPv4Interface("10.8.0.1/24"),), metadata=_checked(_check_addresses)
+    )
+    mtu: int = attrs.field(default=1420, metadata=_checked(_check_mtu))
+
+    @property
+    def subnets(self) -> tuple[IPNetwork, ...]:
+        return tuple(dict.fromkeys(a.network for a in self.address))
+
+
+@attrs.frozen(kw_only=True)
+class NatConfig:
+    masquerade: bool = True
+    egress: str = attrs.field(default="auto", metadata=_checked(_check_egress))
+
+
+@attrs.frozen(kw_only=True)
+class ToyVpnConfig:
+    """The cleartext ToyVPN protocol (Android's ToyVpn sample); off unless enabled."""
+
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 8000)
+    # from `secret` or the file named by `secret_file`; never shown
+    secret: bytes = attrs.field(default=b"", repr=False, metadata={_FILE_KEY: "secret_file"})
+    pool: ipaddress.IPv4Network = attrs.field(default=ipaddress.IPv4Network("10.8.0.128/25"))
+    dns: tuple[IPAddress, ...] = (ipaddress.IPv4Address("1.1.1.1"),)
+    routes: tuple[IPNetwork, ...] = (ipaddress.IPv4Network("0.0.0.0/0"),)
+    search_domain: str = attrs.field(default="", metadata=_checked(_check_search_domain))
+    keepalive: float = attrs.field(default=15.0, metadata=_checked(_check_seconds))
+    idle_timeout: float = attrs.field(default=60.0, metadata=_checked(_check_seconds))
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    interface: InterfaceConfig = InterfaceConfig()
+    nat: NatConfig = NatConfig()
+    toyvpn: ToyVpnConfig = ToyVpnConfig()
+    source: str = attrs.field(default="<string>", metadata={_NOT_IN_FILE: True})
+
+
+# --- section and cross-section checks -------------------------------------------------------
+
+# (key path relative to the checked object, problem). Only a problem keyed by a plain field
+# name is hidden when the field is secret (repr=False); deeper keys must pass `shown=`.
+Problems = list[tuple[str, InvalidValue]]
+
+
+def _interface_problems(iface: InterfaceConfig) -> Problems:
+    if iface.mtu < 1280 and any(a.version == 6 for a in iface.address):
+        return [("mtu", InvalidValue(iface.mtu, "expected 1280 or more with an IPv6 address"))]
+    return []
+
+
+def _toyvpn_problems(toy: ToyVpnConfig) -> Problems:
+    problems: Problems = []
+    if toy.enabled and not toy.secret:
+        problems.append(
+            (
+                "secret",
+                InvalidValue(
+                    None, "required when enabled: set secret or secret_file", shown="(not set)"
+                ),
+            )
+        )
+    elif toy.secret and len(toy.secret) < 8:
+        problems.append(
+            ("secret", InvalidValue(None, "secret under 8 bytes; use at least 8", shown="(hidden)"))
+        )
+    if toy.idle_timeout <= toy.keepalive:
+        problems.append(
+            (
+                "idle_timeout",
+                InvalidValue(
+                    toy.idle_timeout, f"must be greater than keepalive ({_show(toy.keepalive)})"
+                ),
+            )
+        )
+    return problems
+
+
+def find_overlaps(networks: Iterable[tuple[str, IPNetwork]]) -> Problems:
+    """Report every network that overlaps an earlier one, keyed by its own key path.
+
+    For all address ranges handed to clients (pools, later WireGuard allowed_ips): an overlap
+    would make the router's choice between two sessions arbitrary.
+    """
+    problems: Problems = []
+    earlier: list[tuple[str, IPNetwork]] = []
+    for key, net in networks:
+        for other_key, other in earlier:
+            if net.overlaps(other):  # False across address families
+                problems.append((key, InvalidValue(net, f"overlaps {other_key} ({other})")))
+                break
+        earlier.append((key, net))
+    return problems
+
+
+def _config_problems(cfg: Config) -> Problems:
+    problems: Problems = []
+    # a disabled protocol's ranges don't matter: renumbering the interface must not trip on them
+    pools = [("toyvpn.pool", cfg.toyvpn.pool)] if cfg.toyvpn.enabled else []
+    v4_subnets = [n for n in cfg.interface.subnets if isinstance(n, ipaddress.IPv4Network)]
+    for key, pool in pools:
+        if not any(pool.subnet_of(s) for s in v4_subnets):
+            inside = ", ".join(map(str, v4_subnets)) or "none: interface.address has no IPv4"
+            problems.append(
+                (key, InvalidValue(pool, f"must lie inside an interface subnet ({inside})"))
+            )
+        own = [a.ip for a in cfg.interface.address if a.ip in pool]
+        if own:
+            problems.append(
+                (
+                    key,
+                    InvalidValue(pool, f"contains the server's own address {own[0]}; leave it out"),
+                )
+            )
+    problems += find_overlaps(pools)
+    return problems
+
+
+_SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
+    InterfaceConfig: _interface_problems,
+    ToyVpnConfig: _toyvpn_problems,
+    Config: _config_problems,
+}
+
+
+# --- structuring: TOML values -> typed values -----------------------------------------------
+
+T = TypeVar("T")
+Hook = Callable[[Any, Any], Any]  # cattrs' structure hook: (value, target type) -> object
+
+
+def _parsed(parse: Callable[[str], T], value: object, allowed: str) -> T:
+    if isinstance(value, str):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    raise InvalidValue(value, allowed)
+
+
+def _structure_int(value: object, _: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(value, "expected an integer")
+    return value
+
+
+def _structure_float(value: object, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(value, "expected a number")
+    if not math.isfinite(value):
+        raise InvalidValue(value, "expected a finite number")
+    return float(value)
+
+
+def _structure_bool(value: object, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue(value, "expected true or false")
+    return value
+
+
+def _structure_str(value: object, _: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidValue(value, "expected a string")
+    return value
+
+
+def _structure_bytes(value: object, _: Any) -> bytes:
+    if isinstance(value, bytes):  # already read from a file key
+        return value
+    return _structure_str(value, None).encode()
+
+
+def _structure_interface(value: object, _: Any) -> IPInterface:
+    allowed = "expected an IP address with prefix, e.g. 10.8.0.1/24"
+    if not (isinstance(value, str) and "/" in value):  # ipaddress would default to /32
+        raise InvalidValue(value, allowed)
+    iface = _parsed(ipaddress.ip_interface, value, allowed)
+    net = iface.network
+    first_host = f"{net.network_address + 1}/{net.prefixlen}"
+    if net.num_addresses > 2 and iface.ip == net.network_address:
+        raise InvalidValue(
+            value, f"is the subnet's network address, not a host; did you mean {first_host}?"
+        )
+    if net.num_addresses > 2 and net.version == 4 and iface.ip == net.broadcast_address:
+        raise InvalidValue(value, f"is the subnet's broadcast address; e.g. {first_host}")
+    return iface
+
+
+def _network(value: object, example: str, *, v4_only: bool = False) -> IPNetwork:
+    kind = "an IPv4 network" if v4_only else "an IP network"
+    allowed = f"expected {kind} with prefix, e.g. {example}"
+    if not (isinstance(value, str) and "/" in value):
+        raise InvalidValue(value, allowed)
+    net = _parsed(lambda s: ipaddress.ip_network(s, strict=False), value, allowed)
+    if v4_only and net.version != 4:
+        raise InvalidValue(value, allowed)
+    if ipaddress.ip_interface(value).ip != net.network_address:
+        raise InvalidValue(value, f"has host bits set; did you mean {net}?")
+    return net
+
+
+def _structure_network(value: object, _: Any) -> IPNetwork:
+    return _network(value, "0.0.0.0/0")
+
+
+def _structure_v4_network(value: object, _: Any) -> ipaddress.IPv4Network:
+    net = _network(value, "10.8.0.128/25", v4_only=True)
+    assert isinstance(net, ipaddress.IPv4Network)
+    return net
+
+
+def _structure_address(value: object, _: Any) -> IPAddress:
+    return _parsed(ipaddress.ip_address, value, "expected an IP address, e.g. 1.1.1.1")
+
+
+def _structure_endpoint(value: object, _: Any) -> Endpoint:
+    try:
+        return Endpoint.parse(_structure_str(value, None))
+    except InvalidValue:
+        raise InvalidValue(value, "expected host:port, e.g. 0.0.0.0:8000 or [::]:8000") from None
+    except ValueError as e:
+        raise InvalidValue(value, f"{e}, e.g. 0.0.0.0:8000 or [::]:8000") from None
+
+
+_VALUE_HOOKS: Final[Mapping[Any, Hook]] = {
+    int: _structure_int,
+    float: _structure_float,
+    bool: _structure_bool,
+    str: _structure_str,
+    bytes: _structure_bytes,
+    IPInterface: _structure_interface,
+    IPNetwork: _structure_network,
+    ipaddress.IPv4Network: _structure_v4_network,
+    IPAddress: _structure_address,
+    Endpoint: _structure_endpoint,
+}
+
+
+def _is_tuple_of_any_length(t: Any) -> bool:
+    args = get_args(t)
+    return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
+    item_type = get_args(tuple_type)[0]
+    item_hook = conv.get_structure_hook(item_type)
+
+    def structure(value: object, _: Any) -> tuple[Any, ...]:
+        # a bare string is iterable too; insist on a TOML array
+        if not isinstance(value, list):
+            raise InvalidValue(value, "expected a list, e.g. [...]")
+        items: list[Any] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(item_hook(item, item_type))
+            except (InvalidValue, cattrs.BaseValidationError) as e:
+                note = IterableValidationNote(f"index {index}", index, item_type)
+                e.add_note(note)
+                errors.append(e)
+        if errors:
+            raise IterableValidationError(f"While structuring {tuple_type}", errors, tuple_type)
+        return tuple(items)
+
+    return structure
+
+
+# --- structuring: TOML tables -> attrs classes ----------------------------------------------
+
+
+def _is_section(t: Any) -> bool:
+    return attrs.has(t) and t is not Endpoint
+
+
+def _noted(error: Exception, key: str, cl: type) -> Exception:
+    error.add_note(AttributeValidationNote(f"{cl.__qualname__} @ {key}", key, object))
+    return error
+
+
+def _read_secret_file(value: object, base_dir: pathlib.Path | None) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(value, "expected the path of a file holding the secret")
+    path = pathlib.Path(value) if base_dir is None else base_dir / value
+    try:
+        with path.open("rb") as f:
+            data = f.read(_MAX_SECRET_FILE + 1)
+    except OSError as e:
+        raise InvalidValue(value, f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > _MAX_SECRET_FILE:
+        raise InvalidValue(value, f"{path} is over 64 KiB; expected a file holding the secret")
+    # editors end files with a newline that is not part of the secret
+    return data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+
+
+def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None) -> Hook:
+    attrs.resolve_types(cl)
+    fields = attrs.fields(cl)
+    overrides: dict[str, Any] = {}  # Any: mypy can't tell **overrides from the flag args
+    for f in fields:
+        if f.metadata.get(_NOT_IN_FILE):
+            overrides[f.name] = override(omit=True)
+        elif _CHECK in f.metadata:
+            overrides[f.name] = override(
+                struct_hook=_then_check(conv.get_structure_hook(f.type), f.metadata[_CHECK])
+            )
+    structure_keys = make_dict_structure_fn(
+        cl,
+        conv,
+        _cattrs_forbid_extra_keys=True,
+        _cattrs_detailed_validation=True,
+        _cattrs_use_linecache=False,
+        **overrides,
+    )
+    file_keys = {f.metadata[_FILE_KEY]: f.name for f in fields if _FILE_KEY in f.metadata}
+    section_check = _SECTION_CHECKS.get(cl)
+
+    def structure(value: object, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise InvalidValue(value, "expected a table: a [section] or { key = value, ... }")
+        table = dict(value)
+        errors: list[Exception] = []
+        for file_key, name in file_keys.items():
+            if file_key not in table:
+                continue
+            path = table.pop(file_key)
+            try:
+                if name in table:
+                    raise InvalidValue(path, f"set either {name} or {file_key}, not both")
+                table[name] = _read_secret_file(path, base_dir)
+            except InvalidValue as e:
+                errors.append(_noted(e, file_key, cl))
+        try:
+            section = structure_keys(table, cl)
+        except ClassValidationError as e:
+            errors.extend(e.exceptions)
+        if errors:
+            raise ClassValidationError(f"While structuring {cl.__name__}", errors, cl)
+        problems = section_check(section) if section_check else []
+        if problems:
+            noted = [_noted(e, key, cl) for key, e in problems]
+            raise ClassValidationError(f"While checking {cl.__name__}", noted, cl)
+        return section
+
+    return structure
+
+
+def _then_check(hook: Hook, check: Callable[[Any], None]) -> Hook:
+    def structure(value: object, t: Any) -> Any:
+        result = hook(value, t)
+        check(result)
+        return result
+
+    return structure
+
+
+def _converter(base_dir: pathlib.Path | None) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    for t, hook in _VALUE_HOOKS.items():
+        conv.register_structure_hook(t, hook)
+    conv.register_structure_hook_factory(_is_tuple_of_any_length, lambda t: _tuple_hook(t, conv))
+    conv.register_structure_hook_factory(_is_section, lambda t: _section_hook(t, conv, base_dir))
+    return conv
+
+
+# --- errors -> lines ------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(path: str, key: str) -> str:
+    if "." in key or "[" in key:  # already a path, from a cross-section check
+        return f"{path}.{key}" if path else key
+    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.replace('"', '\\"') + '"'
+    return f"{path}.{shown}" if path else shown
+
+
+def _keys_of(cl: Any) -> list[str]:
+    keys: list[str] = []
+    for f in attrs.fields(cl):
+        if not f.metadata.get(_NOT_IN_FILE):
+            keys.append(f.name)
+        if _FILE_KEY in f.metadata:
+            keys.append(f.metadata[_FILE_KEY])
+    return keys
+
+
+def _describe(error: BaseException, path: str, hidden: bool = False) -> list[str]:
+    """One line per problem in cattrs' tree of errors; `hidden` keeps secrets out of them."""
+    lines: list[str] = []
+    if isinstance(error, ClassValidationError):
+        fields = attrs.fields_dict(error.cl)
+        with_key, without_key = error.group_exceptions()
+        for sub, note in with_key:
+            field = fields.get(note.name)
+            hide = hidden or (field is not None and not field.repr)
+            lines += _describe(sub, _join(path, note.name), hide)
+        for sub in without_key:
+            lines += _describe(sub, path, hidden)
+    elif isinstance(error, IterableValidationError):
+        with_index, without_index = error.group_exceptions()
+        for sub, inote in with_index:
+            lines += _describe(sub, f"{path}[{inote.index}]", hidden)
+        for sub in without_index:
+            lines += _describe(sub, path, hidden)
+    elif isinstance(error, ForbiddenExtraKeysError):
+        allowed = ", ".join(_keys_of(error.cl))
+        for key in sorted(error.extra_fields):
+            lines.append(f"{_join(path, key)}: unknown key — allowed: {allowed}")
+    elif isinstance(error, InvalidValue):
+        shown = "(hidden)" if hidden and not error.shown_by_caller else error.shown
+        lines.append(f"{path or '(top level)'}: {shown} — {error.allowed}")
+    else:
+        raise error  # not a bad value but a bug here: let it surface
+    return lines
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"(?P<msg>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
+
+
+def _syntax_problem(source: str, error: tomllib.TOMLDecodeError) -> str:
+    text = str(error)
+    if m := _TOML_POSITION.fullmatch(text):
+        return f"{source}: TOML syntax error at line {m['line']}, column {m['column']}: {m['msg']}"
+    if text.endswith(" (at end of document)"):
+        return f"{source}: TOML syntax error at end of document: {text[:-21]}"
+    return f"{source}: TOML syntax error: {text}"
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: pathlib.Path | None = None
+) -> Config:
+    """Parse TOML text; relative file keys (secret_file) resolve against `base_dir` (else the
+    working directory). Raises ConfigError listing every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([_syntax_problem(source, e)]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: TOML nested too deeply"]) from None
+    try:
+        config = _converter(base_dir).structure(data, Config)
+    except (cattrs.BaseValidationError, InvalidValue) as e:
+        raise ConfigError(_describe(e, "")) from None
+    return attrs.evolve(config, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a config file; secret_file paths are relative to its directory."""
+    file = pathlib.Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{file}: cannot read the config file — {e.strerror or e}"]) from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{file}: not UTF-8 text (bad byte at offset {e.start})"]) from None
+    return parse_config(text, source=os.fspath(path), base_dir=file.absolute().parent)
+
+
+def default_config() -> Config:
+    """Every key at its default: the shipped conf/trivpn.toml, with ToyVPN off and no secret."""
+    return Config()

@@ -1,0 +1,152 @@
+"""The nftables table trivpn owns: masquerade and forward rules for the tunnel subnets.
+
+``build_ruleset`` is pure (libnftables JSON in, nothing touched), so the exact rules are
+unit-tested; ``apply_ruleset`` hands them to the kernel in one atomic transaction through
+the libnftables binding, in the network namespace of the calling thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+import nftables
+
+TABLE = "trivpn"
+FAMILY = "inet"  # one table for IPv4 and IPv6
+NAT_CHAIN = "nat"
+FILTER_CHAIN = "filter"
+_SRCNAT_PRIORITY = 100
+_FILTER_PRIORITY = 0
+_IFNAMSIZ = 16
+
+
+class NftError(Exception):
+    """libnftables refused a command; the message is nft's own."""
+
+
+def build_ruleset(
+    subnets: Sequence[IPv4Network | IPv6Network],
+    egress: str,
+    *,
+    masquerade: bool = True,
+    table: str = TABLE,
+) -> dict[str, Any]:
+    """One transaction that replaces any stale ``table inet <table>`` with a fresh one.
+
+    "add, delete, add" works whether or not the table exists, and since the whole list is
+    one transaction no packet ever sees a half-built table. Both chains have policy
+    accept: the table only adds what the tunnel needs and never blocks the host's other
+    forwarding.
+    """
+    if not egress or len(egress.encode()) >= _IFNAMSIZ:
+        raise ValueError(f"egress interface name {egress!r} is not a valid interface name")
+    table_ref = {"family": FAMILY, "name": table}
+    commands: list[dict[str, Any]] = [
+        {"add": {"table": table_ref}},
+        {"delete": {"table": table_ref}},
+        {"add": {"table": table_ref}},
+        _chain(table, NAT_CHAIN, "nat", "postrouting", _SRCNAT_PRIORITY),
+        _chain(table, FILTER_CHAIN, "filter", "forward", _FILTER_PRIORITY),
+    ]
+    if masquerade:
+        for subnet in subnets:
+            commands.append(
+                _rule(table, NAT_CHAIN, _saddr(subnet), _oifname(egress), {"masquerade": None})
+            )
+    established = {
+        "match": {
+            "op": "in",
+            "left": {"ct": {"key": "state"}},
+            "right": ["established", "related"],
+        }
+    }
+    commands.append(_rule(table, FILTER_CHAIN, established, {"accept": None}))
+    for subnet in subnets:
+        commands.append(
+            _rule(table, FILTER_CHAIN, _saddr(subnet), _oifname(egress), {"accept": None})
+        )
+    return {"nftables": commands}
+
+
+def _chain(table: str, name: str, kind: str, hook: str, priority: int) -> dict[str, Any]:
+    return {
+        "add": {
+            "chain": {
+                "family": FAMILY,
+                "table": table,
+                "name": name,
+                "type": kind,
+                "hook": hook,
+                "prio": priority,
+                "policy": "accept",
+            }
+        }
+    }
+
+
+def _rule(table: str, chain: str, *expr: dict[str, Any]) -> dict[str, Any]:
+    return {"add": {"rule": {"family": FAMILY, "table": table, "chain": chain, "expr": list(expr)}}}
+
+
+def _saddr(subnet: IPv4Network | IPv6Network) -> dict[str, Any]:
+    return {
+        "match": {
+            "op": "==",
+            "left": {
+                "payload": {"protocol": "ip" if subnet.version == 4 else "ip6", "field": "saddr"}
+            },
+            "right": {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}},
+        }
+    }
+
+
+def _oifname(egress: str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": egress}}
+
+
+def _run(command: dict[str, Any]) -> Any:
+    nft = nftables.Nftables()
+    rc, output, error = nft.json_cmd(command)
+    if rc != 0:
+        raise NftError(str(error).strip() or f"nft failed with status {rc}")
+    return output
+
+
+def _table_exists(table: str) -> bool:
+    listing = _run({"nftables": [{"list": {"tables": {"family": FAMILY}}}]})
+    return any(item.get("table", {}).get("name") == table for item in _items(listing))
+
+
+def _items(listing: Any) -> list[dict[str, Any]]:
+    if not isinstance(listing, dict):
+        return []
+    return [item for item in listing.get("nftables", []) if isinstance(item, dict)]
+
+
+def apply_ruleset(ruleset: dict[str, Any]) -> None:
+    """Apply ``ruleset`` atomically: all of it or, on NftError, none of it."""
+    _run(ruleset)
+
+
+def delete_table(table: str = TABLE) -> bool:
+    """Remove ``table inet <table>``; True if it existed, False (no error) if not."""
+    try:
+        _run({"nftables": [{"delete": {"table": {"family": FAMILY, "name": table}}}]})
+    except NftError:
+        if _table_exists(table):
+            raise
+        return False
+    return True
+
+
+def list_table(table: str = TABLE) -> dict[str, Any] | None:
+    """The parsed JSON of ``list table inet <table>``, or None if there is no such table."""
+    try:
+        listing = _run({"nftables": [{"list": {"table": {"family": FAMILY, "name": table}}}]})
+    except NftError:
+        if _table_exists(table):
+            raise
+        return None
+    return listing if isinstance(listing, dict) else None

@@ -1,0 +1,129 @@
+"""The TUN device: /dev/net/tun, non-blocking, one IP packet per read or write.
+
+The device lives as long as its fd (it is not made persistent), so a killed server leaves
+no interface behind. Reads and writes never block: the trio layer waits for readability
+itself and then drains a bounded batch here without awaiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from types import TracebackType
+
+TUN_PATH = "/dev/net/tun"
+
+_TUNSETIFF = 0x400454CA  # _IOW('T', 202, int)
+_IFF_TUN = 0x0001
+_IFF_NO_PI = 0x1000  # plain IP packets, no 4-byte packet-information prefix
+_IFNAMSIZ = 16  # includes the terminating NUL
+_IFREQ = struct.Struct(f"{_IFNAMSIZ}sH22x")  # struct ifreq: name, flags, rest of the union
+
+# A TUN read with a buffer shorter than the packet truncates it silently; no IP packet
+# (and so no TUN MTU) exceeds 65535 bytes.
+_READ_SIZE = 65535
+
+
+class TunError(Exception):
+    """The TUN device could not be created or has failed."""
+
+
+class Tun:
+    """An open TUN device (IFF_TUN | IFF_NO_PI) with its fd in non-blocking mode."""
+
+    name: str
+    fd: int
+    dropped_writes: int
+
+    def __init__(self, fd: int, name: str) -> None:
+        """Wrap an fd that is already attached to a TUN device; ``open`` is the usual way."""
+        self.fd = fd
+        self.name = name
+        self.dropped_writes = 0
+
+    @classmethod
+    def open(cls, name: str) -> Tun:
+        """Create the TUN device ``name`` (a kernel pattern such as ``tun%d`` works too)."""
+        raw_name = name.encode()
+        if len(raw_name) >= _IFNAMSIZ:
+            raise TunError(
+                f"cannot create TUN {name!r}: interface names are at most {_IFNAMSIZ - 1} bytes"
+            )
+        if b"\0" in raw_name:
+            raise TunError(f"cannot create TUN {name!r}: interface names cannot contain NUL")
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _open_error(name, exc) from exc
+        try:
+            request = _IFREQ.pack(raw_name, _IFF_TUN | _IFF_NO_PI)
+            answer = fcntl.ioctl(fd, _TUNSETIFF, request)
+        except OSError as exc:
+            os.close(fd)
+            raise _open_error(name, exc) from exc
+        kernel_name = _IFREQ.unpack(answer)[0].split(b"\0", 1)[0]
+        return cls(fd, kernel_name.decode(errors="replace"))
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        """Up to ``max_packets`` packets, stopping early when the fd would block.
+
+        Raises TunError when the device fails (or is closed) and nothing was read; packets
+        read before a failure are returned first, and the next call reports the failure.
+        """
+        packets: list[bytes] = []
+        while len(packets) < max_packets:
+            try:
+                packet = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if packets:
+                    break
+                raise TunError(f"reading TUN {self.name!r} failed: {exc.strerror}") from exc
+            if not packet:
+                break
+            packets.append(packet)
+        return packets
+
+    def write(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Hand one IP packet to the kernel; False (and counted) when it was dropped.
+
+        A drop is not an error worth raising for: the kernel refuses malformed packets
+        (EINVAL), a full queue (EAGAIN, ENOBUFS) or a device going away (EIO, EBADF), and
+        the sender's transport retransmits either way.
+        """
+        try:
+            os.write(self.fd, packet)
+        except OSError:
+            self.dropped_writes += 1
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the fd, which removes the device; safe to call more than once."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> Tun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Tun {self.name!r} fd={self.fd}>"
+
+
+def _open_error(name: str, exc: OSError) -> TunError:
+    reason = exc.strerror or str(exc)
+    return TunError(f"cannot create TUN {name!r}: {reason}; needs CAP_NET_ADMIN and {TUN_PATH}")
