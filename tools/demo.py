@@ -27,7 +27,7 @@ def demo_config(shipped: Path, out: Path) -> Path:
     if not sep:
         raise SystemExit(f"demo: {shipped} has no [toyvpn] section")
     section = re.sub(r"(?m)^enabled\s*=.*$", "enabled = true", section, count=1)
-    section = re.sub(r'(?m)^secret\s*=.*$', f'secret = "{DEMO_SECRET}"', section, count=1)
+    section = re.sub(r"(?m)^secret\s*=.*$", f'secret = "{DEMO_SECRET}"', section, count=1)
     path = out / "trivpn.toml"
     path.write_text(head + sep + section)
     return path
@@ -54,35 +54,49 @@ def main() -> int:
             server.wait_log("trivpn serving")
             conn = netlab.Trivpn(
                 client,
-                ["toyvpn-connect", f"{netlab.SERVER_WAN}:8000", "--secret", DEMO_SECRET,
-                 "--tun", "toyvpn0"],
+                [
+                    "toyvpn-connect",
+                    f"{netlab.SERVER_WAN}:8000",
+                    "--secret",
+                    DEMO_SECRET,
+                    "--tun",
+                    "toyvpn0",
+                ],
                 work / "client.log",
             )
             conn.wait_log("connected to")
             print("\n--- server log ---\n" + server.log().rstrip())
             print("\n--- client log ---\n" + conn.log().rstrip())
-            show("ip -br addr show toyvpn0   (client ns)",
-                 client.run("ip", "-br", "addr", "show", "toyvpn0"))
-            show("nft list table inet trivpn   (server ns)",
-                 lab.server.run("nft", "list", "table", "inet", "trivpn"))
-            show(f"ping -c 3 {netlab.INTERNET_HOST}   (client ns → internet through the tunnel)",
-                 client.run("ping", "-c", "3", "-i", "0.3", netlab.INTERNET_HOST, check=False))
+            show(
+                "ip -br addr show toyvpn0   (client ns)",
+                client.run("ip", "-br", "addr", "show", "toyvpn0"),
+            )
+            show(
+                "nft list table inet trivpn   (server ns)",
+                lab.server.run("nft", "list", "table", "inet", "trivpn"),
+            )
+            show(
+                f"ping -c 3 {netlab.INTERNET_HOST}   (client ns → internet through the tunnel)",
+                client.run("ping", "-c", "3", "-i", "0.3", netlab.INTERNET_HOST, check=False),
+            )
             sink = lab.internet.popen(
                 [sys.executable, "-c", netlab.TCP_SINK, "5001"], stdout=subprocess.PIPE
             )
             assert sink.stdout is not None
             sink.stdout.readline()
-            client.run(sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, "5001",
-                       str(8 << 20))
+            client.run(
+                sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, "5001", str(8 << 20)
+            )
             peer = sink.stdout.readline().split()
             sink.kill()
-            print(f"\n$ TCP: client sent 8 MiB to {netlab.INTERNET_HOST}:5001; the internet "
-                  f"host saw it from {peer[1]} (the server's egress: masqueraded)")
+            print(
+                f"\n$ TCP: client sent 8 MiB to {netlab.INTERNET_HOST}:5001; the internet "
+                f"host saw it from {peer[1]} (the server's egress: masqueraded)"
+            )
             if not args.once:
                 print("\ndemo: running; pinging every 2 s. Ctrl-C stops and tears down.")
                 while True:
-                    r = client.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST,
-                                   check=False)
+                    r = client.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST, check=False)
                     m = re.search(r"time=([\d.]+ ms)", r.stdout)
                     print("ping", netlab.INTERNET_HOST, m.group(1) if m else "lost", flush=True)
                     time.sleep(2)
@@ -94,8 +108,10 @@ def main() -> int:
             code = server.stop()
             tail = server.log().splitlines()[-4:]
             print("\n--- server shutdown ---\n" + "\n".join(tail))
-            print(f"demo: trivpn exited with {code}; tables left in the server ns: "
-                  f"{lab.server.run('nft', 'list', 'tables').stdout.strip() or 'none'}")
+            print(
+                f"demo: trivpn exited with {code}; tables left in the server ns: "
+                f"{lab.server.run('nft', 'list', 'tables').stdout.strip() or 'none'}"
+            )
     print("demo: namespaces removed; nothing was changed outside them")
     return 0
 

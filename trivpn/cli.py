@@ -129,8 +129,12 @@ def cmd_toyvpn_connect(args: argparse.Namespace) -> int:
         raise CliError("--secret or --secret-file is required", 2)
     try:
         conn = ToyVpnConnection(
-            host, port, secret, tun_name=args.tun,
-            keepalive=args.keepalive, quiet_timeout=args.quiet_timeout,
+            host,
+            port,
+            secret,
+            tun_name=args.tun,
+            keepalive=args.keepalive,
+            quiet_timeout=args.quiet_timeout,
         )
     except OSError as e:
         raise CliError(f"server: {args.server!r} — {e}", 2) from e
@@ -162,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tun", default="toyvpn0", help="TUN device name (default toyvpn0)")
     p.add_argument("--keepalive", type=float, default=15.0, help="seconds (default 15)")
     p.add_argument(
-        "--quiet-timeout", type=float, default=60.0,
+        "--quiet-timeout",
+        type=float,
+        default=60.0,
         help="reconnect after this many seconds without hearing from the server (default 60)",
     )
     p.set_defaults(func=cmd_toyvpn_connect)

@@ -25,9 +25,7 @@ class _Table(Generic[T]):
 
     def _reorder(self) -> None:
         full = (1 << self.bits) - 1
-        self.order = [
-            (plen, full ^ (full >> plen)) for plen in sorted(self.by_len, reverse=True)
-        ]
+        self.order = [(plen, full ^ (full >> plen)) for plen in sorted(self.by_len, reverse=True)]
 
     def add(self, plen: int, net: int, owner: T) -> None:
         if plen not in self.by_len:
@@ -68,9 +66,7 @@ class Router(Generic[T]):
 
     def add(self, network: IPNetwork, owner: T) -> None:
         """Route ``network`` to ``owner``, replacing any owner of exactly that network."""
-        self._table(network).add(
-            network.prefixlen, int(network.network_address), owner
-        )
+        self._table(network).add(network.prefixlen, int(network.network_address), owner)
 
     def remove(self, network: IPNetwork) -> T | None:
         """Forget exactly ``network``; returns its owner, or None if it was not routed."""

@@ -187,7 +187,9 @@ class ToyVpnServer:
     def pool(self) -> AddressPool:
         return self._pool
 
-    def receive(self, datagram: bytes, addr: Addr, now: float) -> bytes | Handshake | Refused | None:
+    def receive(
+        self, datagram: bytes, addr: Addr, now: float
+    ) -> bytes | Handshake | Refused | None:
         """Handle one datagram from ``addr``.
 
         Returns the IP packet to write to the TUN, a Handshake to answer, a Refused drop, or
