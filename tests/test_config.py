@@ -402,6 +402,15 @@ def test_secret_required_when_enabled() -> None:
     assert line == "toyvpn.secret: (not set) — required when enabled: set secret or secret_file"
 
 
+def test_shipped_placeholder_secret_refused_when_enabled() -> None:
+    line = only_problem('[toyvpn]\nenabled = true\nsecret = "change-me"')
+    assert line == (
+        "toyvpn.secret: 'change-me' — the shipped placeholder; choose your own secret before "
+        "enabling"
+    )
+    assert parse_config('[toyvpn]\nenabled = false\nsecret = "change-me"').toyvpn.secret
+
+
 def test_secret_under_8_bytes_is_hidden() -> None:
     line = only_problem('[toyvpn]\nenabled = true\nsecret = "short12"')
     assert line == "toyvpn.secret: (hidden) — secret under 8 bytes; use at least 8"

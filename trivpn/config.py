@@ -244,6 +244,10 @@ def _interface_problems(iface: InterfaceConfig) -> Problems:
     return []
 
 
+# The secret in the shipped conf/trivpn.toml: known to everyone, so never accepted in use.
+PLACEHOLDER_SECRET = b"change-me"
+
+
 def _toyvpn_problems(toy: ToyVpnConfig) -> Problems:
     problems: Problems = []
     if toy.enabled and not toy.secret:
@@ -258,6 +262,17 @@ def _toyvpn_problems(toy: ToyVpnConfig) -> Problems:
     elif toy.secret and len(toy.secret) < 8:
         problems.append(
             ("secret", InvalidValue(None, "secret under 8 bytes; use at least 8", shown="(hidden)"))
+        )
+    elif toy.enabled and toy.secret == PLACEHOLDER_SECRET:
+        problems.append(
+            (
+                "secret",
+                InvalidValue(
+                    None,
+                    "the shipped placeholder; choose your own secret before enabling",
+                    shown=repr(PLACEHOLDER_SECRET.decode()),
+                ),
+            )
         )
     if toy.idle_timeout <= toy.keepalive:
         problems.append(
