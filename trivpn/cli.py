@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except CliError as e:
-        print(f"trivpn: {e}" if "\n" not in str(e) else str(e), file=sys.stderr)
+        # Config problems are already "key: value — what is allowed" lines; print them bare.
+        print(str(e) if e.code == EXIT_CONFIG else f"trivpn: {e}", file=sys.stderr)
         return e.code
     return code

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from trivpn import udp
-from trivpn.config import Config
+from trivpn.config import Config, Endpoint
 from trivpn.net import link, nft, sysctl
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
@@ -54,6 +54,13 @@ def resolve_egress(cfg: Config) -> str:
         "nat.egress: 'auto' — there is no default route to take the interface from; "
         "name the egress interface"
     )
+
+
+def _listen(key: str, endpoint: Endpoint) -> udp.DatagramSocket:
+    try:
+        return udp.open_listener(endpoint)
+    except OSError as e:
+        raise ServerError(f"{key}: cannot listen on {endpoint}: {e.strerror}") from e
 
 
 def _display(addr: tuple[Any, ...]) -> str:
@@ -93,7 +100,7 @@ class Server:
                 async with trio.open_nursery() as data_plane:
                     data_plane.start_soon(self._tun_reader, tun)
                     if cfg.toyvpn.enabled:
-                        sock = udp.open_listener(cfg.toyvpn.listen)
+                        sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
                         stack.callback(sock.close)
                         self._sockets.append(sock)
                         self._start_toyvpn(data_plane, sock, tun)
