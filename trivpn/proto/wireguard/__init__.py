@@ -1,0 +1,76 @@
+"""WireGuard (Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s), sans-IO: bytes and ``now`` in, actions out.
+
+No sockets, no clock reads, no trio here. Time is the caller's monotonic seconds
+(``trio.current_time()``), passed to every call; randomness and the wall clock (for the
+TAI64N handshake timestamp) are injected into :class:`Device`.
+
+Driving it (the server's side)::
+
+    device = Device(private_key, under_load_rate=500.0, mtu=1420)
+    peer = device.add_peer(PeerConfig(public_key=..., allowed_ips=(ip_network("10.8.0.2/32"),),
+                                      endpoint=None, persistent_keepalive=None, name="phone"))
+    out = device.receive(datagram, (host, port), now)   # every UDP datagram received
+    out = device.send(peer, ip_packet, now)             # an IP packet routed to that peer
+    out = device.tick(now)                              # at device.next_deadline()
+    for data, addr in out.datagrams: sock.sendto(data, addr)
+    for packet in out.packets: tun.write(packet)        # already source-checked
+    for event in out.events: ...                        # HandshakeCompleted, EndpointChanged,
+                                                        # HandshakeFailed, SessionExpired
+    device.remove_peer(public_key)                      # at runtime, keys erased
+
+Every call takes an optional ``out`` to append to, so a batch of datagrams can share one
+:class:`Output` (``out.clear()`` to reuse it). After any call ``next_deadline()`` may have
+moved earlier: re-read it. It may be ``-inf`` ("due now": a peer with persistent keepalive
+just added sends its first keepalive, and so its handshake, on the next tick).
+
+``device.counters`` (a Counter) counts dropped input by reason:
+``malformed`` (+ ``malformed_<why>``), ``bad_mac1``, ``cookie_sent``, ``ratelimited``,
+``invalid_initiation``, ``unknown_peer``, ``replayed_initiation``, ``handshake_flood``,
+``unexpected_response``, ``invalid_response``, ``invalid_cookie_reply``, ``unknown_index``,
+``expired_keypair``, ``decrypt_failed``, ``replay``, ``malformed_inner``,
+``spoofed_source``, ``no_endpoint``, ``staged_dropped``, ``removed_peer``.
+
+The TUN -> peer longest-prefix lookup belongs to the server's router; the device only
+checks, on receive, that a decrypted packet's source is in that peer's ``allowed_ips``
+(``source_filter`` replaces that check, e.g. with "the router maps this source to this
+peer", which is what the reference implementations do).
+
+Modules: ``messages`` (layouts), ``crypto`` (primitives), ``noise`` (handshake), ``cookie``
+(mac1/mac2/cookies/load), ``keypair`` (sessions, replay window), ``timers`` (constants and
+per-peer timers), ``peer`` (one peer), ``device`` (all peers), ``keys`` (wg key text).
+"""
+
+from .device import DEFAULT_UNDER_LOAD_RATE, Device
+from .keys import encode_key, genkey, genpsk, parse_key, pubkey
+from .peer import (
+    EndpointChanged,
+    Event,
+    HandshakeCompleted,
+    HandshakeFailed,
+    IPNetwork,
+    Output,
+    Peer,
+    PeerConfig,
+    SessionExpired,
+    allowed_ips_contains,
+)
+
+__all__ = [
+    "DEFAULT_UNDER_LOAD_RATE",
+    "Device",
+    "EndpointChanged",
+    "Event",
+    "HandshakeCompleted",
+    "HandshakeFailed",
+    "IPNetwork",
+    "Output",
+    "Peer",
+    "PeerConfig",
+    "SessionExpired",
+    "allowed_ips_contains",
+    "encode_key",
+    "genkey",
+    "genpsk",
+    "parse_key",
+    "pubkey",
+]

@@ -1,0 +1,242 @@
+"""The cryptographic primitives of the WireGuard paper (section 5.4), and nothing else.
+
+DH is X25519, AEAD is ChaCha20-Poly1305 (IETF, 96-bit nonce: 32 zero bits then a
+little-endian 64-bit counter), XAEAD is XChaCha20-Poly1305, HASH is BLAKE2s-256, MAC is
+keyed BLAKE2s-128, HMAC is HMAC-BLAKE2s and KDF1/2/3 is HKDF over that HMAC.
+
+The handshake uses pynacl's public bindings. The data path (:class:`TransportCipher`) calls
+the same libsodium through pynacl's cffi module directly: the public wrappers cost about
+2.5x more per packet (argument checks, zero-filled allocations, extra copies), and it lets
+transport keys live in C memory that we can really wipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from typing import Any, Final
+
+from nacl import exceptions as nacl_exceptions
+from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
+from nacl._sodium import lib as _lib
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_aead_xchacha20poly1305_ietf_decrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+    crypto_scalarmult,
+    crypto_scalarmult_base,
+)
+
+CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
+LABEL_MAC1: Final = b"mac1----"
+LABEL_COOKIE: Final = b"cookie--"
+
+KEY_LEN: Final = 32
+HASH_LEN: Final = 32
+TAG_LEN: Final = 16
+MAC_LEN: Final = 16
+XNONCE_LEN: Final = 24
+TIMESTAMP_LEN: Final = 12
+
+_ZERO_KEY: Final = bytes(KEY_LEN)
+_NONCE: Final = struct.Struct("<4xQ")
+_TAI64_BASE: Final = 0x400000000000000A  # TAI64 label of the Unix epoch (2**62 + 10 s)
+# Drop the low 24 bits of the nanoseconds so the timestamp does not leak fine timing
+# (~16.7 ms granularity, below the 20 ms initiation rate limit).
+_TAI64N_WHITENER: Final = ~((1 << 24) - 1)
+
+
+class CryptoError(Exception):
+    """Authentication failed, or a DH produced the all-zero (low order) result."""
+
+
+# --- Curve25519 --------------------------------------------------------------------------
+
+
+def clamp(private_key: bytes) -> bytes:
+    """A Curve25519 private key with the standard bits cleared and set."""
+    if len(private_key) != KEY_LEN:
+        raise ValueError(f"a private key is {KEY_LEN} bytes, got {len(private_key)}")
+    b = bytearray(private_key)
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return bytes(b)
+
+
+def public_key(private_key: bytes) -> bytes:
+    """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
+    return crypto_scalarmult_base(clamp(private_key))
+
+
+def dh(private_key: bytes, public_key: bytes) -> bytes:
+    """X25519; refuses a low-order peer point (all-zero shared secret) with CryptoError."""
+    try:
+        shared = crypto_scalarmult(private_key, public_key)
+    except RuntimeError:  # libsodium itself refuses an all-zero result
+        raise CryptoError("DH produced the all-zero shared secret") from None
+    if shared == _ZERO_KEY:
+        raise CryptoError("DH produced the all-zero shared secret")
+    return shared
+
+
+# --- BLAKE2s family ----------------------------------------------------------------------
+
+
+def hash_(*parts: bytes) -> bytes:
+    """HASH(a || b || ...) = BLAKE2s-256."""
+    h = hashlib.blake2s()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """MAC(key, data) = keyed BLAKE2s with a 16-byte output."""
+    return hashlib.blake2s(data, digest_size=MAC_LEN, key=key).digest()
+
+
+def hmac_(key: bytes, data: bytes) -> bytes:
+    """HMAC(key, data) = HMAC with BLAKE2s-256 (block size 64)."""
+    return hmac.digest(key, data, hashlib.blake2s)
+
+
+def kdf1(key: bytes, data: bytes) -> bytes:
+    prk = hmac_(key, data)
+    return hmac_(prk, b"\x01")
+
+
+def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
+    prk = hmac_(key, data)
+    t1 = hmac_(prk, b"\x01")
+    t2 = hmac_(prk, t1 + b"\x02")
+    return t1, t2
+
+
+def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
+    prk = hmac_(key, data)
+    t1 = hmac_(prk, b"\x01")
+    t2 = hmac_(prk, t1 + b"\x02")
+    t3 = hmac_(prk, t2 + b"\x03")
+    return t1, t2, t3
+
+
+# --- AEADs -------------------------------------------------------------------------------
+
+
+def aead_nonce(counter: int) -> bytes:
+    """The 96-bit ChaCha20-Poly1305 nonce: 32 zero bits, then the little-endian counter."""
+    return _NONCE.pack(counter)
+
+
+def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
+    return crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _NONCE.pack(counter), key)
+
+
+def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes:
+    try:
+        return crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, ad, _NONCE.pack(counter), key)
+    except nacl_exceptions.CryptoError:
+        raise CryptoError("AEAD authentication failed") from None
+
+
+def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+
+
+def xaead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    try:
+        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
+    except nacl_exceptions.CryptoError:
+        raise CryptoError("XAEAD authentication failed") from None
+
+
+# --- TAI64N ------------------------------------------------------------------------------
+
+
+def tai64n(unix_time: float) -> bytes:
+    """The 12-byte TAI64N label of a wall-clock time, whitened; compares bytewise."""
+    seconds = int(unix_time // 1)
+    nanoseconds = int((unix_time - seconds) * 1_000_000_000) & _TAI64N_WHITENER
+    return struct.pack(">QI", _TAI64_BASE + seconds, nanoseconds)
+
+
+# --- Transport data path -----------------------------------------------------------------
+
+MAX_DATAGRAM: Final = 65535
+_ZERO_PAD: Final = bytes(MAX_DATAGRAM)
+
+
+class TransportKey:
+    """One direction's 32-byte ChaCha20-Poly1305 key, held in C memory so it can be wiped."""
+
+    __slots__ = ("_cdata",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_LEN:
+            raise ValueError(f"a transport key is {KEY_LEN} bytes")
+        self._cdata: Any = _ffi.new("unsigned char[]", key)
+
+    @property
+    def cdata(self) -> Any:
+        return self._cdata
+
+    def wipe(self) -> None:
+        _lib.sodium_memzero(self._cdata, KEY_LEN)
+
+    def is_wiped(self) -> bool:
+        return bytes(_ffi.buffer(self._cdata, KEY_LEN)) == _ZERO_KEY
+
+    def __repr__(self) -> str:
+        return "TransportKey(<secret>)"
+
+
+class TransportCipher:
+    """Seal/open transport messages with one AEAD call each and reused scratch buffers.
+
+    One instance per Device (sans-IO, single-threaded). ``open`` returns a view into the
+    scratch buffer that stays valid only until the next call: copy what you keep.
+    """
+
+    __slots__ = ("_clen", "_header", "_in", "_out")
+
+    HEADER_LEN: Final = 16
+
+    def __init__(self) -> None:
+        size = MAX_DATAGRAM + 64
+        self._in: Any = _ffi.new("unsigned char[]", size)
+        self._out: Any = _ffi.new("unsigned char[]", size)
+        self._clen: Any = _ffi.new("unsigned long long *")
+        self._header = struct.Struct("<IIQ")
+
+    def seal(
+        self, key: TransportKey, receiver: int, counter: int, packet: bytes, padded_len: int
+    ) -> bytes:
+        """A whole type-4 datagram: header, then ``packet`` zero-padded to ``padded_len``."""
+        n = len(packet)
+        src = self._in
+        _ffi.memmove(src, packet, n)
+        if padded_len > n:
+            _ffi.memmove(src + n, _ZERO_PAD, padded_len - n)
+        out = self._out
+        _ffi.memmove(out, self._header.pack(4, receiver, counter), 16)
+        _lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+            out + 16, self._clen, src, padded_len, _ffi.NULL, 0, _ffi.NULL,
+            _NONCE.pack(counter), key.cdata,
+        )  # fmt: skip
+        result: bytes = _ffi.buffer(out, 16 + self._clen[0])[:]
+        return result
+
+    def open(self, key: TransportKey, counter: int, datagram: bytes) -> memoryview | None:
+        """Decrypt the payload of a type-4 datagram; None if it does not authenticate."""
+        clen = len(datagram) - 16
+        src = _ffi.from_buffer(datagram)
+        rc = _lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+            self._in, self._clen, _ffi.NULL, src + 16, clen, _ffi.NULL, 0,
+            _NONCE.pack(counter), key.cdata,
+        )  # fmt: skip
+        if rc != 0:
+            return None
+        return memoryview(_ffi.buffer(self._in, self._clen[0]))

@@ -1,0 +1,222 @@
+"""A WireGuard device: our static key, many peers, and the routing of every UDP datagram.
+
+The order of checks on a received datagram is what keeps a flood cheap: the length and
+type first, then for handshakes mac1 (one BLAKE2s, no DH), then the load decision and
+mac2/cookie, then the per-IP rate limit, and only then the first DH. Transport data skips
+all of it: index lookup, one AEAD open, the replay window.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+from . import crypto, messages
+from .cookie import (
+    Address,
+    CookieChecker,
+    HandshakeRateLimiter,
+    LoadMonitor,
+    RandomBytes,
+    address_bytes,
+)
+from .noise import HandshakeError, StaticIdentity, open_initiation
+from .peer import (
+    DeviceContext,
+    IndexTable,
+    Output,
+    Peer,
+    PeerConfig,
+    SourceFilter,
+    allowed_ips_contains,
+)
+
+# Handshake messages per second (with a valid mac1) above which cookies are demanded.
+# A DH costs tens of microseconds here and a handshake needs four, so a few hundred per
+# second is still a small share of one core.
+DEFAULT_UNDER_LOAD_RATE: Final = 500.0
+
+_TRANSPORT: Final = struct.Struct("<IIQ")
+_HANDSHAKE_SENDER: Final = struct.Struct("<I")
+
+
+class Device:
+    """The sans-IO WireGuard device. See the package docstring for how to drive it."""
+
+    def __init__(
+        self,
+        private_key: bytes,
+        *,
+        rng: RandomBytes = os.urandom,
+        wallclock: Callable[[], float] = time.time,
+        under_load_rate: float = DEFAULT_UNDER_LOAD_RATE,
+        mtu: int | None = None,
+        source_filter: SourceFilter = allowed_ips_contains,
+    ) -> None:
+        self.identity = StaticIdentity.from_private_key(private_key)
+        self.counters: Counter[str] = Counter()
+        self._index = IndexTable(rng)
+        self._ctx = DeviceContext(
+            identity=self.identity,
+            rng=rng,
+            wallclock=wallclock,
+            counters=self.counters,
+            cipher=crypto.TransportCipher(),
+            index=self._index,
+            source_filter=source_filter,
+            mtu=mtu,
+        )
+        self._checker = CookieChecker(self.identity.public_key, rng)
+        self._load = LoadMonitor(under_load_rate)
+        self._ratelimiter = HandshakeRateLimiter()
+        self._peers: dict[bytes, Peer] = {}
+
+    def __repr__(self) -> str:
+        return f"Device(peers={len(self._peers)})"
+
+    @property
+    def public_key(self) -> bytes:
+        return self.identity.public_key
+
+    @property
+    def peers(self) -> Mapping[bytes, Peer]:
+        return self._peers
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(list(self._peers.values()))
+
+    # --- configuration -------------------------------------------------------------------
+
+    def add_peer(self, config: PeerConfig) -> Peer:
+        """Add a peer (at runtime too). ValueError for a duplicate or unusable public key."""
+        if config.public_key in self._peers:
+            raise ValueError(f"peer {config.name or 'with that public key'} already exists")
+        if config.public_key == self.identity.public_key:
+            raise ValueError("a peer cannot have the device's own public key")
+        peer = Peer(config, self._ctx)
+        self._peers[config.public_key] = peer
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        """Forget a peer and erase its keys; its indices stop matching at once."""
+        peer = self._peers.pop(public_key, None)
+        if peer is None:
+            raise KeyError("no peer with that public key")
+        peer.remove()
+
+    # --- the three inputs ----------------------------------------------------------------
+
+    def receive(
+        self, datagram: bytes, addr: Address, now: float, out: Output | None = None
+    ) -> Output:
+        """Any UDP datagram that arrived on the listening socket from ``addr``."""
+        if out is None:
+            out = Output()
+        # Fast path: transport data, checked inline.
+        if len(datagram) >= messages.TRANSPORT_MIN_LEN and datagram[0] == 4:
+            kind, receiver, counter = _TRANSPORT.unpack_from(datagram)
+            if kind == messages.MSG_TRANSPORT:
+                entry = self._index.entries.get(receiver)
+                if entry is None or entry[1] is None:
+                    self.counters["unknown_index"] += 1
+                else:
+                    entry[0].receive_transport(entry[1], counter, datagram, addr, now, out)
+                return out
+        try:
+            kind = messages.message_type(datagram)
+        except messages.MalformedMessage as e:
+            self.counters["malformed"] += 1
+            self.counters[e.reason] += 1
+            return out
+        if kind == messages.MSG_COOKIE_REPLY:
+            self._receive_cookie_reply(datagram, now)
+        elif kind in (messages.MSG_INITIATION, messages.MSG_RESPONSE):
+            self._receive_handshake(kind, datagram, addr, now, out)
+        return out
+
+    def send(self, peer: Peer, packet: bytes, now: float, out: Output | None = None) -> Output:
+        """An IP packet from the TUN that the router assigned to ``peer``."""
+        if out is None:
+            out = Output()
+        if peer.removed:
+            self.counters["removed_peer"] += 1
+            return out
+        peer.send(packet, now, out)
+        return out
+
+    def tick(self, now: float, out: Output | None = None) -> Output:
+        """Run every timer due at ``now`` (call it at ``next_deadline()``)."""
+        if out is None:
+            out = Output()
+        for peer in list(self._peers.values()):
+            deadline = peer.next_deadline()
+            if deadline is not None and deadline <= now:
+                peer.tick(now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest timer of any peer, or None when nothing is pending."""
+        best: float | None = None
+        for peer in self._peers.values():
+            deadline = peer.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    # --- handshake messages --------------------------------------------------------------
+
+    def _receive_handshake(
+        self, kind: int, datagram: bytes, addr: Address, now: float, out: Output
+    ) -> None:
+        if not self._checker.check_mac1(datagram):
+            self.counters["bad_mac1"] += 1
+            return
+        if self._load.record(now):
+            source = address_bytes(addr)
+            if not self._checker.check_mac2(datagram, source, now):
+                (sender,) = _HANDSHAKE_SENDER.unpack_from(datagram, 4)
+                reply = self._checker.create_reply(datagram, sender, source, now)
+                out.datagrams.append((reply, addr))
+                self.counters["cookie_sent"] += 1
+                return
+            if not self._ratelimiter.allow(addr[0], now):
+                self.counters["ratelimited"] += 1
+                return
+        if kind == messages.MSG_INITIATION:
+            self._receive_initiation(datagram, addr, now, out)
+        else:
+            self._receive_response(datagram, addr, now, out)
+
+    def _receive_initiation(self, datagram: bytes, addr: Address, now: float, out: Output) -> None:
+        msg = messages.parse_initiation(datagram)
+        try:
+            opened = open_initiation(self.identity, msg)
+        except HandshakeError as e:
+            self.counters[e.reason] += 1
+            return
+        peer = self._peers.get(opened.initiator_static)
+        if peer is None:
+            self.counters["unknown_peer"] += 1
+            return
+        peer.receive_initiation(opened, addr, now, out)
+
+    def _receive_response(self, datagram: bytes, addr: Address, now: float, out: Output) -> None:
+        msg = messages.parse_response(datagram)
+        entry = self._index.entries.get(msg.receiver)
+        if entry is None or entry[1] is not None:
+            self.counters["unknown_index"] += 1
+            return
+        entry[0].receive_response(msg, addr, now, out)
+
+    def _receive_cookie_reply(self, datagram: bytes, now: float) -> None:
+        reply = messages.parse_cookie_reply(datagram)
+        entry = self._index.entries.get(reply.receiver)
+        if entry is None:
+            self.counters["unknown_index"] += 1
+            return
+        if not entry[0].receive_cookie_reply(reply, now):
+            self.counters["invalid_cookie_reply"] += 1

@@ -1,0 +1,574 @@
+"""One WireGuard peer: sessions, timers, encapsulate / decapsulate / tick (cf. boringtun's Tunn).
+
+The Device routes datagrams here after the checks that need no peer (lengths, mac1,
+cookies, index lookup). Every method appends what must happen to an :class:`Output`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import attrs
+
+from . import crypto
+from .cookie import Address, CookieGenerator, RandomBytes
+from .keypair import Keypair
+from .messages import INITIATION_LEN, RESPONSE_LEN, CookieReply, Response
+from .noise import Handshake, HandshakeError, OpenedInitiation, StaticIdentity
+from .timers import (
+    KEEPALIVE_TIMEOUT,
+    MAX_TIMER_HANDSHAKES,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_BEFORE_REJECT_RECEIVING,
+    REKEY_TIMEOUT,
+    STAGED_PACKETS_MAX,
+    ZERO_KEYS_AFTER,
+    PeerTimers,
+    Timer,
+    jitter_from,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SourceFilter = Callable[["Peer", bytes], bool]
+
+_IPV4_HEADER: Final = 20
+_IPV6_HEADER: Final = 40
+_INDEX_ATTEMPTS: Final = 64
+
+
+def _check_key(_: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise ValueError(f"{attribute.name} must be 32 bytes")
+
+
+def _check_psk(_: object, attribute: attrs.Attribute[bytes | None], value: bytes | None) -> None:
+    if value is not None and (not isinstance(value, bytes) or len(value) != 32):
+        raise ValueError(f"{attribute.name} must be 32 bytes or None")
+
+
+def _networks(value: Iterable[IPNetwork | str]) -> tuple[IPNetwork, ...]:
+    # Strings are accepted for convenience; host bits set is an error, as in wg(8) configs.
+    return tuple(v if not isinstance(v, str) else ipaddress.ip_network(v) for v in value)
+
+
+def _keepalive_interval(value: int | None) -> int | None:
+    # 0 means "off", as in wg(8).
+    return value or None
+
+
+def _check_keepalive(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and not 1 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be 1..65535 seconds, or 0/None for off")
+
+
+@attrs.frozen
+class PeerConfig:
+    """What the configuration says about one peer."""
+
+    public_key: bytes = attrs.field(validator=_check_key)
+    preshared_key: bytes | None = attrs.field(default=None, repr=False, validator=_check_psk)
+    allowed_ips: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
+    endpoint: Address | None = None
+    persistent_keepalive: int | None = attrs.field(
+        default=None, converter=_keepalive_interval, validator=_check_keepalive
+    )
+    name: str = ""
+
+
+# --- what the protocol tells the server --------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class HandshakeCompleted:
+    """A new session is in use (initiator: response received; responder: first data)."""
+
+    peer: Peer
+    initiator: bool
+
+
+@attrs.frozen(eq=False)
+class EndpointChanged:
+    """The peer's endpoint follows its latest authenticated packet (roaming)."""
+
+    peer: Peer
+    old: Address | None
+    new: Address
+
+
+@attrs.frozen(eq=False)
+class HandshakeFailed:
+    """No handshake completed within REKEY_ATTEMPT_TIME; queued packets were dropped."""
+
+    peer: Peer
+
+
+@attrs.frozen(eq=False)
+class SessionExpired:
+    """All key material of the peer was erased (3 x REJECT_AFTER_TIME without a new one)."""
+
+    peer: Peer
+
+
+Event = HandshakeCompleted | EndpointChanged | HandshakeFailed | SessionExpired
+
+
+@attrs.define(slots=True)
+class Output:
+    """What to do after a call. May be passed back in to batch several calls into one."""
+
+    datagrams: list[tuple[bytes, Address]] = attrs.Factory(list)  # send on UDP
+    packets: list[bytes] = attrs.Factory(list)  # decrypted, source-checked: write to TUN
+    events: list[Event] = attrs.Factory(list)
+
+    def clear(self) -> None:
+        self.datagrams.clear()
+        self.packets.clear()
+        self.events.clear()
+
+    def is_empty(self) -> bool:
+        return not (self.datagrams or self.packets or self.events)
+
+
+# --- shared device state the peers use ---------------------------------------------------
+
+
+class IndexTable:
+    """Our random 32-bit receiver indices -> (peer, keypair or None while handshaking)."""
+
+    def __init__(self, rng: RandomBytes) -> None:
+        self._rng = rng
+        self.entries: dict[int, tuple[Peer, Keypair | None]] = {}
+
+    def new_index(self, peer: Peer) -> int:
+        # 0 is reserved to mean "no index"; a free one is found almost always at once.
+        for _ in range(_INDEX_ATTEMPTS):
+            index = int.from_bytes(self._rng(4), "little")
+            if index and index not in self.entries:
+                self.entries[index] = (peer, None)
+                return index
+        raise RuntimeError("the random source keeps returning used indices")
+
+    def bind_keypair(self, index: int, peer: Peer, keypair: Keypair) -> None:
+        self.entries[index] = (peer, keypair)
+
+    def release(self, index: int) -> None:
+        self.entries.pop(index, None)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@attrs.define
+class DeviceContext:
+    identity: StaticIdentity
+    rng: RandomBytes
+    wallclock: Callable[[], float]
+    counters: Counter[str]
+    cipher: crypto.TransportCipher
+    index: IndexTable
+    source_filter: SourceFilter
+    mtu: int | None
+
+
+def allowed_ips_contains(peer: Peer, source: bytes) -> bool:
+    """Whether an inner source address (4 or 16 packed bytes) is in the peer's allowed_ips."""
+    value = int.from_bytes(source, "big")
+    nets = peer.allowed_v4 if len(source) == 4 else peer.allowed_v6
+    return any(value & mask == net for net, mask in nets)
+
+
+def _compile(nets: tuple[IPNetwork, ...], version: int) -> tuple[tuple[int, int], ...]:
+    return tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == version)
+
+
+class Peer:
+    """Protocol state for one peer. Create through ``Device.add_peer``."""
+
+    def __init__(self, config: PeerConfig, ctx: DeviceContext) -> None:
+        self.config = config
+        self.public_key = config.public_key
+        self.name = config.name
+        self.endpoint: Address | None = config.endpoint
+        self.persistent_keepalive = config.persistent_keepalive
+        self.allowed_ips = config.allowed_ips
+        self.allowed_v4 = _compile(config.allowed_ips, 4)
+        self.allowed_v6 = _compile(config.allowed_ips, 6)
+        self._ctx = ctx
+        self.handshake = Handshake(ctx.identity, config.public_key, config.preshared_key)
+        self.cookies = CookieGenerator(config.public_key)
+        self.timers = PeerTimers()
+        self.previous: Keypair | None = None
+        self.current: Keypair | None = None
+        self.next: Keypair | None = None
+        self.staged: deque[bytes] = deque()
+        self.last_sent_handshake = float("-inf")
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self.last_handshake_time: float | None = None  # wall clock, for status output
+        self.removed = False
+        if self.persistent_keepalive:
+            # Like wg(8): a keepalive (and so a handshake) right away, on the next tick.
+            self.timers.persistent_keepalive = float("-inf")
+
+    def __repr__(self) -> str:
+        label = self.name or key_label(self.public_key)
+        return f"Peer({label})"
+
+    @property
+    def keypairs(self) -> tuple[Keypair | None, Keypair | None, Keypair | None]:
+        return self.previous, self.current, self.next
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_deadline()
+
+    # --- encapsulate ---------------------------------------------------------------------
+
+    def send(self, packet: bytes, now: float, out: Output) -> None:
+        """Encrypt an IP packet to this peer, or queue it and start a handshake."""
+        kp = self.current
+        if (
+            kp is not None
+            and not self.staged
+            and self.endpoint is not None
+            and now - kp.created < REJECT_AFTER_TIME
+        ):
+            counter = kp.next_send_counter()
+            if counter is not None:
+                self._transmit(kp, counter, packet, now, out)
+                self._keep_key_fresh_sending(kp, now, out)
+                return
+        if len(self.staged) >= STAGED_PACKETS_MAX:
+            self.staged.popleft()
+            self._ctx.counters["staged_dropped"] += 1
+        self.staged.append(packet)
+        self._send_staged(now, out)
+
+    def _transmit(self, kp: Keypair, counter: int, packet: bytes, now: float, out: Output) -> None:
+        n = len(packet)
+        padded = (n + 15) & ~15
+        mtu = self._ctx.mtu
+        if mtu is not None and n <= mtu < padded:
+            padded = mtu  # padding never makes a packet exceed the tunnel MTU
+        datagram = self._ctx.cipher.seal(kp.send_key, kp.remote_index, counter, packet, padded)
+        assert self.endpoint is not None
+        out.datagrams.append((datagram, self.endpoint))
+        self.tx_bytes += len(datagram)
+        timers = self.timers
+        if self.persistent_keepalive:
+            timers.persistent_keepalive = now + self.persistent_keepalive
+        timers.send_keepalive = None  # any authenticated packet sent
+        if n and timers.new_handshake is None:
+            timers.on_data_sent(now, self._jitter())
+
+    def _send_staged(self, now: float, out: Output) -> None:
+        staged = self.staged
+        if not staged:
+            return
+        kp = self.current
+        if (
+            kp is None
+            or kp.send_counter >= REJECT_AFTER_MESSAGES
+            or now - kp.created >= REJECT_AFTER_TIME
+        ):
+            self._initiate(now, out, is_retry=False)
+            return
+        if self.endpoint is None:
+            self._ctx.counters["no_endpoint"] += len(staged)
+            staged.clear()
+            return
+        while staged:
+            counter = kp.next_send_counter()
+            if counter is None:
+                self._initiate(now, out, is_retry=False)
+                return
+            self._transmit(kp, counter, staged.popleft(), now, out)
+        self._keep_key_fresh_sending(kp, now, out)
+
+    def _send_keepalive(self, now: float, out: Output) -> None:
+        if not self.staged:
+            self.staged.append(b"")
+        self._send_staged(now, out)
+
+    def _keep_key_fresh_sending(self, kp: Keypair, now: float, out: Output) -> None:
+        if kp.send_counter > REKEY_AFTER_MESSAGES or (
+            kp.is_initiator and now - kp.created > REKEY_AFTER_TIME
+        ):
+            self._initiate(now, out, is_retry=False)
+
+    # --- handshake -----------------------------------------------------------------------
+
+    def _jitter(self) -> float:
+        return jitter_from(self._ctx.rng(2))
+
+    def _initiate(self, now: float, out: Output, *, is_retry: bool) -> None:
+        """Send a handshake initiation, at most one per REKEY_TIMEOUT."""
+        if not is_retry:
+            self.timers.handshake_attempts = 0
+        if now < self.last_sent_handshake + REKEY_TIMEOUT:
+            return
+        endpoint = self.endpoint
+        if endpoint is None:
+            self._ctx.counters["no_endpoint"] += 1
+            return
+        self.last_sent_handshake = now
+        ctx = self._ctx
+        self._release_handshake_index()
+        index = ctx.index.new_index(self)
+        timestamp = crypto.tai64n(ctx.wallclock())
+        try:
+            msg = self.handshake.create_initiation(index, timestamp, ctx.rng(32))
+        except HandshakeError as e:
+            ctx.index.release(index)
+            ctx.counters[e.reason] += 1
+            return
+        msg = self.cookies.add_macs(msg, now)
+        self.timers.on_any_authenticated_packet_traversal(now, self.persistent_keepalive)
+        self.timers.on_any_authenticated_packet_sent()
+        out.datagrams.append((msg, endpoint))
+        self.tx_bytes += len(msg)
+        self.timers.on_handshake_initiated(now, self._jitter())
+
+    def receive_initiation(
+        self, opened: OpenedInitiation, addr: Address, now: float, out: Output
+    ) -> None:
+        """An initiation whose static key is this peer's: verify it and answer."""
+        ctx = self._ctx
+        try:
+            self.handshake.consume_initiation(opened, now)
+        except HandshakeError as e:
+            ctx.counters[e.reason] += 1
+            return
+        self.timers.on_any_authenticated_packet_traversal(now, self.persistent_keepalive)
+        self.timers.on_any_authenticated_packet_received()
+        self._set_endpoint(addr, out)
+        self.rx_bytes += INITIATION_LEN
+
+        self.last_sent_handshake = now
+        self._release_handshake_index()
+        index = ctx.index.new_index(self)
+        try:
+            msg = self.handshake.create_response(index, ctx.rng(32))
+        except HandshakeError as e:
+            ctx.index.release(index)
+            ctx.counters[e.reason] += 1
+            return
+        msg = self.cookies.add_macs(msg, now)
+        keypair = self._new_keypair(now)
+        ctx.index.bind_keypair(index, self, keypair)
+        # Responder: the new session waits in `next` until the initiator uses it.
+        self._drop(self.next)
+        self.next = keypair
+        self._drop(self.previous)
+        self.previous = None
+        self.timers.on_session_derived(now)
+        self.timers.on_any_authenticated_packet_traversal(now, self.persistent_keepalive)
+        self.timers.on_any_authenticated_packet_sent()
+        out.datagrams.append((msg, addr))
+        self.tx_bytes += len(msg)
+
+    def receive_response(self, msg: Response, addr: Address, now: float, out: Output) -> None:
+        ctx = self._ctx
+        try:
+            self.handshake.consume_response(msg)
+        except HandshakeError as e:
+            ctx.counters[e.reason] += 1
+            return
+        self._set_endpoint(addr, out)
+        self.rx_bytes += RESPONSE_LEN
+        self.timers.on_any_authenticated_packet_traversal(now, self.persistent_keepalive)
+        self.timers.on_any_authenticated_packet_received()
+        keypair = self._new_keypair(now)
+        ctx.index.bind_keypair(keypair.local_index, self, keypair)
+        # Initiator: the new session is confirmed by the response, use it at once.
+        old_previous = self.previous
+        if self.next is not None:
+            self.previous = self.next
+            self.next = None
+            self._drop(self.current)
+        else:
+            self.previous = self.current
+        self._drop(old_previous)
+        self.current = keypair
+        self.timers.on_session_derived(now)
+        self._handshake_complete(out, initiator=True)
+        self._send_keepalive(now, out)
+
+    def receive_cookie_reply(self, reply: CookieReply, now: float) -> bool:
+        return self.cookies.consume_reply(reply, now)
+
+    def _new_keypair(self, now: float) -> Keypair:
+        keys = self.handshake.derive_session()
+        return Keypair(
+            keys.send,
+            keys.receive,
+            is_initiator=keys.is_initiator,
+            local_index=keys.local_index,
+            remote_index=keys.remote_index,
+            created=now,
+        )
+
+    def _handshake_complete(self, out: Output, *, initiator: bool) -> None:
+        self.timers.on_handshake_complete()
+        self.last_handshake_time = self._ctx.wallclock()
+        out.events.append(HandshakeCompleted(self, initiator))
+
+    def _release_handshake_index(self) -> None:
+        if self.handshake.local_index:
+            self._ctx.index.release(self.handshake.local_index)
+            self.handshake.local_index = 0
+
+    def _drop(self, kp: Keypair | None) -> None:
+        if kp is not None:
+            self._ctx.index.release(kp.local_index)
+            kp.wipe()
+
+    # --- decapsulate ---------------------------------------------------------------------
+
+    def receive_transport(
+        self, kp: Keypair, counter: int, datagram: bytes, addr: Address, now: float, out: Output
+    ) -> None:
+        """A type-4 datagram addressed to one of this peer's keypairs."""
+        ctx = self._ctx
+        if now - kp.created > REJECT_AFTER_TIME:
+            ctx.counters["expired_keypair"] += 1
+            return
+        view = ctx.cipher.open(kp.receive_key, counter, datagram)
+        if view is None:
+            ctx.counters["decrypt_failed"] += 1
+            return
+        if not kp.replay.check_and_set(counter):
+            ctx.counters["replay"] += 1
+            return
+        size = len(view)
+        # Copy the packet out before anything else reuses the cipher's scratch buffer.
+        packet = self._inner_packet(view) if size else None
+
+        self._set_endpoint(addr, out)
+        self.rx_bytes += len(datagram)
+        if kp is self.next:
+            self._confirm_next(now, out)
+        self._keep_key_fresh_receiving(now, out)
+        timers = self.timers
+        if self.persistent_keepalive:
+            timers.persistent_keepalive = now + self.persistent_keepalive
+        timers.new_handshake = None  # any authenticated packet received
+        if size:
+            timers.on_data_received(now)
+        if packet is not None:
+            out.packets.append(packet)
+
+    def _inner_packet(self, view: memoryview) -> bytes | None:
+        """The IP packet without padding, if well-formed and from an allowed source."""
+        ctx = self._ctx
+        size = len(view)
+        version = view[0] >> 4
+        if version == 4:
+            if size < _IPV4_HEADER:
+                ctx.counters["malformed_inner"] += 1
+                return None
+            length = (view[2] << 8) | view[3]
+            if not _IPV4_HEADER <= length <= size:
+                ctx.counters["malformed_inner"] += 1
+                return None
+            source = bytes(view[12:16])
+        elif version == 6:
+            if size < _IPV6_HEADER:
+                ctx.counters["malformed_inner"] += 1
+                return None
+            length = ((view[4] << 8) | view[5]) + _IPV6_HEADER
+            if length > size:
+                ctx.counters["malformed_inner"] += 1
+                return None
+            source = bytes(view[8:24])
+        else:
+            ctx.counters["malformed_inner"] += 1
+            return None
+        if not ctx.source_filter(self, source):
+            ctx.counters["spoofed_source"] += 1
+            return None
+        return bytes(view[:length])
+
+    def _confirm_next(self, now: float, out: Output) -> None:
+        """Responder: the initiator used the new session, so it becomes current."""
+        old_previous = self.previous
+        self.previous = self.current
+        self._drop(old_previous)
+        self.current = self.next
+        self.next = None
+        self._handshake_complete(out, initiator=False)
+        self._send_staged(now, out)
+
+    def _keep_key_fresh_receiving(self, now: float, out: Output) -> None:
+        if self.timers.sent_last_minute_handshake:
+            return
+        kp = self.current
+        if kp is not None and kp.is_initiator and now - kp.created > REKEY_BEFORE_REJECT_RECEIVING:
+            self.timers.sent_last_minute_handshake = True
+            self._initiate(now, out, is_retry=False)
+
+    def _set_endpoint(self, addr: Address, out: Output) -> None:
+        if addr != self.endpoint:
+            old = self.endpoint
+            self.endpoint = addr
+            out.events.append(EndpointChanged(self, old, addr))
+
+    # --- timers --------------------------------------------------------------------------
+
+    def tick(self, now: float, out: Output) -> None:
+        """Act on every timer due at ``now``."""
+        timers = self.timers
+        for timer in timers.expired(now):
+            if timer is Timer.RETRANSMIT_HANDSHAKE:
+                if timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                    self._give_up(now, out)
+                else:
+                    timers.handshake_attempts += 1
+                    self._initiate(now, out, is_retry=True)
+            elif timer is Timer.SEND_KEEPALIVE:
+                self._send_keepalive(now, out)
+                if timers.need_another_keepalive:
+                    timers.need_another_keepalive = False
+                    timers.send_keepalive = now + KEEPALIVE_TIMEOUT
+            elif timer is Timer.NEW_HANDSHAKE:
+                # We sent data and heard nothing for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT.
+                self._initiate(now, out, is_retry=False)
+            elif timer is Timer.ZERO_KEY_MATERIAL:
+                self.zero_key_material()
+                out.events.append(SessionExpired(self))
+            elif timer is Timer.PERSISTENT_KEEPALIVE and self.persistent_keepalive:
+                self._send_keepalive(now, out)
+
+    def _give_up(self, now: float, out: Output) -> None:
+        self.timers.send_keepalive = None
+        if self.staged:
+            self._ctx.counters["staged_dropped"] += len(self.staged)
+            self.staged.clear()
+        if self.timers.zero_key_material is None:
+            self.timers.zero_key_material = now + ZERO_KEYS_AFTER
+        out.events.append(HandshakeFailed(self))
+
+    def zero_key_material(self) -> None:
+        """Erase every session and the handshake in progress; drop queued packets."""
+        for kp in (self.previous, self.current, self.next):
+            self._drop(kp)
+        self.previous = self.current = self.next = None
+        self._release_handshake_index()
+        self.handshake.clear()
+        self.staged.clear()
+
+    def remove(self) -> None:
+        self.zero_key_material()
+        self.timers.stop_all()
+        self.removed = True
+
+
+def key_label(public_key: bytes) -> str:
+    """A short, non-secret label for logs: the first 8 base64 characters of the public key."""
+    return base64.b64encode(public_key).decode()[:8] + "..."
