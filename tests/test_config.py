@@ -15,11 +15,14 @@ from trivpn.config import (
     Config,
     ConfigError,
     Endpoint,
+    WireGuardConfig,
+    WireGuardPeerConfig,
     default_config,
     find_overlaps,
     load_config,
     parse_config,
 )
+from trivpn.proto.wireguard import keys
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "conf" / "trivpn.toml"
@@ -48,7 +51,14 @@ def test_shipped_config_is_the_defaults() -> None:
     # the shipped file spells out a placeholder secret; the default has none
     assert cfg.toyvpn.secret == b"change-me"
     unplaceholdered = attrs.evolve(cfg.toyvpn, secret=b"")
-    assert attrs.evolve(cfg, toyvpn=unplaceholdered, source="<string>") == default_config()
+    # it turns WireGuard on (off when the section is absent); its key file need not exist yet,
+    # and where it does (a server that ran), the key in it is not a default
+    assert cfg.wireguard.enabled is True
+    assert cfg.wireguard.private_key_file == Path("/var/lib/trivpn/server.key")
+    assert cfg.wireguard.peers == ()
+    wireguard_off = attrs.evolve(cfg.wireguard, enabled=False, private_key=None)
+    shipped = attrs.evolve(cfg, toyvpn=unplaceholdered, wireguard=wireguard_off, source="<string>")
+    assert shipped == default_config()
 
 
 def test_empty_file_is_the_defaults() -> None:
@@ -188,7 +198,7 @@ def test_unknown_section_and_odd_key() -> None:
     found = problems('[wirequard]\n[interface]\n"my key" = 1\n')
     assert found == [
         'interface."my key": unknown key — allowed: name, address, mtu',
-        "wirequard: unknown key — allowed: interface, nat, toyvpn",
+        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard",
     ]
 
 
@@ -463,6 +473,394 @@ def test_secret_file_not_a_string() -> None:
     assert line == "toyvpn.secret_file: 3 — expected the path of a file holding the secret"
 
 
+# --- WireGuard ------------------------------------------------------------------------------
+
+SERVER_KEY = keys.genkey(lambda n: b"\x01" * n)
+SERVER_PUB = keys.pubkey(SERVER_KEY)
+ALICE_PUB = keys.pubkey(keys.genkey(lambda n: b"\x02" * n))
+BOB_PUB = keys.pubkey(keys.genkey(lambda n: b"\x03" * n))
+PSK = keys.genpsk(lambda n: b"\x04" * n)
+WG = f'[wireguard]\nenabled = true\nprivate_key = "{SERVER_KEY}"\n'
+
+
+def peer(name: str = "alice", public_key: str = ALICE_PUB, ips: str = '"10.8.0.2/32"') -> str:
+    return (
+        f'[[wireguard.peers]]\nname = "{name}"\npublic_key = "{public_key}"\n'
+        f"allowed_ips = [{ips}]\n"
+    )
+
+
+def test_wireguard_off_without_its_section() -> None:
+    wg = parse_config("").wireguard
+    assert wg == WireGuardConfig()
+    assert (wg.enabled, wg.listen, wg.under_load_rate, wg.peers) == (
+        False,
+        Endpoint("0.0.0.0", 51820),
+        500.0,
+        (),
+    )
+    assert (wg.private_key, wg.private_key_file) == (None, Path("/var/lib/trivpn/server.key"))
+
+
+def test_full_wireguard_config() -> None:
+    cfg = parse_config(
+        f"""
+        [wireguard]
+        enabled = true
+        listen = "[::]:51821"
+        private_key = "{SERVER_KEY}"
+        under_load_rate = 20
+
+        [[wireguard.peers]]
+        name = "alice@laptop"
+        public_key = "{ALICE_PUB}"
+        allowed_ips = ["10.8.0.2/32", "fd00:8::2/128"]
+        preshared_key = "{PSK}"
+        endpoint = "203.0.113.7:51820"
+        persistent_keepalive = 25
+
+        [[wireguard.peers]]
+        name = "site-b"
+        public_key = "{BOB_PUB}"
+        allowed_ips = ["192.168.50.0/24"]  # outside the interface subnets: a site behind bob
+        endpoint = "[2001:db8::7]:51820"
+        """
+    )
+    wg = cfg.wireguard
+    assert (wg.enabled, wg.listen, wg.under_load_rate) == (True, Endpoint("::", 51821), 20.0)
+    assert isinstance(wg.under_load_rate, float)
+    assert wg.private_key == keys.parse_key(SERVER_KEY)
+    assert wg.private_key_file is None  # the key is inline
+    alice, bob = wg.peers
+    assert alice == WireGuardPeerConfig(
+        name="alice@laptop",
+        public_key=keys.parse_key(ALICE_PUB),
+        allowed_ips=(ipaddress.ip_network("10.8.0.2/32"), ipaddress.ip_network("fd00:8::2/128")),
+        preshared_key=keys.parse_key(PSK),
+        endpoint=Endpoint("203.0.113.7", 51820),
+        persistent_keepalive=25,
+    )
+    assert bob.allowed_ips == (ipaddress.ip_network("192.168.50.0/24"),)
+    assert (bob.preshared_key, bob.endpoint, bob.persistent_keepalive) == (
+        None,
+        Endpoint("2001:db8::7", 51820),
+        None,
+    )
+    # secrets stay out of reprs
+    assert SERVER_KEY not in repr(cfg) and str(keys.parse_key(SERVER_KEY)) not in repr(cfg)
+    assert str(keys.parse_key(PSK)) not in repr(cfg)
+
+
+def test_shipped_peer_example_works_once_filled_in() -> None:
+    text = SHIPPED.read_text()
+    example = "\n".join(
+        line.removeprefix("# ")
+        for line in text.splitlines()
+        if line.startswith("# ") and "=" in line
+    )
+    assert "\n# [[wireguard.peers]]\n" in text  # commented out: the shipped file has no peers
+    assert example.count("base64…") == 2  # public_key and preshared_key
+    filled = example.replace('"base64…"', f'"{ALICE_PUB}"', 1).replace('"base64…"', f'"{PSK}"')
+    cfg = parse_config(WG + "[[wireguard.peers]]\n" + filled)
+    (alice,) = cfg.wireguard.peers
+    assert (alice.name, alice.persistent_keepalive) == ("alice", 25)
+    assert alice.preshared_key == keys.parse_key(PSK)
+
+
+@pytest.mark.parametrize(
+    ("key", "where"),
+    [
+        ("public_key", "peer"),
+        ("preshared_key", "peer"),
+        ("private_key", "server"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("c2hvcnQ=", "a key must be 44 base64 characters (32 bytes), got 8 characters"),
+        ("A" * 43 + "B", "a key must be 44 base64 characters ending in exactly one '='"),
+        ("!" * 43 + "=", "a key must contain only base64 characters (A-Z a-z 0-9 + /)"),
+        ("A" * 42 + "B=", "a key must be the canonical base64 encoding of 32 bytes"),
+    ],
+)
+def test_bad_key(key: str, where: str, bad: str, reason: str) -> None:
+    if where == "peer":
+        text = WG + peer() + f'{key} = "{bad}"\n'
+        text = text.replace(f'public_key = "{ALICE_PUB}"\n', "") if key == "public_key" else text
+        path = f"wireguard.peers[0].{key}"
+    else:
+        text, path = f'[wireguard]\n{key} = "{bad}"\n', f"wireguard.{key}"
+    shown = repr(bad) if key == "public_key" else "(hidden)"  # public keys are not secret
+    assert only_problem(text) == f"{path}: {shown} — {reason}"
+
+
+def test_key_of_wrong_type() -> None:
+    line = only_problem(WG + peer().replace(f'"{ALICE_PUB}"', "32"))
+    assert line == (
+        "wireguard.peers[0].public_key: 32 — expected a key: 44 base64 characters, "
+        "as `trivpn genkey` prints"
+    )
+
+
+def test_peer_without_required_keys() -> None:
+    found = problems(WG + '[[wireguard.peers]]\nendpoint = "203.0.113.7:51820"\n')
+    assert found == [
+        "wireguard.peers[0].name: (not set) — required",
+        "wireguard.peers[0].public_key: (not set) — required",
+        "wireguard.peers[0].allowed_ips: (not set) — required",
+    ]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "ålice", "a/b"])
+def test_bad_peer_name(name: str) -> None:
+    line = only_problem(WG + peer(name=name))
+    assert line == (
+        f"wireguard.peers[0].name: {name!r} — expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -"
+    )
+
+
+def test_two_peers_with_one_name() -> None:
+    line = only_problem(WG + peer() + peer(public_key=BOB_PUB, ips='"10.8.0.3/32"'))
+    assert line == "wireguard.peers[1].name: 'alice' — peers[0] has this name too"
+
+
+def test_two_peers_with_one_public_key() -> None:
+    line = only_problem(WG + peer() + peer(name="bob", ips='"10.8.0.3/32"'))
+    assert line == (
+        f"wireguard.peers[1].public_key: {ALICE_PUB!r} — peers[0] (alice) has this key too; "
+        "one peer per key"
+    )
+
+
+def test_peer_with_the_servers_own_public_key() -> None:
+    line = only_problem(WG + peer(public_key=SERVER_PUB))
+    assert line == (
+        f"wireguard.peers[0].public_key: {SERVER_PUB!r} — the server's own public key; "
+        "expected the peer's"
+    )
+
+
+def test_peer_with_the_public_key_of_the_key_file(tmp_path: Path) -> None:
+    (tmp_path / "server.key").write_text(SERVER_KEY + "\n")
+    text = '[wireguard]\nprivate_key_file = "server.key"\n' + peer(public_key=SERVER_PUB)
+    line = only_problem(text, base_dir=tmp_path)
+    assert line.startswith(f"wireguard.peers[0].public_key: {SERVER_PUB!r} — the server's own")
+
+
+def test_allowed_ips_with_host_bits() -> None:
+    line = only_problem(WG + peer(ips='"10.8.0.2/32", "10.9.0.1/24"'))
+    assert line == (
+        "wireguard.peers[0].allowed_ips[1]: '10.9.0.1/24' — has host bits set; "
+        "did you mean 10.9.0.0/24?"
+    )
+
+
+@pytest.mark.parametrize("bad", ["10.8.0.2", "10.8.0.2/33", "fd00::/129", "alice"])
+def test_allowed_ips_not_a_network(bad: str) -> None:
+    line = only_problem(WG + peer(ips=f'"{bad}"'))
+    assert line == (
+        f"wireguard.peers[0].allowed_ips[0]: '{bad}' — expected an IP network with prefix, "
+        "e.g. 10.8.0.2/32"
+    )
+
+
+def test_allowed_ips_overlapping_another_peers() -> None:
+    text = WG + peer(ips='"10.8.0.0/29"') + peer("bob", BOB_PUB, '"fd00::/64", "10.8.0.4/30"')
+    line = only_problem(text)
+    assert line == (
+        "wireguard.peers[1].allowed_ips[1]: '10.8.0.4/30' — "
+        "overlaps peers[0].allowed_ips[0] (10.8.0.0/29)"
+    )
+    # an overlap is refused even when WireGuard is off: the peers are still listed together
+    assert problems(text.replace("enabled = true", "enabled = false")) == [line]
+
+
+def test_allowed_ips_overlapping_the_toyvpn_pool() -> None:
+    text = WG + peer(ips='"10.8.0.0/16"') + ENABLED
+    line = only_problem(text)
+    assert line == (
+        "wireguard.peers[0].allowed_ips[0]: '10.8.0.0/16' — overlaps toyvpn.pool (10.8.0.128/25)"
+    )
+    # a switched-off protocol's ranges don't matter
+    toyvpn_off = text.replace("[toyvpn]\nenabled = true", "[toyvpn]\nenabled = false")
+    assert parse_config(toyvpn_off).wireguard.peers[0].name == "alice"
+    wg_off = text.replace("[wireguard]\nenabled = true", "[wireguard]\nenabled = false")
+    assert parse_config(wg_off).toyvpn.enabled
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("203.0.113.7", "expected host:port"),
+        ("vpn.example.com:51820", "the host must be an IP address"),
+        ("2001:db8::7:51820", "an IPv6 host needs brackets"),
+        ("203.0.113.7:0", "the port must be 1 to 65535"),
+    ],
+)
+def test_bad_peer_endpoint(endpoint: str, reason: str) -> None:
+    line = only_problem(WG + peer() + f'endpoint = "{endpoint}"\n')
+    assert line == (
+        f"wireguard.peers[0].endpoint: '{endpoint}' — {reason}, "
+        "e.g. 203.0.113.7:51820 or [2001:db8::7]:51820"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["0.0.0.0:51820", "[::]:51820"])
+def test_peer_endpoint_cannot_be_a_wildcard(endpoint: str) -> None:
+    line = only_problem(WG + peer() + f'endpoint = "{endpoint}"\n')
+    assert line == (
+        f"wireguard.peers[0].endpoint: '{endpoint}' — expected the peer's own address, "
+        "not a wildcard"
+    )
+
+
+def test_bad_wireguard_listen() -> None:
+    line = only_problem('[wireguard]\nlisten = "0.0.0.0"')
+    assert (
+        line == "wireguard.listen: '0.0.0.0' — expected host:port, e.g. 0.0.0.0:51820 or [::]:51820"
+    )
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 65536])
+def test_persistent_keepalive_out_of_range(seconds: int) -> None:
+    line = only_problem(WG + peer() + f"persistent_keepalive = {seconds}\n")
+    assert line == (
+        f"wireguard.peers[0].persistent_keepalive: {seconds} — expected 1 to 65535 seconds; "
+        "leave the key out for none"
+    )
+
+
+@pytest.mark.parametrize("rate", ["0", "-1"])
+def test_under_load_rate_must_be_positive(rate: str) -> None:
+    line = only_problem(f"[wireguard]\nunder_load_rate = {rate}")
+    assert line == (
+        f"wireguard.under_load_rate: {rate} — expected a number of messages per second "
+        "greater than 0"
+    )
+
+
+def test_private_key_and_private_key_file_both_set() -> None:
+    line = only_problem(WG + 'private_key_file = "server.key"')
+    assert line == (
+        "wireguard.private_key_file: 'server.key' — set either private_key or private_key_file, "
+        "not both"
+    )
+
+
+def test_missing_private_key_file_is_generated_later(tmp_path: Path) -> None:
+    conf = tmp_path / "trivpn.toml"
+    conf.write_text('[wireguard]\nenabled = true\nprivate_key_file = "keys/server.key"\n')
+    wg = load_config(conf).wireguard
+    assert wg.private_key is None
+    assert wg.private_key_file == tmp_path / "keys" / "server.key"
+
+
+def test_private_key_file_relative_to_config_dir(tmp_path: Path) -> None:
+    (tmp_path / "server.key").write_text(SERVER_KEY + "\n")
+    conf = tmp_path / "trivpn.toml"
+    conf.write_text('[wireguard]\nenabled = true\nprivate_key_file = "server.key"\n')
+    wg = load_config(conf).wireguard
+    assert wg.private_key == keys.parse_key(SERVER_KEY)
+    assert wg.private_key_file == tmp_path / "server.key"
+    assert "private_key=" not in repr(wg)
+
+
+def test_private_key_file_readable_by_others_is_accepted(tmp_path: Path) -> None:
+    # not refused: the server warns about it when it reads the key
+    key_file = tmp_path / "server.key"
+    key_file.write_text(SERVER_KEY)
+    key_file.chmod(0o644)
+    cfg = parse_config('[wireguard]\nprivate_key_file = "server.key"', base_dir=tmp_path)
+    assert cfg.wireguard.private_key == keys.parse_key(SERVER_KEY)
+
+
+def test_private_key_file_unreadable(tmp_path: Path) -> None:
+    # a directory: unreadable even for root, unlike a chmod 000 file
+    (tmp_path / "keydir").mkdir()
+    line = only_problem('[wireguard]\nprivate_key_file = "keydir"', base_dir=tmp_path)
+    assert line == (
+        f"wireguard.private_key_file: 'keydir' — cannot read {tmp_path / 'keydir'}: Is a directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not a key\n", "a key must be 44 base64 characters (32 bytes), got 9 characters"),
+        (b"\xff" * 44, "the file holds no key: expected 44 base64 characters"),
+        (b"", "a key must be 44 base64 characters (32 bytes), got 0 characters"),
+    ],
+)
+def test_private_key_file_with_a_bad_key(tmp_path: Path, content: bytes, reason: str) -> None:
+    (tmp_path / "server.key").write_bytes(content)
+    line = only_problem('[wireguard]\nprivate_key_file = "server.key"', base_dir=tmp_path)
+    assert line == f"wireguard.private_key_file: 'server.key' — {tmp_path / 'server.key'}: {reason}"
+
+
+def test_private_key_file_not_a_path() -> None:
+    line = only_problem("[wireguard]\nprivate_key_file = 3")
+    assert line == "wireguard.private_key_file: 3 — expected the path of a file holding the secret"
+
+
+def test_enabled_without_any_private_key() -> None:
+    # "" turns the default private_key_file off; then nothing names a key
+    text = '[wireguard]\nenabled = true\nprivate_key_file = ""'
+    line = only_problem(text)
+    assert line == (
+        "wireguard.private_key: (not set) — required when enabled: set private_key or "
+        "private_key_file"
+    )
+    wg = parse_config(text.replace("true", "false")).wireguard
+    assert (wg.private_key, wg.private_key_file) == (None, None)
+
+
+def test_preshared_key_file(tmp_path: Path) -> None:
+    (tmp_path / "alice.psk").write_text(PSK + "\n")
+    text = WG + peer() + 'preshared_key_file = "alice.psk"\n'
+    assert parse_config(text, base_dir=tmp_path).wireguard.peers[0].preshared_key == (
+        keys.parse_key(PSK)
+    )
+
+
+def test_preshared_key_file_with_a_bad_key(tmp_path: Path) -> None:
+    (tmp_path / "alice.psk").write_text("s3cr3t-but-no-key\n")
+    text = WG + peer() + 'preshared_key_file = "alice.psk"\n'
+    line = only_problem(text, base_dir=tmp_path)
+    assert line == (
+        "wireguard.peers[0].preshared_key: (hidden) — a key must be 44 base64 characters "
+        "(32 bytes), got 17 characters"
+    )
+
+
+def test_preshared_key_and_preshared_key_file_both_set(tmp_path: Path) -> None:
+    (tmp_path / "alice.psk").write_text(PSK + "\n")
+    text = WG + peer() + f'preshared_key = "{PSK}"\npreshared_key_file = "alice.psk"\n'
+    line = only_problem(text, base_dir=tmp_path)
+    assert line == (
+        "wireguard.peers[0].preshared_key_file: 'alice.psk' — set either preshared_key or "
+        "preshared_key_file, not both"
+    )
+    assert PSK not in line
+
+
+def test_unknown_key_in_a_peer() -> None:
+    line = only_problem(WG + peer() + "keepalive = 25\n")
+    assert line == (
+        "wireguard.peers[0].keepalive: unknown key — allowed: name, public_key, allowed_ips, "
+        "preshared_key, preshared_key_file, endpoint, persistent_keepalive"
+    )
+
+
+def test_peers_must_be_a_list_of_tables() -> None:
+    assert only_problem("[wireguard]\npeers = 3") == (
+        "wireguard.peers: 3 — expected a list, e.g. [...]"
+    )
+    assert only_problem("[wireguard]\npeers = [3]") == (
+        "wireguard.peers[0]: 3 — expected a table: a [section] or { key = value, ... }"
+    )
+
+
 # --- many problems at once ------------------------------------------------------------------
 
 
@@ -548,16 +946,25 @@ _SCALARS = st.one_of(
     st.sampled_from(["10.8.0.1/24", "fd00::1/64", "0.0.0.0:1", "[::]:80", "10.8.0.0/25", "auto"]),
 )
 _VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+_KEY_TEXTS = st.sampled_from([keys.encode_key(bytes(range(32))), keys.encode_key(b"\xff" * 32)])
+_PEER_KEYS = st.sampled_from(
+    [
+        *("name", "public_key", "allowed_ips", "preshared_key", "preshared_key_file"),
+        *("endpoint", "persistent_keepalive", "bogus"),
+    ]
+)
+_PEERS = st.lists(st.dictionaries(_PEER_KEYS, _VALUES | _KEY_TEXTS, max_size=5), max_size=3)
 _KEYS = st.sampled_from(
     [
         *("name", "address", "mtu", "masquerade", "egress", "enabled", "listen", "secret"),
         *("secret_file", "pool", "dns", "routes", "search_domain", "keepalive", "idle_timeout"),
+        *("private_key", "private_key_file", "under_load_rate", "peers"),
         "bogus",
     ]
 )
 _SECTIONS = st.dictionaries(
-    st.sampled_from(["interface", "nat", "toyvpn", "extra"]),
-    st.dictionaries(_KEYS, _VALUES, max_size=4) | _SCALARS,
+    st.sampled_from(["interface", "nat", "toyvpn", "wireguard", "extra"]),
+    st.dictionaries(_KEYS, _VALUES | _KEY_TEXTS | _PEERS, max_size=4) | _SCALARS,
     max_size=3,
 )
 

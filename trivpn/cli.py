@@ -1,4 +1,4 @@
-"""Command line: `trivpn serve | check | toyvpn-connect`.
+"""Command line: `trivpn serve | check | genkey | genpsk | pubkey | toyvpn-connect`.
 
 User mistakes become one clear line on stderr and an exit code (2 for a bad config or usage,
 1 when the system refused), never a traceback.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,12 +61,13 @@ def _system_problems(cfg: Config) -> list[str]:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from trivpn.keyfile import KeyFileError
     from trivpn.net.link import LinkError
     from trivpn.net.nft import NftError
     from trivpn.net.tun import TunError
     from trivpn.server import ServerError
 
-    return (ServerError, TunError, NftError, LinkError, OSError)
+    return (ServerError, TunError, NftError, LinkError, KeyFileError, OSError)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -142,6 +145,38 @@ def cmd_toyvpn_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_world_readable_stdout() -> None:
+    """Like wg(8): a key written to a file others can read deserves a warning."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            "Warning: writing to world accessible file.\nConsider setting the umask to 077 "
+            "and trying again.",
+            file=sys.stderr,
+        )
+
+
+def cmd_genkey(args: argparse.Namespace) -> int:
+    from trivpn.proto.wireguard import keys
+
+    _warn_if_world_readable_stdout()
+    print(keys.genpsk() if args.command == "genpsk" else keys.genkey())
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    from trivpn.proto.wireguard import keys
+
+    try:
+        print(keys.pubkey(sys.stdin.read().strip()))
+    except ValueError as e:
+        raise CliError(f"pubkey: {e}") from e
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trivpn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"trivpn {__version__}")
@@ -157,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config file and exit")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("genkey", help="print a new WireGuard private key (as `wg genkey`)")
+    p.set_defaults(func=cmd_genkey)
+    p = sub.add_parser("genpsk", help="print a new preshared key (as `wg genpsk`)")
+    p.set_defaults(func=cmd_genkey)
+    p = sub.add_parser("pubkey", help="private key on stdin → public key (as `wg pubkey`)")
+    p.set_defaults(func=cmd_pubkey)
 
     p = sub.add_parser("toyvpn-connect", help="connect to a ToyVPN server (Linux client)")
     p.add_argument("server", metavar="HOST:PORT")

@@ -9,7 +9,10 @@ reports as many of them as it can at once, so checks come in three tiers:
 - cross-section checks run once every section is valid.
 
 To add a section: an attrs class whose fields all have defaults (value checks in field metadata
-via ``_checked``), a field on `Config`, and its section check in ``_SECTION_CHECKS``.
+via ``_checked``), a field on `Config`, and its section check in ``_SECTION_CHECKS``. Classes
+that are list items (``[[wireguard.peers]]``) may have required fields: a missing one is
+reported as ``(not set) — required``. Keys whose meaning needs more than one key and the file
+system (the WireGuard private key) are read by a loader in ``_LOADERS`` before cattrs runs.
 """
 
 import ipaddress
@@ -33,9 +36,12 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
+from trivpn.proto.wireguard import crypto, keys
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Hook = Callable[[Any, Any], Any]  # cattrs' structure hook: (value, target type) -> object
 
 _IFNAMSIZ: Final = 16  # Linux interface names: 15 bytes plus the terminating NUL
 _MAX_SECRET_FILE: Final = 64 * 1024  # a secret file is small; refuse to slurp a huge one
@@ -45,6 +51,8 @@ _SHOW_LIMIT: Final = 80
 _CHECK: Final = "trivpn.check"  # a value check run right after the key is structured
 _FILE_KEY: Final = "trivpn.file_key"  # a sibling key naming a file that holds this value
 _NOT_IN_FILE: Final = "trivpn.not_in_file"  # set by the loader, never read from TOML
+_HOOK: Final = "trivpn.hook"  # a structure hook for this key instead of its type's
+_BY_LOADER: Final = "trivpn.by_loader"  # a TOML key that the section's loader reads, not cattrs
 
 
 class ConfigError(Exception):
@@ -89,6 +97,10 @@ def _show(value: object, depth: int = 0) -> str:
 
 def _checked(check: Callable[[Any], None]) -> dict[str, object]:
     return {_CHECK: check}
+
+
+def _hooked(hook: Hook, check: Callable[[Any], None] | None = None) -> dict[str, object]:
+    return {_HOOK: hook} if check is None else {_HOOK: hook, _CHECK: check}
 
 
 # --- value checks (raise InvalidValue) ------------------------------------------------------
@@ -142,6 +154,24 @@ def _check_search_domain(domain: str) -> None:
     fits = all(c.isascii() and c.isprintable() and c not in " ," for c in domain)
     if not fits or len(domain) > 253:
         raise InvalidValue(domain, "expected an ASCII domain name without spaces or commas, or ''")
+
+
+_PEER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+def _check_peer_name(name: str) -> None:
+    if not _PEER_NAME.fullmatch(name):
+        raise InvalidValue(name, "expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -")
+
+
+def _check_persistent_keepalive(seconds: int | None) -> None:
+    if seconds is not None and not 1 <= seconds <= 65535:
+        raise InvalidValue(seconds, "expected 1 to 65535 seconds; leave the key out for none")
+
+
+def _check_rate(rate: float) -> None:
+    if not rate > 0:
+        raise InvalidValue(rate, "expected a number of messages per second greater than 0")
 
 
 # --- the configuration classes --------------------------------------------------------------
@@ -223,11 +253,104 @@ class ToyVpnConfig:
     idle_timeout: float = attrs.field(default=60.0, metadata=_checked(_check_seconds))
 
 
+# --- hooks for keys whose type alone does not say how to read them ---------------------------
+
+
+def _structure_key(value: object, _: Any) -> bytes:
+    """A WireGuard key from its wg(8) text: inline in TOML (str) or a key file's bytes."""
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidValue(
+                value, "the file holds no key: expected 44 base64 characters"
+            ) from None
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise InvalidValue(value, "expected a key: 44 base64 characters, as `trivpn genkey` prints")
+    try:
+        return keys.parse_key(text)
+    except ValueError as e:  # parse_key never repeats the text: safe for secrets
+        raise InvalidValue(value, str(e)) from None
+
+
+def _endpoint_hook(examples: str) -> Hook:
+    def structure(value: object, _: Any) -> Endpoint:
+        try:
+            return Endpoint.parse(_structure_str(value, None))
+        except InvalidValue:
+            raise InvalidValue(value, f"expected host:port, e.g. {examples}") from None
+        except ValueError as e:
+            raise InvalidValue(value, f"{e}, e.g. {examples}") from None
+
+    return structure
+
+
+def _check_peer_endpoint(endpoint: Endpoint) -> None:
+    if ipaddress.ip_address(endpoint.host).is_unspecified:
+        raise InvalidValue(endpoint, "expected the peer's own address, not a wildcard")
+
+
+def _allowed_ips_hook(value: object, _: Any) -> tuple[IPNetwork, ...]:
+    networks: tuple[IPNetwork, ...] = _list_of(
+        lambda item: _network(item, "10.8.0.2/32"), IPNetwork
+    )(value, None)
+    return networks
+
+
+DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
+
+
+@attrs.frozen(kw_only=True)
+class WireGuardPeerConfig:
+    """One ``[[wireguard.peers]]``: a client, or another site's gateway."""
+
+    name: str = attrs.field(metadata=_checked(_check_peer_name))
+    public_key: bytes = attrs.field(metadata=_hooked(_structure_key))
+    allowed_ips: tuple[IPNetwork, ...] = attrs.field(metadata=_hooked(_allowed_ips_hook))
+    preshared_key: bytes | None = attrs.field(
+        default=None,
+        repr=False,
+        metadata={_FILE_KEY: "preshared_key_file", _HOOK: _structure_key},
+    )
+    endpoint: Endpoint | None = attrs.field(
+        default=None,
+        metadata=_hooked(
+            _endpoint_hook("203.0.113.7:51820 or [2001:db8::7]:51820"), _check_peer_endpoint
+        ),
+    )
+    persistent_keepalive: int | None = attrs.field(
+        default=None, metadata=_checked(_check_persistent_keepalive)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class WireGuardConfig:
+    """The WireGuard protocol; off unless enabled."""
+
+    enabled: bool = False
+    listen: Endpoint = attrs.field(
+        default=Endpoint("0.0.0.0", 51820),
+        metadata=_hooked(_endpoint_hook("0.0.0.0:51820 or [::]:51820")),
+    )
+    # Both keys are read by _load_private_key. A private_key_file that does not exist yet is
+    # fine (`serve` creates it, mode 0600): then private_key is None. A file readable by others
+    # is not refused here; the server warns about it when it reads the key.
+    private_key: bytes | None = attrs.field(default=None, repr=False, metadata={_BY_LOADER: True})
+    private_key_file: pathlib.Path | None = attrs.field(
+        default=DEFAULT_PRIVATE_KEY_FILE, metadata={_BY_LOADER: True}
+    )
+    under_load_rate: float = attrs.field(default=500.0, metadata=_checked(_check_rate))
+    peers: tuple[WireGuardPeerConfig, ...] = ()
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     interface: InterfaceConfig = InterfaceConfig()
     nat: NatConfig = NatConfig()
     toyvpn: ToyVpnConfig = ToyVpnConfig()
+    wireguard: WireGuardConfig = WireGuardConfig()
     source: str = attrs.field(default="<string>", metadata={_NOT_IN_FILE: True})
 
 
@@ -236,6 +359,9 @@ class Config:
 # (key path relative to the checked object, problem). Only a problem keyed by a plain field
 # name is hidden when the field is secret (repr=False); deeper keys must pass `shown=`.
 Problems = list[tuple[str, InvalidValue]]
+# A loader takes the keys it owns out of a section's table and returns the values of their
+# fields, set after cattrs has structured the rest, and the problems it found.
+Loaded = tuple[dict[str, Any], Problems]
 
 
 def _interface_problems(iface: InterfaceConfig) -> Problems:
@@ -286,6 +412,43 @@ def _toyvpn_problems(toy: ToyVpnConfig) -> Problems:
     return problems
 
 
+def _wireguard_problems(wg: WireGuardConfig) -> Problems:
+    problems: Problems = []
+    if wg.enabled and wg.private_key is None and wg.private_key_file is None:
+        required = "required when enabled: set private_key or private_key_file"
+        problems.append(("private_key", InvalidValue(None, required, shown="(not set)")))
+    own_key = crypto.public_key(wg.private_key) if wg.private_key is not None else None
+    names: dict[str, int] = {}
+    public_keys: dict[bytes, int] = {}
+    for i, peer in enumerate(wg.peers):
+        key = f"peers[{i}].public_key"
+        shown = repr(keys.encode_key(peer.public_key))
+        if peer.name in names:
+            first = names[peer.name]
+            problems.append(
+                (f"peers[{i}].name", InvalidValue(peer.name, f"peers[{first}] has this name too"))
+            )
+        names.setdefault(peer.name, i)
+        if peer.public_key in public_keys:
+            first = public_keys[peer.public_key]
+            again = f"peers[{first}] ({wg.peers[first].name}) has this key too; one peer per key"
+            problems.append((key, InvalidValue(None, again, shown=shown)))
+        public_keys.setdefault(peer.public_key, i)
+        if peer.public_key == own_key:
+            mine = "the server's own public key; expected the peer's"
+            problems.append((key, InvalidValue(None, mine, shown=shown)))
+    problems += find_overlaps(_allowed_ips(wg))
+    return problems
+
+
+def _allowed_ips(wg: WireGuardConfig) -> list[tuple[str, IPNetwork]]:
+    return [
+        (f"peers[{i}].allowed_ips[{j}]", net)
+        for i, peer in enumerate(wg.peers)
+        for j, net in enumerate(peer.allowed_ips)
+    ]
+
+
 def find_overlaps(networks: Iterable[tuple[str, IPNetwork]]) -> Problems:
     """Report every network that overlaps an earlier one, keyed by its own key path.
 
@@ -322,13 +485,18 @@ def _config_problems(cfg: Config) -> Problems:
                     InvalidValue(pool, f"contains the server's own address {own[0]}; leave it out"),
                 )
             )
-    problems += find_overlaps(pools)
+    # overlaps among the WireGuard peers themselves were reported by its section check
+    ranges: list[tuple[str, IPNetwork]] = list(pools)
+    if cfg.wireguard.enabled:
+        ranges += [(f"wireguard.{key}", net) for key, net in _allowed_ips(cfg.wireguard)]
+    problems += find_overlaps(ranges)
     return problems
 
 
 _SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
     InterfaceConfig: _interface_problems,
     ToyVpnConfig: _toyvpn_problems,
+    WireGuardConfig: _wireguard_problems,
     Config: _config_problems,
 }
 
@@ -336,7 +504,6 @@ _SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
 # --- structuring: TOML values -> typed values -----------------------------------------------
 
 T = TypeVar("T")
-Hook = Callable[[Any, Any], Any]  # cattrs' structure hook: (value, target type) -> object
 
 
 def _parsed(parse: Callable[[str], T], value: object, allowed: str) -> T:
@@ -423,15 +590,6 @@ def _structure_address(value: object, _: Any) -> IPAddress:
     return _parsed(ipaddress.ip_address, value, "expected an IP address, e.g. 1.1.1.1")
 
 
-def _structure_endpoint(value: object, _: Any) -> Endpoint:
-    try:
-        return Endpoint.parse(_structure_str(value, None))
-    except InvalidValue:
-        raise InvalidValue(value, "expected host:port, e.g. 0.0.0.0:8000 or [::]:8000") from None
-    except ValueError as e:
-        raise InvalidValue(value, f"{e}, e.g. 0.0.0.0:8000 or [::]:8000") from None
-
-
 _VALUE_HOOKS: Final[Mapping[Any, Hook]] = {
     int: _structure_int,
     float: _structure_float,
@@ -442,7 +600,7 @@ _VALUE_HOOKS: Final[Mapping[Any, Hook]] = {
     IPNetwork: _structure_network,
     ipaddress.IPv4Network: _structure_v4_network,
     IPAddress: _structure_address,
-    Endpoint: _structure_endpoint,
+    Endpoint: _endpoint_hook("0.0.0.0:8000 or [::]:8000"),
 }
 
 
@@ -451,10 +609,7 @@ def _is_tuple_of_any_length(t: Any) -> bool:
     return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
 
 
-def _tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
-    item_type = get_args(tuple_type)[0]
-    item_hook = conv.get_structure_hook(item_type)
-
+def _list_of(structure_item: Callable[[object], Any], item_type: Any) -> Hook:
     def structure(value: object, _: Any) -> tuple[Any, ...]:
         # a bare string is iterable too; insist on a TOML array
         if not isinstance(value, list):
@@ -463,16 +618,22 @@ def _tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
         errors: list[Exception] = []
         for index, item in enumerate(value):
             try:
-                items.append(item_hook(item, item_type))
+                items.append(structure_item(item))
             except (InvalidValue, cattrs.BaseValidationError) as e:
                 note = IterableValidationNote(f"index {index}", index, item_type)
                 e.add_note(note)
                 errors.append(e)
         if errors:
-            raise IterableValidationError(f"While structuring {tuple_type}", errors, tuple_type)
+            raise IterableValidationError("While structuring a list", errors, tuple[item_type, ...])
         return tuple(items)
 
     return structure
+
+
+def _tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
+    item_type = get_args(tuple_type)[0]
+    item_hook = conv.get_structure_hook(item_type)
+    return _list_of(lambda item: item_hook(item, item_type), item_type)
 
 
 # --- structuring: TOML tables -> attrs classes ----------------------------------------------
@@ -487,19 +648,81 @@ def _noted(error: Exception, key: str, cl: type) -> Exception:
     return error
 
 
-def _read_secret_file(value: object, base_dir: pathlib.Path | None) -> bytes:
-    if not isinstance(value, str) or not value:
+def _secret_path(value: object, base_dir: pathlib.Path | None) -> pathlib.Path:
+    if not isinstance(value, str) or not value or "\0" in value:
         raise InvalidValue(value, "expected the path of a file holding the secret")
-    path = pathlib.Path(value) if base_dir is None else base_dir / value
-    try:
-        with path.open("rb") as f:
-            data = f.read(_MAX_SECRET_FILE + 1)
-    except OSError as e:
-        raise InvalidValue(value, f"cannot read {path}: {e.strerror or e}") from None
+    return pathlib.Path(value) if base_dir is None else base_dir / value
+
+
+def _read_secret(value: object, path: pathlib.Path) -> bytes:
+    """The secret in `path` (named `value` in the file); OSError when it cannot be read."""
+    with path.open("rb") as f:
+        data = f.read(_MAX_SECRET_FILE + 1)
     if len(data) > _MAX_SECRET_FILE:
         raise InvalidValue(value, f"{path} is over 64 KiB; expected a file holding the secret")
     # editors end files with a newline that is not part of the secret
     return data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
+
+
+def _read_secret_file(value: object, base_dir: pathlib.Path | None) -> bytes:
+    path = _secret_path(value, base_dir)
+    try:
+        return _read_secret(value, path)
+    except OSError as e:
+        raise InvalidValue(value, f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[wireguard] private_key or private_key_file, which defaults to DEFAULT_PRIVATE_KEY_FILE.
+
+    A file that does not exist is no problem (`serve` generates it); "" means no file.
+    """
+    inline = table.pop("private_key", None)
+    file_value = table.pop("private_key_file", None)
+    if inline is not None:
+        problems: Problems = []
+        if file_value is not None:
+            both = "set either private_key or private_key_file, not both"
+            problems.append(("private_key_file", InvalidValue(file_value, both)))
+        try:
+            return {"private_key": _structure_key(inline, None), "private_key_file": None}, problems
+        except InvalidValue as e:
+            return {}, [*problems, ("private_key", e)]
+    if file_value is None:
+        file_value = str(DEFAULT_PRIVATE_KEY_FILE)
+    if file_value == "":
+        return {"private_key_file": None}, []
+    try:
+        path = _secret_path(file_value, base_dir)
+        try:
+            data = _read_secret(file_value, path)
+        except FileNotFoundError:
+            return {"private_key_file": path}, []
+        except OSError as e:
+            raise InvalidValue(file_value, f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            key = _structure_key(data, None)
+        except InvalidValue as e:
+            raise InvalidValue(file_value, f"{path}: {e.allowed}") from None
+    except InvalidValue as e:
+        return {}, [("private_key_file", e)]
+    return {"private_key": key, "private_key_file": path}, []
+
+
+_LOADERS: Final[Mapping[type, Callable[[dict[str, Any], pathlib.Path | None], Loaded]]] = {
+    WireGuardConfig: _load_private_key,
+}
+
+
+def _missing_keys_named(error: ClassValidationError, cl: type) -> list[Exception]:
+    """cattrs' errors, with its KeyError for a missing required key made one of ours."""
+    errors: list[Exception] = []
+    for sub in error.exceptions:
+        notes = [n for n in getattr(sub, "__notes__", ()) if isinstance(n, AttributeValidationNote)]
+        if isinstance(sub, KeyError) and notes:
+            sub = _noted(InvalidValue(None, "required", shown="(not set)"), notes[0].name, cl)
+        errors.append(sub)
+    return errors
 
 
 def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None) -> Hook:
@@ -507,12 +730,13 @@ def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None
     fields = attrs.fields(cl)
     overrides: dict[str, Any] = {}  # Any: mypy can't tell **overrides from the flag args
     for f in fields:
-        if f.metadata.get(_NOT_IN_FILE):
+        if f.metadata.get(_NOT_IN_FILE) or f.metadata.get(_BY_LOADER):
             overrides[f.name] = override(omit=True)
-        elif _CHECK in f.metadata:
-            overrides[f.name] = override(
-                struct_hook=_then_check(conv.get_structure_hook(f.type), f.metadata[_CHECK])
-            )
+        elif _CHECK in f.metadata or _HOOK in f.metadata:
+            hook = f.metadata.get(_HOOK) or conv.get_structure_hook(f.type)
+            if _CHECK in f.metadata:
+                hook = _then_check(hook, f.metadata[_CHECK])
+            overrides[f.name] = override(struct_hook=hook)
     structure_keys = make_dict_structure_fn(
         cl,
         conv,
@@ -523,6 +747,7 @@ def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None
     )
     file_keys = {f.metadata[_FILE_KEY]: f.name for f in fields if _FILE_KEY in f.metadata}
     section_check = _SECTION_CHECKS.get(cl)
+    loader = _LOADERS.get(cl)
 
     def structure(value: object, _: Any) -> Any:
         if not isinstance(value, dict):
@@ -539,12 +764,17 @@ def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None
                 table[name] = _read_secret_file(path, base_dir)
             except InvalidValue as e:
                 errors.append(_noted(e, file_key, cl))
+        loaded: dict[str, Any] = {}
+        if loader is not None:
+            loaded, load_problems = loader(table, base_dir)
+            errors += [_noted(e, key, cl) for key, e in load_problems]
         try:
             section = structure_keys(table, cl)
         except ClassValidationError as e:
-            errors.extend(e.exceptions)
+            errors += _missing_keys_named(e, cl)
         if errors:
             raise ClassValidationError(f"While structuring {cl.__name__}", errors, cl)
+        section = attrs.evolve(section, **loaded)
         problems = section_check(section) if section_check else []
         if problems:
             noted = [_noted(e, key, cl) for key, e in problems]
@@ -671,5 +901,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def default_config() -> Config:
-    """Every key at its default: the shipped conf/trivpn.toml, with ToyVPN off and no secret."""
+    """Every key at its default: the shipped conf/trivpn.toml with ToyVPN's secret removed and
+    WireGuard off (the shipped file turns it on)."""
     return Config()

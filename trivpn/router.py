@@ -90,6 +90,11 @@ class Router(Generic[T]):
         table = self._v4 if address.version == 4 else self._v6
         return table.lookup(int(address))
 
+    def lookup_bytes(self, address: bytes) -> T | None:
+        """The owner of a packed address (4 or 16 bytes)."""
+        table = self._v4 if len(address) == 4 else self._v6
+        return table.lookup(int.from_bytes(address, "big"))
+
     def lookup_packet(self, packet: bytes | bytearray | memoryview) -> T | None:
         """The owner of an IP packet's destination; None for unrouted or malformed packets."""
         n = len(packet)

@@ -20,6 +20,8 @@ import trio
 
 from trivpn import udp
 from trivpn.config import Config, Endpoint
+from trivpn.frontends.wireguard import WireGuardFront
+from trivpn.keyfile import load_or_create_private_key
 from trivpn.net import link, nft, sysctl
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
@@ -76,6 +78,7 @@ class Server:
         self._limiter = LogLimiter(log)
         self.egress = ""
         self.toyvpn: toyvpn.ToyVpnServer | None = None
+        self.wireguard: WireGuardFront | None = None
         self._sockets: list[udp.DatagramSocket] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,6 +102,11 @@ class Server:
                 )
                 async with trio.open_nursery() as data_plane:
                     data_plane.start_soon(self._tun_reader, tun)
+                    if cfg.wireguard.enabled:
+                        sock = _listen("wireguard.listen", cfg.wireguard.listen)
+                        stack.callback(sock.close)
+                        self._sockets.append(sock)
+                        self._start_wireguard(data_plane, sock, tun)
                     if cfg.toyvpn.enabled:
                         sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
                         stack.callback(sock.close)
@@ -142,6 +150,8 @@ class Server:
         counts["udp_send_dropped"] += sum(sock.dropped for sock in self._sockets)
         if self.toyvpn is not None:
             counts.update({f"toyvpn_{k}": v for k, v in self.toyvpn.counters.items()})
+        if self.wireguard is not None:
+            counts.update({f"wireguard_{k}": v for k, v in self.wireguard.device.counters.items()})
         counts = +counts  # only the counters that counted something
         if counts:
             log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -181,6 +191,32 @@ class Server:
         except Exception:
             self.counters["send_error"] += 1
             log.exception("sending packets failed")
+
+    def _start_wireguard(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
+        cfg = self.cfg.wireguard
+        if cfg.private_key is not None:
+            private_key = cfg.private_key
+        else:
+            assert cfg.private_key_file is not None  # config guarantees one of the two
+            private_key = load_or_create_private_key(cfg.private_key_file)
+        front = WireGuardFront(
+            cfg,
+            private_key,
+            router=self.router,
+            tun=tun,
+            sock=sock,
+            mtu=self.cfg.interface.mtu,
+            counters=self.counters,
+        )
+        self.wireguard = front
+        log.info(
+            "wireguard: listening on %s, public key %s, %d peer(s)",
+            cfg.listen,
+            front.public_key,
+            len(cfg.peers),
+        )
+        nursery.start_soon(front.receive_loop)
+        nursery.start_soon(front.timer_loop)
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn

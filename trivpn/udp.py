@@ -29,7 +29,7 @@ MAX_GSO_BYTES = 65000  # stays under the 64 KiB IP datagram limit with headers
 _CMSG_SPACE = socket.CMSG_SPACE(4)
 _DROPPED = frozenset(
     (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
-     errno.EPERM, errno.EINVAL, errno.EMSGSIZE, errno.EHOSTDOWN)
+     errno.EPERM, errno.EINVAL, errno.EMSGSIZE, errno.EHOSTDOWN, errno.EAFNOSUPPORT)
 )  # fmt: skip
 
 Addr = tuple[Any, ...]
@@ -43,6 +43,8 @@ class DatagramSocket:
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
         self.sock = sock
+        # A dual-stack socket reaches IPv4 endpoints through v4-mapped addresses.
+        self._maps_v4 = sock.family == socket.AF_INET6
         self.gso = offload
         self.gro = False
         if offload:
@@ -94,8 +96,15 @@ class DatagramSocket:
                 batch.append((data, addr))
         return batch
 
+    def _sockaddr(self, addr: Addr) -> Addr:
+        if self._maps_v4 and ":" not in addr[0]:
+            return ("::ffff:" + addr[0], *addr[1:])
+        return addr
+
     def send(self, data: bytes, addr: Addr | None = None) -> bool:
         """Send one datagram without waiting; False when the kernel dropped it."""
+        if addr is not None and self._maps_v4:
+            addr = self._sockaddr(addr)
         try:
             if addr is None:
                 self.sock.send(data)
@@ -110,6 +119,8 @@ class DatagramSocket:
 
     def send_many(self, datagrams: Sequence[bytes], addr: Addr | None = None) -> None:
         """Send datagrams in order to one endpoint, equal-sized runs as one GSO send."""
+        if addr is not None and self._maps_v4:
+            addr = self._sockaddr(addr)
         n = len(datagrams)
         i = 0
         while i < n:
@@ -143,6 +154,14 @@ class DatagramSocket:
                 self.dropped += len(run)
             else:
                 raise
+
+
+def plain_address(addr: Addr) -> tuple[str, int]:
+    """(host, port) of a received address: v4-mapped IPv6 shown as IPv4, flow/scope dropped."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
 
 
 def open_listener(endpoint: Endpoint, *, offload: bool = True) -> DatagramSocket:

@@ -1,0 +1,57 @@
+"""The server's private key file: read it, or create it (mode 0600) on first start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from trivpn.proto.wireguard import keys
+
+log = logging.getLogger("trivpn")
+
+
+class KeyFileError(Exception):
+    """The key file exists but cannot be used; the message names it."""
+
+
+def load_or_create_private_key(path: Path) -> bytes:
+    """The private key stored at ``path``; a new one is generated there if the file is absent.
+
+    The file is created with O_EXCL and mode 0600 (its directory 0700), so a key never
+    exists, even briefly, with wider permissions. Only the public key is ever logged.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return _read(path)
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return load_or_create_private_key(path)
+    except OSError as e:
+        raise KeyFileError(f"wireguard.private_key_file: cannot create {path}: {e.strerror}") from e
+    text = keys.genkey()
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    log.info(
+        "wireguard: generated a new private key in %s (public key %s)", path, keys.pubkey(text)
+    )
+    return keys.parse_key(text)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not text"
+        raise KeyFileError(f"wireguard.private_key_file: cannot read {path}: {reason}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "wireguard: %s is readable by others (mode %o); chmod 600 it", path, mode & 0o777
+        )
+    try:
+        return keys.parse_key(text.strip())
+    except ValueError as e:
+        raise KeyFileError(f"wireguard.private_key_file: {path}: {e}") from e
