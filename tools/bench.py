@@ -2,13 +2,15 @@
 
     client ns ──198.51.100.0/24── server ns ──203.0.113.0/24── internet ns (iperf3 -s)
 
-Modes (each is a list of scenarios; every scenario gets a fresh lab and the same measurements):
-  toyvpn    `trivpn serve` (ToyVPN on) and `trivpn toyvpn-connect` as the client
-  baseline  no tunnel: the client routes via the server, which forwards and masquerades with a
-            throwaway nft ruleset; the ceiling of the lab itself
-Several modes in one run (`--mode toyvpn,baseline`) add ratio columns against the last one.
-A WireGuard mode plugs in as two scenarios (wireguard-go client against trivpn, and against
-wireguard-go as the server), so its table compares them side by side.
+Modes (each builds one lab and measures its scenarios in it):
+  toyvpn     `trivpn serve` (ToyVPN on) and `trivpn toyvpn-connect` as the client
+  baseline   no tunnel: the client routes via the server, which forwards and masquerades with a
+             throwaway nft ruleset; the ceiling of the lab itself
+  wireguard  a wireguard-go client (10.8.0.2/32) against `trivpn serve` (WireGuard on), then
+             against wireguard-go as the server; the two alternate run by run in one lab, so
+             both see the same machine noise, and the ratios trivpn/wireguard-go are printed
+  all        toyvpn, baseline and wireguard
+Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE]
 Everything lives in namespaces this tool creates and removes; no traffic leaves them.
@@ -17,6 +19,8 @@ Everything lives in namespaces this tool creates and removes; no traffic leaves 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -35,6 +39,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import netlab
+import wglab
+
+from trivpn.net import nft
 
 TOYVPN_PORT = 8000
 IPERF_PORT = 5201
@@ -74,7 +81,11 @@ def _pings(ns: netlab.Netns, target: str) -> bool:
 
 
 class Scenario(Protocol):
-    """One way of connecting the client ns to the internet ns, set up in a fresh lab."""
+    """One way of connecting the client ns to the internet ns, set up in a lab.
+
+    Alone in its group it is started once in a fresh lab. In a group of several, it is
+    started and stopped once per round, so stop() must leave the lab as start() found it.
+    """
 
     name: str
 
@@ -86,6 +97,23 @@ class Scenario(Protocol):
 
     def stop(self) -> None:
         """Release what start() began (bounded); the lab teardown removes the rest."""
+
+
+class Fixture(Protocol):
+    """Lab state the scenarios of a group share (a VPN client), up for the whole group."""
+
+    def start(self, lab: netlab.Lab, work: Path) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Group:
+    """Scenarios measured in one lab. With several, each round runs every one in turn (a, b,
+    a, b, ...) so that all of them see the same machine noise."""
+
+    scenarios: list[Scenario]
+    fixtures: list[Fixture] = field(default_factory=list)
 
 
 TOYVPN_CONFIG = """\
@@ -106,6 +134,14 @@ pool = "10.8.0.128/25"
 dns = ["192.0.2.53"]
 routes = ["0.0.0.0/0"]
 """
+
+
+def _alive(proc: netlab.Trivpn | None) -> bool:
+    """True while the process runs; a BenchError with its log once it has exited."""
+    assert proc is not None
+    if proc.proc.poll() is not None:
+        raise BenchError(f"trivpn exited ({proc.proc.returncode}):\n{proc.log()}")
+    return True
 
 
 class ToyVpnScenario:
@@ -131,7 +167,7 @@ class ToyVpnScenario:
             work / "server.log",
         )
         _wait(
-            lambda: self._alive(self.server) and _listening(lab.server, "u", TOYVPN_PORT),
+            lambda: _alive(self.server) and _listening(lab.server, "u", TOYVPN_PORT),
             15,
             "trivpn serve to listen",
         )
@@ -151,17 +187,10 @@ class ToyVpnScenario:
             work / "client.log",
         )
         _wait(
-            lambda: self._alive(self.client) and _pings(client_ns, netlab.INTERNET_HOST),
+            lambda: _alive(self.client) and _pings(client_ns, netlab.INTERNET_HOST),
             15,
             "the client to reach the internet host through the tunnel",
         )
-
-    @staticmethod
-    def _alive(proc: netlab.Trivpn | None) -> bool:
-        assert proc is not None
-        if proc.proc.poll() is not None:
-            raise BenchError(f"trivpn exited ({proc.proc.returncode}):\n{proc.log()}")
-        return True
 
     def processes(self) -> dict[str, int]:
         assert self.server is not None and self.client is not None
@@ -209,10 +238,230 @@ class BaselineScenario:
         pass
 
 
-MODES: dict[str, Callable[[], list[Scenario]]] = {
-    "toyvpn": lambda: [ToyVpnScenario()],
-    "baseline": lambda: [BaselineScenario()],
+# -- WireGuard: a wireguard-go client against trivpn and against wireguard-go ------------------
+
+WG_TRIVPN_PORT = 51820
+WG_GO_PORT = 51821
+WG_SERVER_ADDRESS = "10.8.0.1/24"
+WG_CLIENT_IP = "10.8.0.2"
+WG_SUBNET = "10.8.0.0/24"
+WG_NFT_TABLE = "bench_wg"
+
+
+@contextmanager
+def _wireguard_go_step(what: str) -> Iterator[None]:
+    """wglab's failures (a dead wireguard-go, a refused `wg`/`ip`) as one BenchError line."""
+    try:
+        yield
+    except subprocess.CalledProcessError as e:
+        detail = (e.stderr or e.stdout or "").strip()
+        raise BenchError(f"{what}: {' '.join(map(str, e.cmd))}: {detail}") from e
+    except RuntimeError as e:
+        raise BenchError(f"{what}: {e}") from e
+
+
+def _stop_wireguard_go(wg: wglab.WireGuardGo) -> None:
+    # Killed and still not reaped: the lab teardown removes its namespace anyway.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        wg.stop(timeout=10)
+
+
+class WireGuardClient:
+    """The wireguard-go client in the client ns, shared by both WireGuard scenarios: each
+    points it at its own server with connect() and takes the peer away with disconnect()."""
+
+    def __init__(self) -> None:
+        self.wg: wglab.WireGuardGo | None = None
+        self._peer: str | None = None
+
+    def start(self, lab: netlab.Lab, work: Path) -> None:
+        with _wireguard_go_step("the wireguard-go client"):
+            self.wg = wglab.WireGuardGo(
+                lab.clients[0], log_path=work / "wg-client.log", prefix="bwc"
+            )
+            # Only the internet host's subnet goes through the tunnel (no default route).
+            self.wg.up(f"{WG_CLIENT_IP}/32", routes=("203.0.113.0/24",))
+
+    @property
+    def public_key(self) -> str:
+        assert self.wg is not None
+        return self.wg.public_key
+
+    @property
+    def pid(self) -> int:
+        assert self.wg is not None
+        return self.wg.proc.pid
+
+    def connect(self, server_public_key: str, port: int, alive: Callable[[], bool]) -> None:
+        """Make the server the client's one peer; return once the internet host answers."""
+        assert self.wg is not None and self._peer is None
+        # A peer added afresh starts with a handshake, whatever the previous server left.
+        with _wireguard_go_step("the wireguard-go client"):
+            self.wg.add_peer(
+                server_public_key,
+                endpoint=f"{netlab.SERVER_WAN}:{port}",
+                allowed_ips=(WG_SUBNET, "203.0.113.0/24"),
+            )
+        self._peer = server_public_key
+        ns = self.wg.ns
+        _wait(
+            lambda: alive() and _pings(ns, netlab.INTERNET_HOST),
+            15,
+            "the WireGuard client to reach the internet host through the tunnel",
+        )
+
+    def disconnect(self) -> None:
+        if self.wg is not None and self._peer is not None:
+            peer, self._peer = self._peer, None
+            with _wireguard_go_step("the wireguard-go client"):
+                self.wg.set("peer", peer, "remove")
+
+    def stop(self) -> None:
+        if self.wg is not None:
+            _stop_wireguard_go(self.wg)
+
+
+WG_TRIVPN_CONFIG = """\
+[interface]
+name = "tvwg0"
+address = ["{address}"]
+mtu = 1420
+
+[nat]
+masquerade = true
+egress = "auto"
+
+[wireguard]
+enabled = true
+listen = "0.0.0.0:{port}"
+private_key_file = "{key_file}"
+
+[[wireguard.peers]]
+name = "bench-client"
+public_key = "{client_key}"
+allowed_ips = ["{client_ip}/32"]
+"""
+
+
+class WireGuardTrivpnScenario:
+    """`trivpn serve` with WireGuard on (ToyVPN off) and the wireguard-go client as its peer."""
+
+    name = "trivpn-wg"
+
+    def __init__(self, client: WireGuardClient) -> None:
+        self.client = client
+        self.server: netlab.Trivpn | None = None
+
+    def start(self, lab: netlab.Lab, work: Path) -> None:
+        # The key travels in a 0600 file, never on a command line or in the output.
+        private_key = wglab.wg_genkey()
+        key_file = work / "wg-trivpn.key"
+        key_file.unlink(missing_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(private_key + "\n")
+        config = work / "trivpn-wg.toml"
+        config.write_text(
+            WG_TRIVPN_CONFIG.format(
+                address=WG_SERVER_ADDRESS,
+                port=WG_TRIVPN_PORT,
+                key_file=key_file,
+                client_key=self.client.public_key,
+                client_ip=WG_CLIENT_IP,
+            )
+        )
+        # Log level warning keeps logging off the hot path; readiness is read from the system.
+        server = self.server = netlab.Trivpn(
+            lab.server,
+            ["--log-level", "warning", "serve", "-c", str(config)],
+            work / "server-wg.log",
+        )
+        _wait(
+            lambda: _alive(server) and _listening(lab.server, "u", WG_TRIVPN_PORT),
+            15,
+            "trivpn serve to listen for WireGuard",
+        )
+        self.client.connect(wglab.wg_pubkey(private_key), WG_TRIVPN_PORT, lambda: _alive(server))
+
+    def processes(self) -> dict[str, int]:
+        assert self.server is not None
+        return {"server": self.server.proc.pid, "client wireguard-go": self.client.pid}
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        if self.server is not None:
+            server, self.server = self.server, None
+            try:
+                server.stop(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+class WireGuardGoScenario:
+    """wireguard-go as the server, with forwarding and the masquerade trivpn would set up."""
+
+    name = "wireguard-go"
+
+    def __init__(self, client: WireGuardClient) -> None:
+        self.client = client
+        self.server: wglab.WireGuardGo | None = None
+        self._ns: netlab.Netns | None = None
+        self._forwarding: str | None = None
+        self._nft = False
+
+    def start(self, lab: netlab.Lab, work: Path) -> None:
+        ns = self._ns = lab.server
+        with _wireguard_go_step("wireguard-go as the server"):
+            server = self.server = wglab.WireGuardGo(
+                ns, log_path=work / "wg-server.log", listen_port=WG_GO_PORT, prefix="bws"
+            )
+            server.add_peer(self.client.public_key, allowed_ips=(f"{WG_CLIENT_IP}/32",))
+            server.up(WG_SERVER_ADDRESS)
+        # Per namespace, like trivpn's own: remembered and restored by stop().
+        self._forwarding = _ns_run(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip()
+        _ns_run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # trivpn's own ruleset builder, under another table name.
+        ruleset = nft.build_ruleset([ipaddress.ip_network(WG_SUBNET)], "inet0", table=WG_NFT_TABLE)
+        self._nft = True
+        result = ns.run("nft", "-j", "-f", "-", input=json.dumps(ruleset), check=False, timeout=10)
+        if result.returncode != 0:
+            raise BenchError(f"nft in {ns.name}: {result.stderr.strip()}")
+
+        def alive() -> bool:
+            if server.proc.poll() is not None:
+                raise BenchError(f"wireguard-go exited ({server.proc.returncode}) in {ns.name}")
+            return True
+
+        self.client.connect(server.public_key, WG_GO_PORT, alive)
+
+    def processes(self) -> dict[str, int]:
+        assert self.server is not None
+        return {"server": self.server.proc.pid, "client wireguard-go": self.client.pid}
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        ns = self._ns
+        if ns is not None and self._nft:
+            self._nft = False
+            ns.run("nft", "delete", "table", nft.FAMILY, WG_NFT_TABLE, check=False, timeout=10)
+        if ns is not None and self._forwarding is not None:
+            value, self._forwarding = self._forwarding, None
+            ns.run("sysctl", "-qw", f"net.ipv4.ip_forward={value}", check=False, timeout=10)
+        if self.server is not None:
+            server, self.server = self.server, None
+            _stop_wireguard_go(server)
+
+
+def _wireguard_group() -> Group:
+    client = WireGuardClient()
+    return Group([WireGuardTrivpnScenario(client), WireGuardGoScenario(client)], [client])
+
+
+MODES: dict[str, Callable[[], Group]] = {
+    "toyvpn": lambda: Group([ToyVpnScenario()]),
+    "baseline": lambda: Group([BaselineScenario()]),
+    "wireguard": _wireguard_group,
 }
+ALL_MODES = ("toyvpn", "baseline", "wireguard")  # what --mode all runs
 
 
 # -- measurements -----------------------------------------------------------------------------
@@ -253,12 +502,17 @@ def cpu_sampler(pids: dict[str, int]) -> Iterator[dict[str, float]]:
 
 @dataclass
 class PingResult:
-    rtts_ms: list[float]
-    sent: int
+    rtts_ms: list[float] = field(default_factory=list)
+    sent: int = 0
 
     @property
-    def loss_pct(self) -> float:
-        return 100.0 * (self.sent - len(self.rtts_ms)) / self.sent
+    def loss_pct(self) -> float | None:
+        return 100.0 * (self.sent - len(self.rtts_ms)) / self.sent if self.sent else None
+
+    def add(self, other: PingResult) -> None:
+        """Pool another round's pings into these."""
+        self.rtts_ms += other.rtts_ms
+        self.sent += other.sent
 
 
 def measure_ping(client: netlab.Netns, target: str, count: int = PING_COUNT) -> PingResult:
@@ -314,7 +568,7 @@ def iperf_once(
 @dataclass
 class ScenarioResult:
     name: str
-    ping: PingResult
+    ping: PingResult = field(default_factory=PingResult)
     upload: list[IperfRun] = field(default_factory=list)
     download: list[IperfRun] = field(default_factory=list)
 
@@ -350,37 +604,58 @@ class ScenarioResult:
         }
 
 
-def run_scenario(scenario: Scenario, runs: int, seconds: int, work: Path) -> ScenarioResult:
-    print(f"bench: {scenario.name}: building the lab", flush=True)
+def measure_round(
+    scenario: Scenario, result: ScenarioResult, client: netlab.Netns, seconds: int, label: str
+) -> None:
+    """One round for one scenario: the pings, then one iperf3 run each way."""
+    print(f"bench: {scenario.name}: {label}: ping x{PING_COUNT}", flush=True)
+    result.ping.add(measure_ping(client, netlab.INTERNET_HOST))
+    pids = scenario.processes()
+    for reverse, sink in ((False, result.upload), (True, result.download)):
+        direction = "internet→client" if reverse else "client→internet"
+        print(f"bench: {scenario.name}: {label}: iperf3 {direction} ({seconds} s)", flush=True)
+        sink.append(iperf_once(client, netlab.INTERNET_HOST, seconds, reverse, pids))
+
+
+def run_group(group: Group, runs: int, seconds: int, work: Path) -> list[ScenarioResult]:
+    names = ", ".join(s.name for s in group.scenarios)
+    print(f"bench: {names}: building the lab", flush=True)
+    # Alone, a scenario starts once; several take turns, each started afresh every round.
+    take_turns = len(group.scenarios) > 1
     with netlab.Lab("bn") as lab:
         iperf_server = None
+        fixtures: list[Fixture] = []
+        running: Scenario | None = None
         try:
-            scenario.start(lab, work)
+            for fixture in group.fixtures:
+                fixtures.append(fixture)
+                fixture.start(lab, work)
             iperf_server = lab.internet.popen(
                 ["iperf3", "-s", "-B", netlab.INTERNET_HOST, "-p", str(IPERF_PORT)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             _wait(lambda: _listening(lab.internet, "t", IPERF_PORT), 10, "iperf3 -s")
-            client = lab.clients[0]
-            print(f"bench: {scenario.name}: ping x{PING_COUNT}", flush=True)
-            result = ScenarioResult(scenario.name, measure_ping(client, netlab.INTERNET_HOST))
-            pids = scenario.processes()
-            for reverse, sink in ((False, result.upload), (True, result.download)):
-                for i in range(runs):
-                    direction = "internet→client" if reverse else "client→internet"
-                    print(
-                        f"bench: {scenario.name}: iperf3 {direction} run {i + 1}/{runs} "
-                        f"({seconds} s)",
-                        flush=True,
-                    )
-                    sink.append(iperf_once(client, netlab.INTERNET_HOST, seconds, reverse, pids))
-            return result
+            results = [ScenarioResult(s.name) for s in group.scenarios]
+            for i in range(runs):
+                for scenario, result in zip(group.scenarios, results, strict=True):
+                    if running is None:
+                        print(f"bench: {scenario.name}: starting", flush=True)
+                        running = scenario
+                        scenario.start(lab, work)
+                    measure_round(scenario, result, lab.clients[0], seconds, f"{i + 1}/{runs}")
+                    if take_turns:
+                        running = None
+                        scenario.stop()
+            return results
         finally:
+            if running is not None:
+                running.stop()
             if iperf_server is not None:
                 iperf_server.kill()
                 iperf_server.wait(10)
-            scenario.stop()
+            for fixture in reversed(fixtures):
+                fixture.stop()
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -392,10 +667,18 @@ def _fmt(metric: str, value: float | None) -> str:
     return f"{value:.3f}" if "(ms)" in metric else f"{value:.1f}"
 
 
+def _row_order(metric: str) -> tuple[int, bool]:
+    """Ping rows, then up, then down (for a stable sort), each section's machine row last:
+    scenarios with different processes still share one row order."""
+    head = metric.strip()
+    section = 0 if head.startswith("ping") else 1 if head.startswith(("TCP up", "up:")) else 2
+    return section, MACHINE in metric
+
+
 def table(results: list[ScenarioResult]) -> str:
     """Metric rows, one column per scenario, then each scenario's ratio to the last one."""
     metrics = [r.metrics() for r in results]
-    names = list(dict.fromkeys(k for m in metrics for k in m))
+    names = sorted(dict.fromkeys(k for m in metrics for k in m), key=_row_order)
     header = ["metric", *(r.name for r in results)]
     ref = results[-1].name
     header += [f"{r.name}/{ref}" for r in results[:-1]]
@@ -419,25 +702,46 @@ def table(results: list[ScenarioResult]) -> str:
     return "\n".join(lines)
 
 
+# The figures a comparison is about: throughput each way and the round-trip time.
+HEADLINE = {
+    "up": "TCP up: client→internet (Mbit/s)",
+    "down": "TCP down: internet→client (Mbit/s)",
+    "RTT": "ping median (ms)",
+}
+
+
+def headline_ratios(results: list[ScenarioResult]) -> dict[str, float | None]:
+    """The first scenario's headline figures over the last one's."""
+    first, last = results[0].metrics(), results[-1].metrics()
+    out: dict[str, float | None] = {}
+    for short, metric in HEADLINE.items():
+        a, b = first.get(metric), last.get(metric)
+        out[short] = a / b if a is not None and b else None
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[4:11]),
+        epilog=__doc__[__doc__.index("Modes") : __doc__.index("Usage")].rstrip(),
     )
     parser.add_argument(
         "--mode",
         default="toyvpn",
-        help=f"comma-separated, from: {', '.join(MODES)} (default toyvpn)",
+        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn)",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers here")
     args = parser.parse_args()
-    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    chosen = [m.strip() for m in args.mode.split(",") if m.strip()]
+    modes = list(dict.fromkeys(m for c in chosen for m in (ALL_MODES if c == "all" else [c])))
     unknown = [m for m in modes if m not in MODES]
     if not modes or unknown:
-        parser.error(f"--mode: {', '.join(unknown) or 'empty'} — choose from {', '.join(MODES)}")
+        parser.error(
+            f"--mode: {', '.join(unknown) or 'empty'} — choose from {', '.join(MODES)}, all"
+        )
     if args.runs < 1 or args.time < 1:
         parser.error("--runs and --time must be at least 1")
     if os.geteuid() != 0:
@@ -445,12 +749,11 @@ def main() -> int:
         return 1
 
     work = Path(tempfile.mkdtemp(prefix="trivpn-bench-"))
-    results: list[ScenarioResult] = []
+    by_mode: dict[str, list[ScenarioResult]] = {}
     keep_logs = False
     try:
         for mode in modes:
-            for scenario in MODES[mode]():
-                results.append(run_scenario(scenario, args.runs, args.time, work))
+            by_mode[mode] = run_group(MODES[mode](), args.runs, args.time, work)
     except (BenchError, TimeoutError, subprocess.TimeoutExpired) as e:
         keep_logs = True  # the trivpn logs are what explains a failed start
         print(f"bench: {e}\nbench: logs kept in {work}", file=sys.stderr)
@@ -462,11 +765,21 @@ def main() -> int:
         if not keep_logs:
             shutil.rmtree(work, ignore_errors=True)
 
+    results = [r for group in by_mode.values() for r in group]
+    # Only the scenarios that took turns in one lab are compared head to head.
+    compared = {mode: group for mode, group in by_mode.items() if len(group) > 1}
+    ratios = {mode: headline_ratios(group) for mode, group in compared.items()}
     print(
         f"\nbench: {args.runs} x {args.time} s per iperf3 direction (median), "
-        f"{PING_COUNT} pings, {os.cpu_count()} CPUs; CPU in % of one core\n"
+        f"{args.runs} x {PING_COUNT} pings, {os.cpu_count()} CPUs; CPU in % of one core\n"
     )
     print(table(results))
+    for mode, group in compared.items():
+        figures = ", ".join(
+            f"{short} {'-' if value is None else f'{value:.2f}'}"
+            for short, value in ratios[mode].items()
+        )
+        print(f"\nbench: {mode}: {group[0].name} / {group[-1].name}: {figures}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -475,6 +788,10 @@ def main() -> int:
                     "runs": args.runs,
                     "time": args.time,
                     "cpus": os.cpu_count(),
+                    "ratios": {
+                        mode: {"of": group[0].name, "to": group[-1].name, **ratios[mode]}
+                        for mode, group in compared.items()
+                    },
                     "scenarios": {
                         r.name: {"metrics": r.metrics(), "raw": r.raw()} for r in results
                     },

@@ -1,6 +1,8 @@
-"""Run the shipped config in a namespace lab and show a client's traffic crossing trivpn.
+"""Run the shipped config in a namespace lab and show clients' traffic crossing trivpn.
 
-    client ns ──198.51.100.0/24── server ns: trivpn serve ──203.0.113.0/24── internet ns
+    wireguard-go client ns ──198.51.100.0/24──┐
+                                               server ns: trivpn serve ─203.0.113.0/24─ internet ns
+    ToyVPN client ns ───────192.0.2.4/30───────┘
 
 Usage: tools/demo [--once]   (--once: show the traffic, then tear down without waiting)
 """
@@ -8,6 +10,7 @@ Usage: tools/demo [--once]   (--once: show the traffic, then tear down without w
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -16,20 +19,35 @@ import time
 from pathlib import Path
 
 import netlab
+import wglab
 
 DEMO_SECRET = "demo-secret-not-for-production"
+WG_CLIENT_ADDRESS = "10.8.0.2"
 
 
-def demo_config(shipped: Path, out: Path) -> Path:
-    """The shipped config with ToyVPN switched on (the protocol the demo client speaks)."""
+def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str) -> Path:
+    """The shipped config with the demo's changes, each printed:
+
+    - the server's key file in the demo's temp dir (nothing is written to /var/lib);
+    - the wireguard-go client as a peer;
+    - ToyVPN switched on, with the demo's secret (the protocol the second client speaks).
+    """
     text = shipped.read_text()
-    head, sep, section = text.partition("\n[toyvpn]\n")
+    head, sep, toy = text.partition("\n[toyvpn]\n")
     if not sep:
         raise SystemExit(f"demo: {shipped} has no [toyvpn] section")
-    section = re.sub(r"(?m)^enabled\s*=.*$", "enabled = true", section, count=1)
-    section = re.sub(r"(?m)^secret\s*=.*$", f'secret = "{DEMO_SECRET}"', section, count=1)
+    toy = re.sub(r"(?m)^enabled\s*=.*$", "enabled = true", toy, count=1)
+    toy = re.sub(r"(?m)^secret\s*=.*$", f'secret = "{DEMO_SECRET}"', toy, count=1)
+    text = head + sep + toy
+    text = re.sub(
+        r"(?m)^private_key_file\s*=.*$", f'private_key_file = "{key_file}"', text, count=1
+    )
+    text += (
+        f'\n[[wireguard.peers]]\nname = "demo-client"\npublic_key = "{client_public_key}"\n'
+        f'allowed_ips = ["{WG_CLIENT_ADDRESS}/32"]\n'
+    )
     path = out / "trivpn.toml"
-    path.write_text(head + sep + section)
+    path.write_text(text)
     return path
 
 
@@ -38,25 +56,65 @@ def show(title: str, result: subprocess.CompletedProcess[str]) -> None:
     print((result.stdout + result.stderr).rstrip())
 
 
+def traffic(lab: netlab.Lab, client: netlab.Netns, label: str, port: int) -> None:
+    """Pings and an 8 MiB TCP transfer from ``client`` to the internet host."""
+    show(
+        f"ping -c 3 {netlab.INTERNET_HOST}   ({label} → internet through the tunnel)",
+        client.run("ping", "-c", "3", "-i", "0.3", netlab.INTERNET_HOST, check=False),
+    )
+    sink = lab.internet.popen(
+        [sys.executable, "-c", netlab.TCP_SINK, str(port)], stdout=subprocess.PIPE
+    )
+    try:
+        assert sink.stdout is not None
+        sink.stdout.readline()
+        client.run(
+            sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, str(port), str(8 << 20)
+        )
+        peer = sink.stdout.readline().split()
+    finally:
+        sink.kill()
+        sink.wait()
+    print(
+        f"\n$ TCP: {label} sent 8 MiB to {netlab.INTERNET_HOST}:{port}; the internet host saw "
+        f"it from {peer[1]} (the server's egress address: masqueraded)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="do not wait for Ctrl-C")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trivpn-demo-"))
-    config = demo_config(netlab.REPO / "conf" / "trivpn.toml", work)
-    print(f"demo: config {config} (conf/trivpn.toml with [toyvpn] enabled)")
-    with netlab.Lab("demo") as lab:
-        client = lab.clients[0]
+    with netlab.Lab("demo", clients=2) as lab:
+        wg_ns, toy_ns = lab.clients
         print("demo: namespaces", ", ".join(ns.name for ns in lab.namespaces))
+        server_key = work / "server.key"
+        fd = os.open(server_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, (wglab.wg_genkey() + "\n").encode())
+        os.close(fd)
+        server_public = wglab.wg_pubkey(server_key.read_text().strip())
+        wg_client = wglab.WireGuardGo(wg_ns, prefix="wgdemo")
+        config = demo_config(
+            netlab.REPO / "conf" / "trivpn.toml", work, server_key, wg_client.public_key
+        )
+        print(f"demo: config {config}: conf/trivpn.toml with a temporary server key, the")
+        print("      wireguard-go client as a peer, and [toyvpn] enabled for the ToyVPN client")
         server = netlab.Trivpn(lab.server, ["serve", "-c", str(config)], work / "server.log")
-        conn = None
+        toy = None
         try:
             server.wait_log("trivpn serving")
-            conn = netlab.Trivpn(
-                client,
+            wg_client.add_peer(
+                server_public,
+                endpoint=f"{netlab.SERVER_WAN}:51820",
+                allowed_ips=("0.0.0.0/0",),
+            )
+            wg_client.up(f"{WG_CLIENT_ADDRESS}/32", routes=("default",))
+            toy = netlab.Trivpn(
+                toy_ns,
                 [
                     "toyvpn-connect",
-                    f"{netlab.SERVER_WAN}:8000",
+                    f"{toy_ns.server_ip}:8000",  # type: ignore[attr-defined]
                     "--secret",
                     DEMO_SECRET,
                     "--tun",
@@ -64,54 +122,41 @@ def main() -> int:
                 ],
                 work / "client.log",
             )
-            conn.wait_log("connected to")
-            print("\n--- server log ---\n" + server.log().rstrip())
-            print("\n--- client log ---\n" + conn.log().rstrip())
+            toy.wait_log("connected to")
             show(
-                "ip -br addr show toyvpn0   (client ns)",
-                client.run("ip", "-br", "addr", "show", "toyvpn0"),
+                f"wg show {wg_client.ifname}   (wireguard-go client ns)",
+                wg_ns.run("wg", "show", wg_client.ifname),
             )
+            traffic(lab, wg_ns, "wireguard-go client", 5001)
+            show(
+                "ip -br addr show toyvpn0   (ToyVPN client ns)",
+                toy_ns.run("ip", "-br", "addr", "show", "toyvpn0"),
+            )
+            traffic(lab, toy_ns, "ToyVPN client", 5002)
             show(
                 "nft list table inet trivpn   (server ns)",
                 lab.server.run("nft", "list", "table", "inet", "trivpn"),
             )
-            show(
-                f"ping -c 3 {netlab.INTERNET_HOST}   (client ns → internet through the tunnel)",
-                client.run("ping", "-c", "3", "-i", "0.3", netlab.INTERNET_HOST, check=False),
-            )
-            sink = lab.internet.popen(
-                [sys.executable, "-c", netlab.TCP_SINK, "5001"], stdout=subprocess.PIPE
-            )
-            assert sink.stdout is not None
-            sink.stdout.readline()
-            client.run(
-                sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, "5001", str(8 << 20)
-            )
-            peer = sink.stdout.readline().split()
-            sink.kill()
-            print(
-                f"\n$ TCP: client sent 8 MiB to {netlab.INTERNET_HOST}:5001; the internet "
-                f"host saw it from {peer[1]} (the server's egress: masqueraded)"
-            )
+            print("\n--- server log ---\n" + server.log().rstrip())
             if not args.once:
-                print("\ndemo: running; pinging every 2 s. Ctrl-C stops and tears down.")
+                print("\ndemo: running; the wireguard-go client pings every 2 s. Ctrl-C stops.")
                 while True:
-                    r = client.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST, check=False)
+                    r = wg_ns.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST, check=False)
                     m = re.search(r"time=([\d.]+ ms)", r.stdout)
                     print("ping", netlab.INTERNET_HOST, m.group(1) if m else "lost", flush=True)
                     time.sleep(2)
         except KeyboardInterrupt:
             print()
         finally:
-            if conn is not None:
-                conn.stop()
+            if toy is not None:
+                toy.stop()
+            wg_client.stop()
             code = server.stop()
             tail = server.log().splitlines()[-4:]
             print("\n--- server shutdown ---\n" + "\n".join(tail))
-            print(
-                f"demo: trivpn exited with {code}; tables left in the server ns: "
-                f"{lab.server.run('nft', 'list', 'tables').stdout.strip() or 'none'}"
-            )
+            tables = lab.server.run("nft", "list", "tables").stdout.strip()
+            print(f"demo: trivpn exited with {code}; tables left in the server ns: "
+                  f"{tables or 'none'}")  # fmt: skip
     print("demo: namespaces removed; nothing was changed outside them")
     return 0
 

@@ -150,10 +150,10 @@ class WireGuardFront:
     def _flush(self, out: Output) -> None:
         """Carry out what the device asked for: datagrams, TUN packets, events."""
         if out.packets:
-            write = self.tun.write
-            for packet in out.packets:
-                if not write(packet):
-                    self.counters["tun_write_dropped"] += 1
+            # The AEAD tag has proven each packet intact: no need to re-verify TCP checksums.
+            dropped = self.tun.write_batch(out.packets, verify_checksums=False)
+            if dropped:
+                self.counters["tun_write_dropped"] += dropped
         if out.datagrams:
             self._send_datagrams(out.datagrams)
         if out.events:

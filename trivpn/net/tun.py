@@ -1,4 +1,12 @@
-"""The TUN device: /dev/net/tun, non-blocking, one IP packet per read or write.
+"""The TUN device: /dev/net/tun, non-blocking; optionally with TCP offloads.
+
+With ``offload=True`` the device carries a virtio-net header (IFF_VNET_HDR) and
+``write_batch`` merges consecutive TCP segments of a flow into one GSO frame
+(``offload.coalesce``), so the kernel forwards and delivers a burst once instead of per
+packet. Reads stay one packet each: with TSO enabled for reads (TUNSETOFFLOAD) the kernel
+would hand us 64 KiB frames, but segmenting and checksumming them in Python measured slower
+than letting the kernel segment before the TUN (tools/bench, ToyVPN: ~0.65 vs ~1.2 Gbit/s).
+A read that does carry a GSO frame or a checksum to finish is still handled (``segment``).
 
 The device lives as long as its fd (it is not made persistent), so a killed server leaves
 no interface behind. Reads and writes never block: the trio layer waits for readability
@@ -10,7 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from collections.abc import Sequence
 from types import TracebackType
+
+from trivpn.net import offload as offload_mod
 
 TUN_PATH = "/dev/net/tun"
 
@@ -36,14 +47,16 @@ class Tun:
     fd: int
     dropped_writes: int
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False) -> None:
         """Wrap an fd that is already attached to a TUN device; ``open`` is the usual way."""
         self.fd = fd
         self.name = name
         self.dropped_writes = 0
+        self.vnet_hdr = vnet_hdr
+        self.malformed_frames = 0
 
     @classmethod
-    def open(cls, name: str) -> Tun:
+    def open(cls, name: str, *, offload: bool = False) -> Tun:
         """Create the TUN device ``name`` (a kernel pattern such as ``tun%d`` works too)."""
         raw_name = name.encode()
         if len(raw_name) >= _IFNAMSIZ:
@@ -57,13 +70,16 @@ class Tun:
         except OSError as exc:
             raise _open_error(name, exc) from exc
         try:
-            request = _IFREQ.pack(raw_name, _IFF_TUN | _IFF_NO_PI)
-            answer = fcntl.ioctl(fd, _TUNSETIFF, request)
+            flags = _IFF_TUN | _IFF_NO_PI | (offload_mod.IFF_VNET_HDR if offload else 0)
+            answer = fcntl.ioctl(fd, _TUNSETIFF, _IFREQ.pack(raw_name, flags))
+            if offload:
+                hdr_len = struct.pack("i", offload_mod.VNET_HDR_LEN)
+                fcntl.ioctl(fd, offload_mod.TUNSETVNETHDRSZ, hdr_len)
         except OSError as exc:
             os.close(fd)
             raise _open_error(name, exc) from exc
         kernel_name = _IFREQ.unpack(answer)[0].split(b"\0", 1)[0]
-        return cls(fd, kernel_name.decode(errors="replace"))
+        return cls(fd, kernel_name.decode(errors="replace"), vnet_hdr=offload)
 
     def fileno(self) -> int:
         return self.fd
@@ -75,19 +91,46 @@ class Tun:
         read before a failure are returned first, and the next call reports the failure.
         """
         packets: list[bytes] = []
-        while len(packets) < max_packets:
+        read_size = _READ_SIZE + offload_mod.VNET_HDR_LEN if self.vnet_hdr else _READ_SIZE
+        for _ in range(max_packets):
             try:
-                packet = os.read(self.fd, _READ_SIZE)
+                data = os.read(self.fd, read_size)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if packets:
                     break
                 raise TunError(f"reading TUN {self.name!r} failed: {exc.strerror}") from exc
-            if not packet:
+            if not data:
                 break
-            packets.append(packet)
+            if not self.vnet_hdr:
+                packets.append(data)
+            elif data[1] == 0 and not data[0] & offload_mod.VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                # no GSO and no checksum to finish: the common case
+                packets.append(data[offload_mod.VNET_HDR_LEN :])
+            else:
+                frame = offload_mod.segment(data)
+                if not frame:
+                    self.malformed_frames += 1
+                packets.extend(frame)
         return packets
+
+    def write_batch(self, packets: Sequence[bytes], *, verify_checksums: bool = True) -> int:
+        """Write packets in order (merged into GSO frames where possible); returns drops.
+
+        ``verify_checksums=False`` skips re-checking TCP checksums before merging: right for
+        packets whose integrity a cipher's tag has already proven.
+        """
+        if not self.vnet_hdr:
+            return sum(not self.write(p) for p in packets)
+        dropped = 0
+        for iov in offload_mod.coalesce(packets, verify_checksums=verify_checksums):
+            try:
+                os.writev(self.fd, iov)
+            except OSError:
+                dropped += len(iov) - 2 if iov[0] is not offload_mod.ZERO_HDR else 1
+        self.dropped_writes += dropped
+        return dropped
 
     def write(self, packet: bytes | bytearray | memoryview) -> bool:
         """Hand one IP packet to the kernel; False (and counted) when it was dropped.
@@ -97,7 +140,10 @@ class Tun:
         the sender's transport retransmits either way.
         """
         try:
-            os.write(self.fd, packet)
+            if self.vnet_hdr:
+                os.writev(self.fd, (offload_mod.ZERO_HDR, packet))
+            else:
+                os.write(self.fd, packet)
         except OSError:
             self.dropped_writes += 1
             return False
