@@ -62,22 +62,10 @@ def traffic(lab: netlab.Lab, client: netlab.Netns, label: str, port: int) -> Non
         f"ping -c 3 {netlab.INTERNET_HOST}   ({label} → internet through the tunnel)",
         client.run("ping", "-c", "3", "-i", "0.3", netlab.INTERNET_HOST, check=False),
     )
-    sink = lab.internet.popen(
-        [sys.executable, "-c", netlab.TCP_SINK, str(port)], stdout=subprocess.PIPE
-    )
-    try:
-        assert sink.stdout is not None
-        sink.stdout.readline()
-        client.run(
-            sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, str(port), str(8 << 20)
-        )
-        peer = sink.stdout.readline().split()
-    finally:
-        sink.kill()
-        sink.wait()
+    source = netlab.tcp_transfer(lab, client, 8 << 20, port)
     print(
         f"\n$ TCP: {label} sent 8 MiB to {netlab.INTERNET_HOST}:{port}; the internet host saw "
-        f"it from {peer[1]} (the server's egress address: masqueraded)"
+        f"it from {source} (the server's egress address: masqueraded)"
     )
 
 

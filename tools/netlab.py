@@ -182,6 +182,32 @@ print(c.recv(100).decode())
 """
 
 
+def tcp_transfer(lab: Lab, client: Netns, nbytes: int, port: int = 5001) -> str:
+    """Send ``nbytes`` over TCP from ``client`` to the internet host, checking that every
+    byte arrived; returns the source address the internet host saw."""
+    import sys
+
+    sink = lab.internet.popen(
+        [sys.executable, "-c", TCP_SINK, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert sink.stdout is not None
+        if sink.stdout.readline().strip() != "listening":
+            raise RuntimeError("the TCP sink did not start")
+        sent = client.run(sys.executable, "-c", TCP_SEND, INTERNET_HOST, str(port), str(nbytes))
+        if sent.stdout.strip() != str(nbytes):
+            raise RuntimeError(f"TCP transfer incomplete: {sent.stdout!r} {sent.stderr!r}")
+        line = sink.stdout.readline().split()
+        if line[:1] != ["PEER"] or int(line[2]) != nbytes:
+            raise RuntimeError(f"the sink received something else: {line}")
+        return line[1]
+    finally:
+        sink.kill()
+        sink.wait()
+
+
 class Trivpn:
     """A `python -m trivpn ARGS` process in a namespace, logging to a file."""
 

@@ -87,28 +87,6 @@ def forwarding(ns: netlab.Netns) -> str:
     return ns.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
 
 
-def tcp_transfer(lab: netlab.Lab, client: netlab.Netns, nbytes: int, port: int = 5001) -> str:
-    """Send nbytes over TCP to the internet host; returns the peer address it saw."""
-    sink = lab.internet.popen(
-        [sys.executable, "-c", netlab.TCP_SINK, str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert sink.stdout is not None
-        assert sink.stdout.readline().strip() == "listening"
-        sent = client.run(
-            sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, str(port), str(nbytes)
-        )
-        assert sent.stdout.strip() == str(nbytes), sent.stderr
-        line = sink.stdout.readline().split()
-        assert line[0] == "PEER" and int(line[2]) == nbytes
-        return line[1]
-    finally:
-        sink.kill()
-        sink.wait()
-
-
 def test_client_reaches_internet_through_tunnel_and_nat(
     lab: netlab.Lab, config: Path, tmp_path: Path
 ) -> None:
@@ -126,7 +104,7 @@ def test_client_reaches_internet_through_tunnel_and_nat(
         assert ping.returncode == 0, ping.stdout + ping.stderr
         # The internet host has no route to 10.8.0.0/24: only the masquerade makes replies work,
         # and it sees the server's egress address as the source.
-        assert tcp_transfer(lab, client, 4 << 20) == netlab.SERVER_EGRESS
+        assert netlab.tcp_transfer(lab, client, 4 << 20) == netlab.SERVER_EGRESS
         conn.stop()
     finally:
         code = server.stop(signal.SIGTERM)
@@ -148,7 +126,7 @@ def test_two_clients_get_distinct_addresses_and_both_pass_traffic(
         conns = [connect(a, tmp_path), connect(b, tmp_path)]
         assert {tunnel_address(a), tunnel_address(b)} == {"10.8.0.129", "10.8.0.130"}
         for client, port in ((a, 5001), (b, 5002)):
-            assert tcp_transfer(lab, client, 1 << 20, port) == netlab.SERVER_EGRESS
+            assert netlab.tcp_transfer(lab, client, 1 << 20, port) == netlab.SERVER_EGRESS
         # client to client through the server's TUN
         ping = a.run("ping", "-c", "2", "-W", "2", tunnel_address(b), check=False)
         assert ping.returncode == 0, ping.stdout
@@ -171,7 +149,7 @@ def test_sigkill_then_restart_gives_exactly_one_table(
         rules = [i["rule"] for i in table["nftables"] if "rule" in i]
         assert len(rules) == len({json.dumps(r["expr"], sort_keys=True) for r in rules})
         conn = connect(lab.clients[0], tmp_path)
-        assert tcp_transfer(lab, lab.clients[0], 1 << 20) == netlab.SERVER_EGRESS
+        assert netlab.tcp_transfer(lab, lab.clients[0], 1 << 20) == netlab.SERVER_EGRESS
         conn.stop()
     finally:
         assert second.stop() == 0, second.log()
@@ -246,7 +224,7 @@ def test_wrong_secret_gets_no_reply_and_server_keeps_serving(
         )
         assert probe.stdout.strip() == "silent"
         conn = connect(client, tmp_path)  # the server still serves after the bad input
-        assert tcp_transfer(lab, client, 1 << 20) == netlab.SERVER_EGRESS
+        assert netlab.tcp_transfer(lab, client, 1 << 20) == netlab.SERVER_EGRESS
         conn.stop()
     finally:
         assert server.stop() == 0
@@ -282,7 +260,7 @@ def test_client_reconnects_when_the_server_comes_back(
         server = start_server(lab, config, tmp_path, 1)
         netlab.wait_for(lambda: conn.log().count("connected to") == 2, 30, what="reconnect")
         assert "went quiet; reconnecting" in conn.log()
-        assert tcp_transfer(lab, client, 1 << 20) == netlab.SERVER_EGRESS
+        assert netlab.tcp_transfer(lab, client, 1 << 20) == netlab.SERVER_EGRESS
     finally:
         conn.stop()
         assert server.stop() == 0, server.log()

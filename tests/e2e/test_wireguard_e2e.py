@@ -162,28 +162,6 @@ def ping(ns: netlab.Netns, dst: str, count: int = 3) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def tcp_transfer(lab: netlab.Lab, client: netlab.Netns, nbytes: int, port: int = 5001) -> str:
-    """Send nbytes over TCP to the internet host; returns the source address it saw."""
-    sink = lab.internet.popen(
-        [sys.executable, "-c", netlab.TCP_SINK, str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert sink.stdout is not None
-        assert sink.stdout.readline().strip() == "listening"
-        sent = client.run(
-            sys.executable, "-c", netlab.TCP_SEND, netlab.INTERNET_HOST, str(port), str(nbytes)
-        )
-        assert sent.stdout.strip() == str(nbytes), sent.stderr
-        line = sink.stdout.readline().split()
-        assert line[0] == "PEER" and int(line[2]) == nbytes
-        return line[1]
-    finally:
-        sink.kill()
-        sink.wait()
-
-
 def handshake_times(log: str, name: str) -> list[datetime]:
     """When the server logged "peer NAME handshake completed" (from the log's timestamps)."""
     stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
@@ -212,7 +190,7 @@ def test_handshake_ping_and_tcp_through_nat(
     # The internet host has no route to 10.8.0.0/24: the replies come back through the
     # masquerade, which shows it the server's egress address.
     nbytes = 4 << 20
-    assert tcp_transfer(lab, client, nbytes) == netlab.SERVER_EGRESS
+    assert netlab.tcp_transfer(lab, client, nbytes) == netlab.SERVER_EGRESS
     assert wg.peer(server_key.public).transfer_tx > nbytes
 
     assert server.stop() == 0, server.log()
@@ -321,7 +299,7 @@ def test_unknown_key_gets_no_answer_and_known_peer_is_served(
     assert (status.latest_handshake, status.transfer_rx) == (0, 0)
 
     ping(known_ns, netlab.INTERNET_HOST)
-    assert tcp_transfer(lab, known_ns, 1 << 20) == netlab.SERVER_EGRESS
+    assert netlab.tcp_transfer(lab, known_ns, 1 << 20) == netlab.SERVER_EGRESS
     assert known.peer(server_key.public).latest_handshake > 0
     assert stranger.peer(server_key.public).transfer_rx == 0
     assert server.stop() == 0, server.log()
@@ -382,8 +360,8 @@ def test_toyvpn_and_wireguard_clients_at_once(
     processes.append(toy)
     toy.wait_log("connected to")
 
-    assert tcp_transfer(lab, toy_ns, 1 << 20, 5001) == netlab.SERVER_EGRESS
-    assert tcp_transfer(lab, wg_ns, 1 << 20, 5002) == netlab.SERVER_EGRESS
+    assert netlab.tcp_transfer(lab, toy_ns, 1 << 20, 5001) == netlab.SERVER_EGRESS
+    assert netlab.tcp_transfer(lab, wg_ns, 1 << 20, 5002) == netlab.SERVER_EGRESS
     # and each through the server's TUN to the other
     ping(wg_ns, "10.8.0.129")
     assert wg.peer(server_key.public).latest_handshake > 0
