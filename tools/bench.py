@@ -386,7 +386,7 @@ class WireGuardClient:
 
 WG_TRIVPN_CONFIG = """\
 [interface]
-name = "tvwg0"
+name = "{tun_name}"
 address = ["{address}"]
 mtu = 1420
 
@@ -425,6 +425,7 @@ class WireGuardTrivpnScenario:
         config = work / "trivpn-wg.toml"
         config.write_text(
             WG_TRIVPN_CONFIG.format(
+                tun_name=f"tvwg{os.getpid() % 100000}",
                 address=WG_SERVER_ADDRESS,
                 port=WG_TRIVPN_PORT,
                 key_file=key_file,

@@ -27,6 +27,7 @@ from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
 from trivpn.ratelimit import LogLimiter
 from trivpn.router import Router
+from trivpn.uapi_server import serve_uapi
 
 log = logging.getLogger("trivpn")
 
@@ -217,6 +218,7 @@ class Server:
         )
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
+        nursery.start_soon(serve_uapi, front, tun.name)  # `wg show`, `wg set` on this interface
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn

@@ -7,6 +7,7 @@ is the server at 198.51.100.1:51820 with allowed-ips 0.0.0.0/0.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -54,10 +55,15 @@ allowed_ips = ["{address}/32"]
     return text + (f'endpoint = "{endpoint}"\n' if endpoint else "")
 
 
+# The UAPI socket (/var/run/wireguard/<name>.sock) is shared by every namespace: the TUN's
+# name must not collide with a parallel run's.
+TUN_NAME = f"tvwg{os.getpid() % 100000}"
+
+
 def config_text(server_key: Keys, peers: str, toyvpn: bool = False) -> str:
     text = f"""
 [interface]
-name = "tvwg0"
+name = "{TUN_NAME}"
 address = ["10.8.0.1/24"]
 mtu = 1420
 

@@ -2,18 +2,24 @@
 
 Cryptokey routing: each peer's allowed_ips are routes in the server's router to a sender
 that encrypts for that peer; a decrypted packet reaches the TUN only if the router maps its
-source back to the same peer (as the reference implementations check it).
+source back to the same peer (as the reference implementations check it). A network belongs
+to one peer at a time: giving it to another peer takes it from the first, as in wireguard-go.
+
+Peers can change at runtime through the UAPI (``uapi_snapshot`` / ``uapi_apply``, what `wg`
+reads and sets); such changes live only as long as the process.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import trio
 
+from trivpn import uapi
 from trivpn.config import WireGuardConfig, WireGuardPeerConfig
 from trivpn.net.tun import Tun
 from trivpn.proto.wireguard import (
@@ -21,12 +27,14 @@ from trivpn.proto.wireguard import (
     EndpointChanged,
     HandshakeCompleted,
     HandshakeFailed,
+    IPNetwork,
     Output,
     Peer,
     PeerConfig,
     SessionExpired,
     encode_key,
 )
+from trivpn.proto.wireguard.crypto import CryptoError, clamp, dh
 from trivpn.router import Router
 from trivpn.udp import DatagramSocket, plain_address
 
@@ -65,6 +73,7 @@ class WireGuardFront:
             source_filter=self._source_is_routed_to,
         )
         self._senders: dict[Peer, Sender] = {}
+        self._routes: dict[IPNetwork, Peer] = {}  # the networks this front routes, and to whom
         self._out = Output()
         self._timer_scope: trio.CancelScope | None = None
         for peer_cfg in cfg.peers:
@@ -77,7 +86,7 @@ class WireGuardFront:
     # -- peers ---------------------------------------------------------------------------
 
     def add_peer(self, cfg: WireGuardPeerConfig) -> Peer:
-        peer = self.device.add_peer(
+        return self.add_peer_config(
             PeerConfig(
                 public_key=cfg.public_key,
                 preshared_key=cfg.preshared_key,
@@ -87,6 +96,10 @@ class WireGuardFront:
                 name=cfg.name,
             )
         )
+
+    def add_peer_config(self, config: PeerConfig) -> Peer:
+        """Add a peer (at runtime too) and route its allowed_ips to it."""
+        peer = self.device.add_peer(config)
         send = self.device.send
         out = self._out
 
@@ -97,16 +110,180 @@ class WireGuardFront:
             self._flush(out)
 
         self._senders[peer] = sender
-        for network in cfg.allowed_ips:
-            self.router.add(network, sender)
+        self.set_allowed_ips(peer, config.allowed_ips)
         self._poke_timers()
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
+        """Forget a peer: its routes go at once, its sessions end (keys erased)."""
         peer = self.device.peers[public_key]
-        sender = self._senders.pop(peer)
-        self.router.remove_owner(sender)
+        del self._senders[peer]
+        # peer.allowed_ips are exactly its routes (set_allowed_ips keeps them so): no table walk.
+        for network in peer.allowed_ips:
+            self.router.remove(network)
+            del self._routes[network]
         self.device.remove_peer(public_key)
+
+    def set_allowed_ips(self, peer: Peer, networks: Iterable[IPNetwork]) -> None:
+        """Route exactly ``networks`` to ``peer``, in the router and in the peer's own list."""
+        sender = self._senders[peer]
+        wanted = tuple(dict.fromkeys(networks))
+        for network in peer.allowed_ips:
+            if network not in wanted:
+                self.router.remove(network)
+                self._routes.pop(network, None)
+        for network in wanted:
+            previous = self._routes.get(network)
+            if previous is not None and previous is not peer:
+                _set_peer_networks(previous, [n for n in previous.allowed_ips if n != network])
+            self._routes[network] = peer
+            self.router.add(network, sender)
+        _set_peer_networks(peer, wanted)
+
+    def set_persistent_keepalive(self, peer: Peer, seconds: int) -> None:
+        """0 turns it off; turning it on sends a keepalive at once, as wg(8) does."""
+        was_on = bool(peer.persistent_keepalive)
+        peer.persistent_keepalive = seconds or None
+        if not seconds:
+            peer.timers.persistent_keepalive = None
+        elif not was_on:
+            peer.timers.persistent_keepalive = -math.inf  # due now
+        self._poke_timers()
+
+    def _replace_preshared_key(self, peer: Peer, preshared_key: bytes | None) -> Peer:
+        """A new preshared key ends the peer's sessions: the next handshake uses it."""
+        config = PeerConfig(
+            public_key=peer.public_key,
+            preshared_key=preshared_key,
+            allowed_ips=peer.allowed_ips,
+            endpoint=peer.endpoint,
+            persistent_keepalive=peer.persistent_keepalive,
+            name=peer.name,
+        )
+        counters = (peer.rx_bytes, peer.tx_bytes, peer.last_handshake_time)
+        self.remove_peer(peer.public_key)
+        new = self.add_peer_config(config)
+        new.rx_bytes, new.tx_bytes, new.last_handshake_time = counters
+        return new
+
+    def _routed_elsewhere(self, network: IPNetwork) -> bool:
+        """Whether exactly ``network`` is routed to something not of this front (ToyVPN)."""
+        if network in self._routes:
+            return False
+        owner = self.router.remove(network)
+        if owner is None:
+            return False
+        self.router.add(network, owner)  # put back at once: no checkpoint in between
+        return True
+
+    # -- the UAPI (`wg show`, `wg set`, `wg syncconf`) -----------------------------------
+
+    @property
+    def listen_port(self) -> int:
+        port: int = self.sock.sock.getsockname()[1]
+        return port
+
+    def uapi_snapshot(self) -> uapi.DeviceSnapshot:
+        return uapi.DeviceSnapshot(
+            private_key=self.device.identity.private_key,
+            listen_port=self.listen_port,
+            fwmark=0,
+            peers=tuple(
+                uapi.PeerSnapshot(
+                    public_key=peer.public_key,
+                    preshared_key=peer.config.preshared_key,
+                    endpoint=peer.endpoint,
+                    last_handshake_time=peer.last_handshake_time,
+                    rx_bytes=peer.rx_bytes,
+                    tx_bytes=peer.tx_bytes,
+                    persistent_keepalive=peer.persistent_keepalive,
+                    allowed_ips=peer.allowed_ips,
+                )
+                for peer in self.device
+            ),
+        )
+
+    def uapi_apply(self, operations: Sequence[uapi.Operation]) -> None:
+        """Apply a `wg set`: everything checked first, so that a refusal changes nothing."""
+        for op in operations:
+            self._check_operation(op)
+        for op in operations:
+            self._apply_operation(op)
+        self._poke_timers()
+
+    def _check_operation(self, op: uapi.Operation) -> None:
+        if isinstance(op, uapi.SetPrivateKey):
+            if clamp(op.private_key) != self.device.identity.private_key:
+                raise uapi.UapiError(errno.EOPNOTSUPP, "the private key cannot change at runtime")
+        elif isinstance(op, uapi.SetListenPort):
+            # 0 asks for "any port" (wg setconf/syncconf send it for a file without ListenPort):
+            # the current one is such a port.
+            if op.port not in (0, self.listen_port):
+                raise uapi.UapiError(errno.EOPNOTSUPP, "the listen port cannot change at runtime")
+        elif isinstance(op, uapi.SetFwmark):
+            if op.mark:
+                raise uapi.UapiError(errno.EOPNOTSUPP, "fwmark is not supported")
+        elif isinstance(op, uapi.ConfigurePeer):
+            key = op.public_key
+            if key not in self.device.peers and key != self.device.public_key:
+                try:
+                    dh(self.device.identity.private_key, key)
+                except CryptoError:
+                    raise uapi.UapiError(errno.EINVAL, "unusable public key") from None
+            for network in op.allowed_ips:
+                if self._routed_elsewhere(network):
+                    raise uapi.UapiError(errno.EADDRINUSE, f"{network} is routed to ToyVPN")
+
+    def _apply_operation(self, op: uapi.Operation) -> None:
+        if isinstance(op, uapi.RemoveAllPeers):
+            for public_key in list(self.device.peers):
+                self.remove_peer(public_key)
+            log.info("wireguard: all peers removed through the UAPI")
+        elif isinstance(op, uapi.RemovePeer):
+            peer = self.device.peers.get(op.public_key)
+            if peer is not None:
+                self.remove_peer(op.public_key)
+                log.info("wireguard: peer %s removed through the UAPI", _name(peer))
+        elif isinstance(op, uapi.ConfigurePeer):
+            self._configure_peer(op)
+        # private key, listen port, fwmark: _check_operation let through only no-ops
+
+    def _configure_peer(self, op: uapi.ConfigurePeer) -> None:
+        if op.public_key == self.device.public_key:
+            return  # ignored, as wireguard-go does
+        preshared_key = None if op.preshared_key == uapi.ZERO_KEY else op.preshared_key
+        peer = self.device.peers.get(op.public_key)
+        if peer is None:
+            if op.update_only:
+                return
+            peer = self.add_peer_config(
+                PeerConfig(
+                    public_key=op.public_key,
+                    preshared_key=preshared_key,
+                    allowed_ips=op.allowed_ips,
+                    endpoint=op.endpoint,
+                    persistent_keepalive=op.persistent_keepalive,
+                )
+            )
+            log.info(
+                "wireguard: peer %s added through the UAPI (allowed ips %s)",
+                _name(peer),
+                ", ".join(map(str, peer.allowed_ips)) or "none",
+            )
+            return
+        before = _settings(peer)
+        if op.preshared_key is not None and preshared_key != peer.config.preshared_key:
+            peer = self._replace_preshared_key(peer, preshared_key)
+        if op.endpoint is not None:
+            peer.endpoint = op.endpoint
+        if op.persistent_keepalive is not None:
+            self.set_persistent_keepalive(peer, op.persistent_keepalive)
+        if op.replace_allowed_ips or op.allowed_ips:
+            kept = () if op.replace_allowed_ips else peer.allowed_ips
+            self.set_allowed_ips(peer, kept + op.allowed_ips)
+        # `wg syncconf` restates every peer: only a real change is worth a line.
+        if _settings(peer) != before:
+            log.info("wireguard: peer %s changed through the UAPI", _name(peer))
 
     def _source_is_routed_to(self, peer: Peer, source: bytes) -> bool:
         sender = self._senders.get(peer)
@@ -203,3 +380,23 @@ class WireGuardFront:
 
 def _name(peer: Peer) -> str:
     return peer.name or encode_key(peer.public_key)[:8] + "…"
+
+
+def _settings(peer: Peer) -> tuple[object, ...]:
+    return (
+        peer.config.preshared_key,
+        peer.endpoint,
+        peer.persistent_keepalive,
+        peer.allowed_ips,
+    )
+
+
+def _set_peer_networks(peer: Peer, networks: Sequence[IPNetwork]) -> None:
+    """The peer's own view of its allowed_ips (``wg show``; its default source check)."""
+    peer.allowed_ips = tuple(networks)
+    peer.allowed_v4 = _masks(networks, 4)
+    peer.allowed_v6 = _masks(networks, 6)
+
+
+def _masks(networks: Sequence[IPNetwork], version: int) -> tuple[tuple[int, int], ...]:
+    return tuple((int(n.network_address), int(n.netmask)) for n in networks if n.version == version)
