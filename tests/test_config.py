@@ -15,6 +15,7 @@ from trivpn.config import (
     Config,
     ConfigError,
     Endpoint,
+    PublicEndpoint,
     WireGuardConfig,
     WireGuardPeerConfig,
     default_config,
@@ -198,7 +199,7 @@ def test_unknown_section_and_odd_key() -> None:
     found = problems('[wirequard]\n[interface]\n"my key" = 1\n')
     assert found == [
         'interface."my key": unknown key — allowed: name, address, mtu',
-        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard",
+        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard, state",
     ]
 
 
@@ -553,12 +554,13 @@ def test_full_wireguard_config() -> None:
 
 def test_shipped_peer_example_works_once_filled_in() -> None:
     text = SHIPPED.read_text()
+    assert "\n# [[wireguard.peers]]\n" in text  # commented out: the shipped file has no peers
+    block = text.split("\n# [[wireguard.peers]]\n")[1].split("\n\n")[0]
     example = "\n".join(
         line.removeprefix("# ")
-        for line in text.splitlines()
+        for line in block.splitlines()
         if line.startswith("# ") and "=" in line
     )
-    assert "\n# [[wireguard.peers]]\n" in text  # commented out: the shipped file has no peers
     assert example.count("base64…") == 2  # public_key and preshared_key
     filled = example.replace('"base64…"', f'"{ALICE_PUB}"', 1).replace('"base64…"', f'"{PSK}"')
     cfg = parse_config(WG + "[[wireguard.peers]]\n" + filled)
@@ -978,3 +980,132 @@ def test_any_document_gives_a_config_or_config_error(doc: dict[str, Any]) -> Non
     except ConfigError as e:
         assert e.problems
         assert all(" — " in line for line in e.problems)
+
+
+# --- what `trivpn peer add` needs: client config keys and the state directory ----------------
+
+
+def test_client_keys_and_state_dir_defaults() -> None:
+    cfg = parse_config("")
+    wg = cfg.wireguard
+    assert wg.public_endpoint is None  # no sensible default: `peer add` asks for it
+    assert wg.client_dns == (ipaddress.ip_address("1.1.1.1"),)
+    assert wg.client_allowed_ips == (
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("::/0"),
+    )
+    assert cfg.state.dir == Path("/var/lib/trivpn")
+    shipped = load_config(SHIPPED)
+    assert "\n# public_endpoint = " in SHIPPED.read_text()  # documented, left unset
+    assert (shipped.wireguard.client_dns, shipped.state) == (wg.client_dns, cfg.state)
+
+
+def test_client_keys_set() -> None:
+    wg = parse_config(
+        """
+        [wireguard]
+        public_endpoint = "[2001:db8::1]:51820"
+        client_dns = ["10.8.0.1", "fd00:8::1"]
+        client_allowed_ips = ["10.8.0.0/24", "192.168.1.0/24"]
+        """
+    ).wireguard
+    assert wg.public_endpoint == PublicEndpoint("2001:db8::1", 51820)
+    assert wg.client_dns == (ipaddress.ip_address("10.8.0.1"), ipaddress.ip_address("fd00:8::1"))
+    assert wg.client_allowed_ips == (
+        ipaddress.ip_network("10.8.0.0/24"),
+        ipaddress.ip_network("192.168.1.0/24"),
+    )
+    assert parse_config("[wireguard]\nclient_dns = []\n").wireguard.client_dns == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("vpn.example.com:51820", "vpn.example.com", 51820, "vpn.example.com:51820"),
+        ("VPN.Example.com.:1", "VPN.Example.com.", 1, "VPN.Example.com.:1"),
+        ("localhost:65535", "localhost", 65535, "localhost:65535"),
+        ("xn--bcher-kva.example:51820", "xn--bcher-kva.example", 51820, None),
+        ("203.0.113.1:51820", "203.0.113.1", 51820, "203.0.113.1:51820"),
+        ("[2001:DB8:0::1]:51820", "2001:db8::1", 51820, "[2001:db8::1]:51820"),
+    ],
+)
+def test_public_endpoint_parse(text: str, host: str, port: int, shown: str | None) -> None:
+    endpoint = PublicEndpoint.parse(text)
+    assert (endpoint.host, endpoint.port) == (host, port)
+    assert str(endpoint) == (shown or text)
+    key = parse_config(f'[wireguard]\npublic_endpoint = "{text}"\n').wireguard.public_endpoint
+    assert key == endpoint
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('"vpn.example.com"', "expected host:port"),
+        ('":51820"', "expected host:port"),
+        ('"vpn.example.com:0"', "the port must be 1 to 65535"),
+        ('"vpn.example.com:x"', "the port must be 1 to 65535"),
+        ('"2001:db8::1:51820"', "an IPv6 host needs brackets"),
+        ('"[203.0.113.1]:51820"', "an IPv6 host needs brackets; others take none"),
+        ('"[vpn.example.com]:51820"', "brackets are only for IPv6 addresses"),
+        ('"0.0.0.0:51820"', "a wildcard address cannot be dialled"),
+        ('"[::]:51820"', "a wildcard address cannot be dialled"),
+        ('"vpn_1.example.com:51820"', "the host must be a DNS name or an IP address"),
+        ('"-vpn.example.com:51820"', "the host must be a DNS name or an IP address"),
+        ('"vpn..example.com:51820"', "the host must be a DNS name or an IP address"),
+        ('"10.8.0:51820"', "the host must be a DNS name or an IP address"),
+        (f'"{"a" * 64}.example.com:51820"', "the host must be a DNS name or an IP address"),
+        ("51820", "expected host:port"),
+    ],
+)
+def test_bad_public_endpoint(value: str, reason: str) -> None:
+    line = only_problem(f"[wireguard]\npublic_endpoint = {value}\n")
+    assert line.startswith("wireguard.public_endpoint: ")
+    assert reason in line
+    assert line.endswith("e.g. vpn.example.com:51820, 203.0.113.1:51820 or [2001:db8::1]:51820")
+
+
+def test_bad_client_keys_each_reported() -> None:
+    found = problems(
+        """
+        [wireguard]
+        client_dns = ["dns.example.com", "1.1.1.1"]
+        client_allowed_ips = ["0.0.0.0/0", "10.8.0.1/24", "::"]
+        """
+    )
+    assert found == [
+        "wireguard.client_dns[0]: 'dns.example.com' — expected an IP address, e.g. 1.1.1.1",
+        "wireguard.client_allowed_ips[1]: '10.8.0.1/24' — has host bits set; "
+        "did you mean 10.8.0.0/24?",
+        "wireguard.client_allowed_ips[2]: '::' — expected an IP network with prefix, "
+        "e.g. 0.0.0.0/0",
+    ]
+    assert only_problem("[wireguard]\nclient_allowed_ips = []\n") == (
+        'wireguard.client_allowed_ips: [] — expected at least one network, e.g. ["0.0.0.0/0", '
+        '"::/0"]'
+    )
+    assert only_problem('[wireguard]\nclient_dns = "1.1.1.1"\n') == (
+        "wireguard.client_dns: '1.1.1.1' — expected a list, e.g. [...]"
+    )
+
+
+def test_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    file = tmp_path / "etc" / "trivpn.toml"
+    file.parent.mkdir()
+    file.write_text('[state]\ndir = "state"\n')
+    assert load_config(file).state.dir == tmp_path / "etc" / "state"
+    file.write_text(f'[state]\ndir = "{tmp_path}/abs"\n')
+    assert load_config(file).state.dir == tmp_path / "abs"
+    assert parse_config('[state]\ndir = "rel"\n').state.dir == Path("rel")
+
+
+@pytest.mark.parametrize("value", ['""', "3", "[]", '"a\\u0000b"'])
+def test_bad_state_dir(value: str) -> None:
+    line = only_problem(f"[state]\ndir = {value}\n")
+    assert line.startswith("state.dir: ")
+    assert line.endswith(' — expected the path of a directory, e.g. "/var/lib/trivpn"')
+
+
+def test_unknown_key_in_state() -> None:
+    assert only_problem("[state]\ndirectory = 'x'\n") == (
+        "state.directory: unknown key — allowed: dir"
+    )

@@ -1,4 +1,4 @@
-"""Command line: `trivpn serve | check | genkey | genpsk | pubkey | toyvpn-connect`.
+"""Command line: `trivpn serve | check | genkey | genpsk | pubkey | toyvpn-connect | peer`.
 
 User mistakes become one clear line on stderr and an exit code (2 for a bad config or usage,
 1 when the system refused), never a traceback.
@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconnect after this many seconds without hearing from the server (default 60)",
     )
     p.set_defaults(func=cmd_toyvpn_connect)
+
+    from trivpn import peer_cli  # imports this module: not at the top
+
+    peer_cli.add_parsers(sub, DEFAULT_CONFIG)
     return parser
 
 

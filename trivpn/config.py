@@ -156,12 +156,14 @@ def _check_search_domain(domain: str) -> None:
         raise InvalidValue(domain, "expected an ASCII domain name without spaces or commas, or ''")
 
 
-_PEER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+# Peer names, in the TOML file and in the peer registry alike.
+PEER_NAME: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+PEER_NAME_ALLOWED: Final = "expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -"
 
 
 def _check_peer_name(name: str) -> None:
-    if not _PEER_NAME.fullmatch(name):
-        raise InvalidValue(name, "expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -")
+    if not PEER_NAME.fullmatch(name):
+        raise InvalidValue(name, PEER_NAME_ALLOWED)
 
 
 def _check_persistent_keepalive(seconds: int | None) -> None:
@@ -172,6 +174,11 @@ def _check_persistent_keepalive(seconds: int | None) -> None:
 def _check_rate(rate: float) -> None:
     if not rate > 0:
         raise InvalidValue(rate, "expected a number of messages per second greater than 0")
+
+
+def _check_client_allowed_ips(networks: tuple[IPNetwork, ...]) -> None:
+    if not networks:
+        raise InvalidValue(networks, 'expected at least one network, e.g. ["0.0.0.0/0", "::/0"]')
 
 
 # --- the configuration classes --------------------------------------------------------------
@@ -214,6 +221,61 @@ class Endpoint:
         if self.family == socket.AF_INET6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_dns_name(host: str) -> bool:
+    labels = host.removesuffix(".").split(".")
+    return (
+        len(host) <= 253
+        and all(_DNS_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # "10.8.0" is a mistyped address, not a name
+    )
+
+
+@attrs.frozen
+class PublicEndpoint:
+    """Where clients dial the server, ``host:port``: a DNS name or an IP literal (``[v6]``).
+
+    Unlike `Endpoint` it is never bound or resolved by trivpn; it is only written into client
+    configs, where a name lets the server's address change without reissuing them.
+    """
+
+    host: str  # a DNS name as written, or an IP literal in its normal form without brackets
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "PublicEndpoint":
+        """Parse ``host:port``; ValueError says what is wrong."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError("an IPv6 host needs brackets")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if bracketed:
+                raise ValueError("brackets are only for IPv6 addresses") from None
+            if not _is_dns_name(host):
+                raise ValueError("the host must be a DNS name or an IP address") from None
+        else:
+            if bracketed != (ip.version == 6):
+                raise ValueError("an IPv6 host needs brackets; others take none")
+            if ip.is_unspecified:
+                raise ValueError("a wildcard address cannot be dialled; use the server's own")
+            host = str(ip)
+        if not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise ValueError("the port must be 1 to 65535")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @attrs.frozen(kw_only=True)
@@ -299,7 +361,25 @@ def _allowed_ips_hook(value: object, _: Any) -> tuple[IPNetwork, ...]:
     return networks
 
 
+def _structure_public_endpoint(value: object, _: Any) -> PublicEndpoint:
+    examples = "vpn.example.com:51820, 203.0.113.1:51820 or [2001:db8::1]:51820"
+    try:
+        return PublicEndpoint.parse(_structure_str(value, None))
+    except InvalidValue:
+        raise InvalidValue(value, f"expected host:port, e.g. {examples}") from None
+    except ValueError as e:
+        raise InvalidValue(value, f"{e}, e.g. {examples}") from None
+
+
+def _client_allowed_ips_hook(value: object, _: Any) -> tuple[IPNetwork, ...]:
+    networks: tuple[IPNetwork, ...] = _list_of(lambda item: _network(item, "0.0.0.0/0"), IPNetwork)(
+        value, None
+    )
+    return networks
+
+
 DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
+DEFAULT_STATE_DIR: Final = pathlib.Path("/var/lib/trivpn")
 
 
 @attrs.frozen(kw_only=True)
@@ -343,6 +423,23 @@ class WireGuardConfig:
     )
     under_load_rate: float = attrs.field(default=500.0, metadata=_checked(_check_rate))
     peers: tuple[WireGuardPeerConfig, ...] = ()
+    # What `trivpn peer add` writes into client configs; the server itself never reads them.
+    public_endpoint: PublicEndpoint | None = attrs.field(
+        default=None, metadata=_hooked(_structure_public_endpoint)
+    )
+    client_dns: tuple[IPAddress, ...] = (ipaddress.IPv4Address("1.1.1.1"),)
+    client_allowed_ips: tuple[IPNetwork, ...] = attrs.field(
+        default=(ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0")),
+        metadata=_hooked(_client_allowed_ips_hook, _check_client_allowed_ips),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """What trivpn changes at runtime and keeps across restarts: the peer registry."""
+
+    # read by _load_state_dir: relative to the config file's directory, like the key files
+    dir: pathlib.Path = attrs.field(default=DEFAULT_STATE_DIR, metadata={_BY_LOADER: True})
 
 
 @attrs.frozen(kw_only=True)
@@ -351,6 +448,7 @@ class Config:
     nat: NatConfig = NatConfig()
     toyvpn: ToyVpnConfig = ToyVpnConfig()
     wireguard: WireGuardConfig = WireGuardConfig()
+    state: StateConfig = StateConfig()
     source: str = attrs.field(default="<string>", metadata={_NOT_IN_FILE: True})
 
 
@@ -640,7 +738,7 @@ def _tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
 
 
 def _is_section(t: Any) -> bool:
-    return attrs.has(t) and t is not Endpoint
+    return attrs.has(t) and t not in (Endpoint, PublicEndpoint)
 
 
 def _noted(error: Exception, key: str, cl: type) -> Exception:
@@ -709,8 +807,20 @@ def _load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> L
     return {"private_key": key, "private_key_file": path}, []
 
 
+def _load_state_dir(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    value = table.pop("dir", None)
+    if value is None:
+        return {}, []
+    if not isinstance(value, str) or not value or "\0" in value:
+        allowed = 'expected the path of a directory, e.g. "/var/lib/trivpn"'
+        return {}, [("dir", InvalidValue(value, allowed))]
+    path = pathlib.Path(value)
+    return {"dir": path if base_dir is None else base_dir / path}, []
+
+
 _LOADERS: Final[Mapping[type, Callable[[dict[str, Any], pathlib.Path | None], Loaded]]] = {
     WireGuardConfig: _load_private_key,
+    StateConfig: _load_state_dir,
 }
 
 

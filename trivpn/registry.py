@@ -1,0 +1,548 @@
+"""The peer registry: WireGuard peers added at runtime (`trivpn peer add`), kept in SQLite.
+
+One database file, ``peers.db`` in the state directory (``[state] dir``), in WAL mode so that
+readers (the server, `peer list`) never block a writer. Every change is one ``BEGIN IMMEDIATE``
+transaction: the write lock is taken before anything is read, so two `peer add` runs at the
+same moment are serialised and the second sees the first's address as taken; the UNIQUE
+constraint on addresses would refuse a duplicate even if that reasoning were wrong. A process
+killed mid-change leaves its transaction uncommitted, and SQLite rolls it back on the next open.
+
+Only public keys and preshared keys are stored. A client's private key never reaches this
+file: a lost client config cannot be shown again (see the README, "Peers").
+
+For the server: `Registry.snapshot` reads every peer and the change counter in one read
+transaction; `Registry.generation` (one row) or the cheaper `Registry.data_version` (no I/O
+when nothing changed) tell a poller whether a new snapshot is worth reading.
+
+Schema versions, each reached from the one before by a function in ``_MIGRATIONS``; a new
+file runs them all, so the upgrade path is the path every database takes:
+
+1. ``peers(name, public_key, preshared_key, address, created_at)``: one IPv4 address each.
+2. addresses in their own table (IPv4 and IPv6, one row each, UNIQUE) and a change counter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, WireGuardPeerConfig
+from trivpn.proto.wireguard import crypto, keys
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DB_NAME: Final = "peers.db"
+SCHEMA_VERSION: Final = 2
+DEFAULT_TIMEOUT: Final = 10.0  # seconds to wait for another writer before giving up
+
+
+class RegistryError(Exception):
+    """The registry refused a change or cannot be used; the message says why in one line."""
+
+
+class PeerExists(RegistryError):
+    pass
+
+
+class PeerNotFound(RegistryError):
+    pass
+
+
+class AddressUnavailable(RegistryError):
+    """An address was asked for that is taken, reserved or outside the interface subnets."""
+
+
+class AddressesExhausted(RegistryError):
+    pass
+
+
+class RegistryBusy(RegistryError):
+    """Another process held the write lock for longer than the timeout."""
+
+
+@attrs.frozen(kw_only=True)
+class RegistryPeer:
+    name: str
+    public_key: bytes
+    preshared_key: bytes | None = attrs.field(repr=False)
+    addresses: tuple[IPAddress, ...]  # host addresses, IPv4 before IPv6
+    created_at: datetime.datetime  # UTC
+
+    @property
+    def allowed_ips(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(a) for a in self.addresses)
+
+    def to_peer_config(self) -> WireGuardPeerConfig:
+        """The peer as the server takes its static peers."""
+        return WireGuardPeerConfig(
+            name=self.name,
+            public_key=self.public_key,
+            allowed_ips=self.allowed_ips,
+            preshared_key=self.preshared_key,
+        )
+
+
+@attrs.frozen
+class Snapshot:
+    generation: int  # bumped by every committed change
+    peers: tuple[RegistryPeer, ...]  # by name
+
+
+@attrs.frozen(kw_only=True)
+class AddressPlan:
+    """Where new peers' addresses come from, and what else the registry must not hand out."""
+
+    subnets: tuple[IPNetwork, ...]  # the interface subnets, in config order
+    reserved: tuple[IPNetwork, ...] = ()  # never allocated, never accepted
+    reserved_names: frozenset[str] = frozenset()  # the static peers'
+    reserved_keys: frozenset[bytes] = frozenset()  # the static peers' and the server's own
+
+    @classmethod
+    def from_config(cls, cfg: Config, server_public_key: bytes | None = None) -> AddressPlan:
+        """The interface subnets, less the server's own addresses, the static peers'
+        allowed_ips and the ToyVPN pool (even while ToyVPN is off: turning it on later must
+        not find registry peers inside it)."""
+        reserved: list[IPNetwork] = [ipaddress.ip_network(a.ip) for a in cfg.interface.address]
+        reserved += [net for peer in cfg.wireguard.peers for net in peer.allowed_ips]
+        reserved.append(cfg.toyvpn.pool)
+        static_keys = {peer.public_key for peer in cfg.wireguard.peers}
+        if server_public_key is not None:
+            static_keys.add(server_public_key)
+        return cls(
+            subnets=cfg.interface.subnets,
+            reserved=tuple(reserved),
+            reserved_names=frozenset(peer.name for peer in cfg.wireguard.peers),
+            reserved_keys=frozenset(static_keys),
+        )
+
+    def check(self, address: IPAddress) -> None:
+        """Refuse an address a peer cannot be given (AddressUnavailable)."""
+        subnets = [s for s in self.subnets if address in s]
+        if not subnets:
+            inside = ", ".join(map(str, self.subnets))
+            raise AddressUnavailable(f"{address} is outside the interface subnets ({inside})")
+        if not any(_is_host(address, s) for s in subnets):
+            raise AddressUnavailable(f"{address} is the network or broadcast address of its subnet")
+        for net in self.reserved:
+            if address in net:
+                raise AddressUnavailable(
+                    f"{address} is reserved ({net}: the server, a static peer or the ToyVPN pool)"
+                )
+
+    def free(self, version: int, taken: set[IPAddress]) -> IPAddress | None:
+        """The lowest host address of the first subnet of that IP version with one free."""
+        for subnet in self.subnets:
+            if subnet.version != version:
+                continue
+            first, last = _host_range(subnet)
+            candidate = first
+            while candidate <= last:
+                address: IPAddress = (
+                    ipaddress.IPv4Address(candidate)
+                    if version == 4
+                    else ipaddress.IPv6Address(candidate)
+                )
+                blocking = next((n for n in self.reserved if address in n), None)
+                if blocking is not None:  # jump past it: a reserved /80 must not take 2**48 steps
+                    candidate = int(blocking.broadcast_address) + 1
+                elif address in taken:
+                    candidate += 1
+                else:
+                    return address
+        return None
+
+
+def _host_range(subnet: IPNetwork) -> tuple[int, int]:
+    """The first and last host address of `subnet` as integers (as `subnet.hosts()`)."""
+    first, last = int(subnet.network_address), int(subnet.broadcast_address)
+    if subnet.num_addresses <= 2:  # /31, /32, /127, /128: every address is a host
+        return first, last
+    return first + 1, (last - 1 if subnet.version == 4 else last)
+
+
+def _is_host(address: IPAddress, subnet: IPNetwork) -> bool:
+    if subnet.num_addresses <= 2:  # /31, /32, /127, /128: every address is a host
+        return True
+    if address == subnet.network_address:
+        return False
+    return not (subnet.version == 4 and address == subnet.broadcast_address)
+
+
+def registry_path(state_dir: Path) -> Path:
+    return state_dir / DB_NAME
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE peers (
+            name TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL UNIQUE,
+            preshared_key TEXT,
+            address TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )"""
+    )
+
+
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    # Keys stay wg's base64 text, so `sqlite3 peers.db` shows what `wg show` shows.
+    db.execute(
+        """CREATE TABLE peers_v2 (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            public_key TEXT NOT NULL UNIQUE,
+            preshared_key TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE addresses (
+            address TEXT PRIMARY KEY,
+            peer_id INTEGER NOT NULL REFERENCES peers_v2(id) ON DELETE CASCADE
+        )"""
+    )
+    db.execute("CREATE INDEX addresses_by_peer ON addresses(peer_id)")
+    db.execute(
+        "INSERT INTO peers_v2 (name, public_key, preshared_key, created_at) "
+        "SELECT name, public_key, preshared_key, created_at FROM peers ORDER BY rowid"
+    )
+    db.execute(
+        "INSERT INTO addresses (address, peer_id) "
+        "SELECT p.address, n.id FROM peers p JOIN peers_v2 n ON n.name = p.name"
+    )
+    db.execute("DROP TABLE peers")
+    db.execute("ALTER TABLE peers_v2 RENAME TO peers")  # rewrites the REFERENCES clause too
+    db.execute("CREATE TABLE changes (generation INTEGER NOT NULL)")
+    db.execute("INSERT INTO changes (generation) VALUES (1)")
+
+
+# _MIGRATIONS[n] takes a database at version n to version n + 1
+_MIGRATIONS: Final[Sequence[Callable[[sqlite3.Connection], None]]] = (
+    _migrate_to_1,
+    _migrate_to_2,
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+class Registry:
+    """One connection to the registry database. Not shared between threads."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Registry:
+        """Open (with `create`, make: directory 0700, file 0600) and migrate the database.
+
+        Raises RegistryError for a file that is missing (without `create`), unreadable, not
+        a database, or from a newer trivpn."""
+        if create:
+            _create_private(path)
+        elif not path.exists():
+            raise RegistryError(f"{path}: no peer registry (no peer was ever added)")
+        try:
+            db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise RegistryError(f"{path}: cannot open the peer registry: {e}") from e
+        registry = cls(db, path)
+        try:
+            with _errors(path):
+                db.execute("PRAGMA journal_mode = WAL")
+                # FULL: a commit survives a power cut too, not only a crashed process
+                db.execute("PRAGMA synchronous = FULL")
+                db.execute("PRAGMA foreign_keys = ON")
+                registry._migrate()
+        except BaseException:
+            db.close()
+            raise
+        return registry
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        with _errors(self.path):
+            return _version(self._db)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version): the
+        cheapest way for a long-lived poller to see that it should look again."""
+        with _errors(self.path):
+            (value,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(value)
+
+    def generation(self) -> int:
+        """A counter bumped by every committed change, whichever process made it."""
+        with _errors(self.path):
+            return _generation(self._db)
+
+    def snapshot(self) -> Snapshot:
+        """Every peer and the generation they belong to, read in one transaction."""
+        with _errors(self.path), self._transaction("BEGIN"):
+            return Snapshot(_generation(self._db), tuple(self._peers()))
+
+    def peers(self) -> list[RegistryPeer]:
+        return list(self.snapshot().peers)
+
+    def find(self, name: str) -> RegistryPeer | None:
+        with _errors(self.path), self._transaction("BEGIN"):
+            found = self._peers("WHERE p.name = ?", (name,))
+        return found[0] if found else None
+
+    def _peers(self, where: str = "", args: tuple[object, ...] = ()) -> list[RegistryPeer]:
+        rows = self._db.execute(
+            "SELECT p.id, p.name, p.public_key, p.preshared_key, p.created_at, a.address "
+            f"FROM peers p LEFT JOIN addresses a ON a.peer_id = p.id {where} "
+            "ORDER BY p.name, a.address",
+            args,
+        ).fetchall()
+        peers: dict[int, tuple[tuple[str, str, str | None, str], list[IPAddress]]] = {}
+        for peer_id, name, public_key, psk, created_at, address in rows:
+            _, addresses = peers.setdefault(peer_id, ((name, public_key, psk, created_at), []))
+            if address is not None:
+                addresses.append(ipaddress.ip_address(address))
+        return [
+            RegistryPeer(
+                name=name,
+                public_key=keys.parse_key(public_key),
+                preshared_key=None if psk is None else keys.parse_key(psk),
+                addresses=tuple(sorted(addresses, key=lambda a: (a.version, a))),
+                created_at=datetime.datetime.fromisoformat(created_at),
+            )
+            for (name, public_key, psk, created_at), addresses in peers.values()
+        ]
+
+    # --- changing ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        public_key: bytes,
+        preshared_key: bytes | None,
+        plan: AddressPlan,
+        *,
+        addresses: Sequence[IPAddress] = (),
+    ) -> RegistryPeer:
+        """Register a peer in one transaction. It gets `addresses`, and for each IP version
+        of the interface subnets that `addresses` lacks, the next free address of that
+        version. Raises PeerExists, AddressUnavailable, AddressesExhausted, RegistryBusy."""
+        _check_new_peer(name, public_key, preshared_key, plan, addresses)
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            self._refuse_duplicate(name, public_key)
+            taken = self._taken_addresses()
+            for address in addresses:
+                if address in taken:
+                    raise AddressUnavailable(f"{address} is taken by another peer")
+            chosen = list(addresses)
+            for version in sorted({s.version for s in plan.subnets} - {a.version for a in chosen}):
+                free = plan.free(version, taken)
+                if free is None:
+                    raise AddressesExhausted(
+                        f"no free IPv{version} address left in the interface subnets"
+                    )
+                chosen.append(free)
+            created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+            peer_id = self._insert_peer(name, public_key, preshared_key, created)
+            self._insert_addresses(peer_id, chosen)
+            self._bump_generation()
+        return RegistryPeer(
+            name=name,
+            public_key=public_key,
+            preshared_key=preshared_key,
+            addresses=tuple(sorted(chosen, key=lambda a: (a.version, a))),
+            created_at=created,
+        )
+
+    def remove(self, name: str) -> RegistryPeer:
+        """Delete a peer and its addresses in one transaction; they are free once it commits."""
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            found = self._peers("WHERE p.name = ?", (name,))
+            if not found:
+                raise PeerNotFound(f"no peer named {name!r} in the registry")
+            # explicit, though ON DELETE CASCADE would do it: the row and its addresses go
+            # in the same transaction either way
+            self._db.execute(
+                "DELETE FROM addresses WHERE peer_id = (SELECT id FROM peers WHERE name = ?)",
+                (name,),
+            )
+            self._db.execute("DELETE FROM peers WHERE name = ?", (name,))
+            self._bump_generation()
+        return found[0]
+
+    def _refuse_duplicate(self, name: str, public_key: bytes) -> None:
+        row = self._db.execute(
+            "SELECT name FROM peers WHERE name = ? OR public_key = ?",
+            (name, keys.encode_key(public_key)),
+        ).fetchone()
+        if row is None:
+            return
+        if row[0] == name:
+            raise PeerExists(f"a peer named {name!r} exists already")
+        raise PeerExists(f"peer {row[0]!r} has this public key already; one peer per key")
+
+    def _taken_addresses(self) -> set[IPAddress]:
+        rows = self._db.execute("SELECT address FROM addresses").fetchall()
+        return {ipaddress.ip_address(address) for (address,) in rows}
+
+    def _insert_peer(
+        self, name: str, public_key: bytes, psk: bytes | None, created: datetime.datetime
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO peers (name, public_key, preshared_key, created_at) VALUES (?, ?, ?, ?)",
+            (
+                name,
+                keys.encode_key(public_key),
+                None if psk is None else keys.encode_key(psk),
+                created.isoformat(),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _insert_addresses(self, peer_id: int, addresses: Iterable[IPAddress]) -> None:
+        self._db.executemany(
+            "INSERT INTO addresses (address, peer_id) VALUES (?, ?)",
+            [(str(a), peer_id) for a in addresses],
+        )
+
+    def _bump_generation(self) -> None:
+        self._db.execute("UPDATE changes SET generation = generation + 1")
+
+    def _migrate(self) -> None:
+        # a plain read first: opening a current file must not wait for another writer
+        if self._checked_version() == SCHEMA_VERSION:
+            return
+        with self._transaction("BEGIN IMMEDIATE"):
+            version = self._checked_version()  # again: another process may have migrated it
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
+                self._db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                self._db.execute("INSERT INTO schema_version (version) VALUES (0)")
+            for migrate in _MIGRATIONS[version:]:
+                migrate(self._db)
+            self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            problems = self._db.execute("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RegistryError(f"{self.path}: migration left dangling rows: {problems}")
+
+    def _checked_version(self) -> int:
+        version = _version(self._db)
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path}: schema version {version} is newer than this trivpn "
+                f"understands ({SCHEMA_VERSION}); upgrade trivpn"
+            )
+        return version
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[None]:
+        self._db.execute(begin)
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def _check_new_peer(
+    name: str,
+    public_key: bytes,
+    preshared_key: bytes | None,
+    plan: AddressPlan,
+    addresses: Sequence[IPAddress],
+) -> None:
+    if not PEER_NAME.fullmatch(name):
+        raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
+    if name in plan.reserved_names:
+        raise PeerExists(f"a peer named {name!r} is in the config file (wireguard.peers)")
+    if len(public_key) != crypto.KEY_LEN or (
+        preshared_key is not None and len(preshared_key) != crypto.KEY_LEN
+    ):
+        raise RegistryError(f"keys are {crypto.KEY_LEN} bytes")
+    if public_key in plan.reserved_keys:
+        raise PeerExists(
+            "this public key is the server's own or a peer's in the config file (wireguard.peers)"
+        )
+    versions = [a.version for a in addresses]
+    if len(set(versions)) != len(versions):
+        raise AddressUnavailable("at most one IPv4 and one IPv6 address per peer")
+    for address in addresses:
+        plan.check(address)
+
+
+def _version(db: sqlite3.Connection) -> int:
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _generation(db: sqlite3.Connection) -> int:
+    (value,) = db.execute("SELECT generation FROM changes").fetchone()
+    return int(value)
+
+
+def _create_private(path: Path) -> None:
+    """Make the directory (0700) and the database file (0600) unless they exist, so the
+    file never exists with wider permissions; SQLite gives its -wal and -shm files the
+    database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise RegistryError(f"{path}: cannot create the peer registry: {e.strerror}") from e
+    try:
+        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)  # whatever the umask
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _errors(path: Path) -> Iterator[None]:
+    """SQLite's exceptions as one-line RegistryErrors."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise RegistryBusy(
+                f"{path}: another trivpn holds the peer registry's lock; try again"
+            ) from e
+        raise RegistryError(f"{path}: {e}") from e
+    except sqlite3.IntegrityError as e:  # the UNIQUE constraints: a race the checks missed
+        raise RegistryError(f"{path}: refused: {e}") from e
+    except sqlite3.DatabaseError as e:
+        raise RegistryError(f"{path}: not a usable peer registry: {e}") from e
