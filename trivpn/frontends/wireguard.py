@@ -142,12 +142,7 @@ class WireGuardFront:
 
     def set_persistent_keepalive(self, peer: Peer, seconds: int) -> None:
         """0 turns it off; turning it on sends a keepalive at once, as wg(8) does."""
-        was_on = bool(peer.persistent_keepalive)
-        peer.persistent_keepalive = seconds or None
-        if not seconds:
-            peer.timers.persistent_keepalive = None
-        elif not was_on:
-            peer.timers.persistent_keepalive = -math.inf  # due now
+        self.device.set_persistent_keepalive(peer, seconds)
         self._poke_timers()
 
     def _replace_preshared_key(self, peer: Peer, preshared_key: bytes | None) -> Peer:

@@ -74,6 +74,12 @@ class Device:
         self._load = LoadMonitor(under_load_rate)
         self._ratelimiter = HandshakeRateLimiter()
         self._peers: dict[bytes, Peer] = {}
+        # next_deadline() must stay cheap with thousands of peers (the server asks after every
+        # batch): a hint that is never later than the true earliest timer, lowered by the peers
+        # touched since, and recomputed exactly by tick(). Early is harmless: a tick finds
+        # nothing due and recomputes.
+        self._deadline_hint: float | None = None
+        self._touched: set[Peer] = set()
 
     def __repr__(self) -> str:
         return f"Device(peers={len(self._peers)})"
@@ -99,6 +105,7 @@ class Device:
             raise ValueError("a peer cannot have the device's own public key")
         peer = Peer(config, self._ctx)
         self._peers[config.public_key] = peer
+        self._touched.add(peer)
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
@@ -107,6 +114,17 @@ class Device:
         if peer is None:
             raise KeyError("no peer with that public key")
         peer.remove()
+        self._touched.discard(peer)
+
+    def set_persistent_keepalive(self, peer: Peer, seconds: int | None) -> None:
+        """0 or None turns it off; turning it on sends a keepalive at once, as wg(8) does."""
+        was_on = bool(peer.persistent_keepalive)
+        peer.persistent_keepalive = seconds or None
+        if not seconds:
+            peer.timers.persistent_keepalive = None
+        elif not was_on:
+            peer.timers.persistent_keepalive = float("-inf")  # due now
+        self._touched.add(peer)
 
     # --- the three inputs ----------------------------------------------------------------
 
@@ -125,6 +143,7 @@ class Device:
                     self.counters["unknown_index"] += 1
                 else:
                     entry[0].receive_transport(entry[1], counter, datagram, addr, now, out)
+                    self._touched.add(entry[0])
                 return out
         try:
             kind = messages.message_type(datagram)
@@ -146,25 +165,40 @@ class Device:
             self.counters["removed_peer"] += 1
             return out
         peer.send(packet, now, out)
+        self._touched.add(peer)
         return out
 
     def tick(self, now: float, out: Output | None = None) -> Output:
         """Run every timer due at ``now`` (call it at ``next_deadline()``)."""
         if out is None:
             out = Output()
+        best: float | None = None
         for peer in list(self._peers.values()):
             deadline = peer.next_deadline()
             if deadline is not None and deadline <= now:
                 peer.tick(now, out)
+                deadline = peer.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        self._deadline_hint = best
+        self._touched.clear()
         return out
 
     def next_deadline(self) -> float | None:
-        """The earliest timer of any peer, or None when nothing is pending."""
-        best: float | None = None
-        for peer in self._peers.values():
-            deadline = peer.next_deadline()
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
+        """When to call ``tick`` next (None: no timer pending).
+
+        Never later than the earliest timer of any peer; it may be earlier (a timer that moved
+        later since the last tick), in which case that tick does nothing but recompute it.
+        Costs O(peers touched since the last call), not O(peers).
+        """
+        best = self._deadline_hint
+        if self._touched:
+            for peer in self._touched:
+                deadline = peer.next_deadline()
+                if deadline is not None and (best is None or deadline < best):
+                    best = deadline
+            self._touched.clear()
+            self._deadline_hint = best
         return best
 
     # --- handshake messages --------------------------------------------------------------
@@ -203,6 +237,7 @@ class Device:
             self.counters["unknown_peer"] += 1
             return
         peer.receive_initiation(opened, addr, now, out)
+        self._touched.add(peer)
 
     def _receive_response(self, datagram: bytes, addr: Address, now: float, out: Output) -> None:
         msg = messages.parse_response(datagram)
@@ -211,6 +246,7 @@ class Device:
             self.counters["unknown_index"] += 1
             return
         entry[0].receive_response(msg, addr, now, out)
+        self._touched.add(entry[0])
 
     def _receive_cookie_reply(self, datagram: bytes, now: float) -> None:
         reply = messages.parse_cookie_reply(datagram)
@@ -220,3 +256,4 @@ class Device:
             return
         if not entry[0].receive_cookie_reply(reply, now):
             self.counters["invalid_cookie_reply"] += 1
+        self._touched.add(entry[0])
