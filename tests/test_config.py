@@ -199,7 +199,7 @@ def test_unknown_section_and_odd_key() -> None:
     found = problems('[wirequard]\n[interface]\n"my key" = 1\n')
     assert found == [
         'interface."my key": unknown key — allowed: name, address, mtu',
-        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard, state",
+        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard, state, metrics",
     ]
 
 
@@ -1108,4 +1108,59 @@ def test_bad_state_dir(value: str) -> None:
 def test_unknown_key_in_state() -> None:
     assert only_problem("[state]\ndirectory = 'x'\n") == (
         "state.directory: unknown key — allowed: dir"
+    )
+
+
+# --- [metrics] ------------------------------------------------------------------------------
+
+
+def test_metrics_off_by_default() -> None:
+    assert parse_config("").metrics.listen is None
+    assert parse_config('[metrics]\nlisten = ""\n').metrics.listen is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9586", Endpoint("127.0.0.1", 9586)),
+        ("[::1]:9586", Endpoint("::1", 9586)),
+        ("0.0.0.0:9100", Endpoint("0.0.0.0", 9100)),
+    ],
+)
+def test_metrics_listen(text: str, expected: Endpoint) -> None:
+    assert parse_config(f'[metrics]\nlisten = "{text}"\n').metrics.listen == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (
+            "9586",
+            "metrics.listen: 9586 — expected host:port, e.g. 127.0.0.1:9586 or [::1]:9586; "
+            '"" turns metrics off',
+        ),
+        (
+            '"localhost:9586"',
+            "metrics.listen: 'localhost:9586' — the host must be an IP address, e.g. "
+            '127.0.0.1:9586 or [::1]:9586; "" turns metrics off',
+        ),
+        (
+            '"127.0.0.1:0"',
+            "metrics.listen: '127.0.0.1:0' — the port must be 1 to 65535, e.g. "
+            '127.0.0.1:9586 or [::1]:9586; "" turns metrics off',
+        ),
+        (
+            '"::1:9586"',
+            "metrics.listen: '::1:9586' — an IPv6 host needs brackets, e.g. "
+            '127.0.0.1:9586 or [::1]:9586; "" turns metrics off',
+        ),
+    ],
+)
+def test_metrics_listen_rejected(value: str, line: str) -> None:
+    assert only_problem(f"[metrics]\nlisten = {value}\n") == line
+
+
+def test_metrics_unknown_key_names_the_allowed_one() -> None:
+    assert only_problem("[metrics]\nport = 9586\n") == (
+        "metrics.port: unknown key — allowed: listen"
     )

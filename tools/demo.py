@@ -28,7 +28,7 @@ WG_CLIENT_ADDRESS = "10.8.0.2"
 def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str) -> Path:
     """The shipped config with the demo's changes, each printed:
 
-    - the server's key file in the demo's temp dir (nothing is written to /var/lib);
+    - the server's key file and the peer registry in the demo's temp dir (nothing in /var/lib);
     - an interface name of its own;
     - the wireguard-go client as a peer;
     - ToyVPN switched on, with the demo's secret (the protocol the second client speaks).
@@ -43,6 +43,8 @@ def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str
     text = re.sub(
         r"(?m)^private_key_file\s*=.*$", f'private_key_file = "{key_file}"', text, count=1
     )
+    # A registry of its own: the host's /var/lib/trivpn is never read or written.
+    text = re.sub(r'(?m)^dir\s*=\s*"/var/lib/trivpn"', f'dir = "{out / "state"}"', text, count=1)
     # A name of its own: the TUN's UAPI socket (/var/run/wireguard/NAME.sock) is shared with
     # the host, where a real trivpn0 may be running.
     text = re.sub(r'(?m)^name\s*=\s*"trivpn0"', f'name = "tvdemo{os.getpid() % 10000}"', text)

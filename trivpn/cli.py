@@ -1,4 +1,4 @@
-"""Command line: `trivpn serve | check | genkey | genpsk | pubkey | toyvpn-connect | peer`.
+"""Command line: `trivpn serve | check | status | genkey | genpsk | pubkey | toyvpn-connect | peer`.
 
 User mistakes become one clear line on stderr and an exit code (2 for a bad config or usage,
 1 when the system refused), never a traceback.
@@ -7,6 +7,7 @@ User mistakes become one clear line on stderr and an exit code (2 for a bad conf
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import stat
@@ -32,12 +33,15 @@ class CliError(Exception):
         self.code = code
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, log_format: str = "human") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from trivpn.logfmt import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _load(path: str) -> Config:
@@ -62,12 +66,13 @@ def _system_problems(cfg: Config) -> list[str]:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from trivpn.keyfile import KeyFileError
+    from trivpn.metrics import MetricsError
     from trivpn.net.link import LinkError
     from trivpn.net.nft import NftError
     from trivpn.net.tun import TunError
     from trivpn.server import ServerError
 
-    return (ServerError, TunError, NftError, LinkError, KeyFileError, OSError)
+    return (ServerError, TunError, NftError, LinkError, KeyFileError, MetricsError, OSError)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -107,6 +112,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problems:
         raise CliError("\n".join(problems), EXIT_CONFIG)
     _run_reporting(Server(cfg).run)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from trivpn import control, status
+
+    cfg = _load(args.config)
+    path = control.socket_path(cfg.interface.name)
+    try:
+        document = control.query_status(path)
+    except control.ControlUnavailable as e:
+        raise CliError(f"status of {cfg.interface.name}: {e}") from e
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(status.render(document, time.time()))
     return 0
 
 
@@ -178,10 +201,18 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trivpn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="trivpn", description="A VPN server for Linux: WireGuard and ToyVPN over one TUN."
+    )
     parser.add_argument("--version", action="version", version=f"trivpn {__version__}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default="human",
+        choices=["human", "json"],
+        help="human-readable lines (default) or one JSON object per line for log collectors",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -192,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config file and exit")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="show the running server: peers, sessions, transfer")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true", help="the server's status document as JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("genkey", help="print a new WireGuard private key (as `wg genkey`)")
     p.set_defaults(func=cmd_genkey)
@@ -223,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         code: int = args.func(args)
     except CliError as e:

@@ -442,6 +442,26 @@ class StateConfig:
     dir: pathlib.Path = attrs.field(default=DEFAULT_STATE_DIR, metadata={_BY_LOADER: True})
 
 
+def _structure_metrics_listen(value: object, _: Any) -> Endpoint | None:
+    """A TCP host:port to serve /metrics on, or None for the empty string (metrics off)."""
+    examples = '127.0.0.1:9586 or [::1]:9586; "" turns metrics off'
+    if not isinstance(value, str):
+        raise InvalidValue(value, f"expected host:port, e.g. {examples}")
+    if value == "":
+        return None
+    try:
+        return Endpoint.parse(value)
+    except ValueError as e:
+        raise InvalidValue(value, f"{e}, e.g. {examples}") from None
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (GET /metrics); off unless ``listen`` is set."""
+
+    listen: Endpoint | None = attrs.field(default=None, metadata=_hooked(_structure_metrics_listen))
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     interface: InterfaceConfig = InterfaceConfig()
@@ -449,6 +469,7 @@ class Config:
     toyvpn: ToyVpnConfig = ToyVpnConfig()
     wireguard: WireGuardConfig = WireGuardConfig()
     state: StateConfig = StateConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: str = attrs.field(default="<string>", metadata={_NOT_IN_FILE: True})
 
 

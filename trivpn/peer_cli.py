@@ -5,8 +5,8 @@ stored, so a lost config cannot be shown again (remove the peer and add it anew,
 with ``--public-key`` of a key the user keeps). Output that holds a private key goes to
 stdout or to a file created 0600 that must not exist yet.
 
-The running server does not read the registry yet, so `peer list` and `peer show` print "-"
-for endpoint, latest handshake and transfer; they will come from the server.
+Endpoint, latest handshake and transfer come from the running server, through its control
+socket (root only); when it cannot be reached they are "-", and `peer list` says why on stderr.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import ipaddress
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from trivpn import clientconf, registry
+from trivpn import clientconf, registry, status
 from trivpn.cli import EXIT_CONFIG, CliError, _warn_if_world_readable_stdout
 from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, ConfigError, load_config
 from trivpn.proto.wireguard import crypto, keys
@@ -30,7 +31,7 @@ from trivpn.proto.wireguard import crypto, keys
 if TYPE_CHECKING:
     import segno
 
-NOT_YET: Final = "-"  # live columns the running server will fill in later
+NOT_YET: Final = "-"  # a live column the running server did not fill in
 
 
 def add_parsers(sub: Any, default_config: str) -> None:
@@ -280,7 +281,7 @@ def _terminal_qr(text: str, *, colored: bool) -> str:
 
 
 def _rows(cfg: Config) -> list[dict[str, Any]]:
-    """Every peer, static (config file) ones first, as plain values."""
+    """Every peer, static (config file) ones first, as plain values (live columns None)."""
     rows: list[dict[str, Any]] = [
         {
             "name": p.name,
@@ -303,9 +304,36 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
         }
         for p in peers
     ]
-    for row in rows:  # filled in from the running server in a later version
+    for row in rows:
         row.update(endpoint=None, latest_handshake=None, received=None, sent=None)
     return rows
+
+
+def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    """Endpoint, latest handshake and transfer from the running server, when it answers.
+
+    A server that is not running leaves them None quietly; any other reason is said on stderr.
+    """
+    from trivpn import control
+
+    try:
+        document = control.query_status(control.socket_path(cfg.interface.name))
+    except control.NotRunning:
+        return
+    except control.ControlUnavailable as e:
+        print(f"trivpn: live status unavailable: {e}", file=sys.stderr)
+        return
+    wireguard = document.get("wireguard") or {}
+    live = {peer["public_key"]: peer for peer in wireguard.get("peers", [])}
+    for row in rows:
+        peer = live.get(row["public_key"])
+        if peer is not None:
+            row.update(
+                endpoint=peer["endpoint"],
+                latest_handshake=peer["latest_handshake"],
+                received=peer["rx_bytes"],
+                sent=peer["tx_bytes"],
+            )
 
 
 _COLUMNS: Final = (
@@ -317,6 +345,19 @@ _COLUMNS: Final = (
     ("RECEIVED", "received"),
     ("SENT", "sent"),
 )
+
+
+def _display(row: dict[str, Any], now: float) -> dict[str, Any]:
+    """The row with handshake time and byte counts as a person reads them."""
+    shown = dict(row)
+    if row["latest_handshake"] is not None:
+        shown["latest_handshake"] = status.format_handshake(row["latest_handshake"], now)
+    elif row["endpoint"] is not None or row["received"] is not None:
+        shown["latest_handshake"] = "never"  # the server knows the peer: no handshake yet
+    for key in ("received", "sent"):
+        if row[key] is not None:
+            shown[key] = status.format_bytes(row[key])
+    return shown
 
 
 def _cell(value: object) -> str:
@@ -337,21 +378,29 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_peer_list(args: argparse.Namespace) -> int:
-    rows = _rows(_load(args.config))
+    cfg = _load(args.config)
+    rows = _rows(cfg)
+    _fill_live(cfg, rows)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
-        print(_table(rows))
+        now = time.time()
+        print(_table([_display(row, now) for row in rows]))
     else:
         print("no peers (add one with `trivpn peer add NAME`)")
     return 0
 
 
 def cmd_peer_show(args: argparse.Namespace) -> int:
-    found = [row for row in _rows(_load(args.config)) if row["name"] == args.name]
+    cfg = _load(args.config)
+    found = [row for row in _rows(cfg) if row["name"] == args.name]
     if not found:
         raise CliError(f"no peer named {args.name!r}", EXIT_CONFIG)
-    row = found[0]
+    _fill_live(cfg, found[:1])
+    row = _display(found[0], time.time())
+    transfer = None
+    if row["received"] is not None:
+        transfer = f"{row['received']} received, {row['sent']} sent"
     fields = [
         ("peer", row["name"]),
         ("source", "config file" if row["source"] == "config" else "registry"),
@@ -360,7 +409,7 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
         ("created", row["created"]),
         ("endpoint", row["endpoint"]),
         ("latest handshake", row["latest_handshake"]),
-        ("transfer", None),
+        ("transfer", transfer),
     ]
     for label, value in fields:
         print(f"{label}: {_cell(value)}")

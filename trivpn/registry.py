@@ -248,8 +248,18 @@ class Registry:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Registry:
+    def open(
+        cls,
+        path: Path,
+        *,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+        any_thread: bool = False,
+    ) -> Registry:
         """Open (with `create`, make: directory 0700, file 0600) and migrate the database.
+
+        `any_thread`: the caller serialises its calls but makes them from worker threads
+        that change (trio.to_thread), so SQLite's same-thread check must be off.
 
         Raises RegistryError for a file that is missing (without `create`), unreadable, not
         a database, or from a newer trivpn."""
@@ -258,7 +268,9 @@ class Registry:
         elif not path.exists():
             raise RegistryError(f"{path}: no peer registry (no peer was ever added)")
         try:
-            db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            db = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=not any_thread
+            )
         except sqlite3.Error as e:
             raise RegistryError(f"{path}: cannot open the peer registry: {e}") from e
         registry = cls(db, path)
@@ -395,6 +407,88 @@ class Registry:
             self._bump_generation()
         return found[0]
 
+    # --- changes made through `wg set` on the running server -------------------------------
+
+    def find_by_key(self, public_key: bytes) -> RegistryPeer | None:
+        with _errors(self.path), self._transaction("BEGIN"):
+            found = self._peers("WHERE p.public_key = ?", (keys.encode_key(public_key),))
+        return found[0] if found else None
+
+    def add_with_addresses(
+        self,
+        name: str,
+        public_key: bytes,
+        preshared_key: bytes | None,
+        plan: AddressPlan,
+        addresses: Sequence[IPAddress],
+    ) -> int:
+        """Register a peer with exactly `addresses` (none allocated; any number, even none):
+        what `wg set peer K allowed-ips A` made live. Returns the generation it committed."""
+        _check_exact_peer(name, public_key, preshared_key, plan, addresses)
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            self._refuse_duplicate(name, public_key)
+            self._refuse_taken(addresses, public_key)
+            created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+            peer_id = self._insert_peer(name, public_key, preshared_key, created)
+            self._insert_addresses(peer_id, addresses)
+            self._bump_generation()
+            return _generation(self._db)
+
+    def update_allowed_ips(
+        self,
+        public_key: bytes,
+        addresses: Sequence[IPAddress],
+        preshared_key: bytes | None,
+        plan: AddressPlan,
+    ) -> int:
+        """Replace the addresses (and the preshared key) of the peer with `public_key`, in one
+        transaction. Returns the generation it committed. Raises PeerNotFound,
+        AddressUnavailable, RegistryBusy."""
+        _check_exact_addresses(plan, addresses)
+        encoded = keys.encode_key(public_key)
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            row = self._db.execute("SELECT id FROM peers WHERE public_key = ?", (encoded,))
+            found = row.fetchone()
+            if found is None:
+                raise PeerNotFound("no peer with that public key in the registry")
+            peer_id = int(found[0])
+            self._refuse_taken(addresses, public_key)
+            self._db.execute("DELETE FROM addresses WHERE peer_id = ?", (peer_id,))
+            self._insert_addresses(peer_id, addresses)
+            self._db.execute(
+                "UPDATE peers SET preshared_key = ? WHERE id = ?",
+                (None if preshared_key is None else keys.encode_key(preshared_key), peer_id),
+            )
+            self._bump_generation()
+            return _generation(self._db)
+
+    def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None:
+        """Delete the peer with `public_key`; the deleted peer and the generation committed,
+        or None (and nothing committed) when no peer has that key."""
+        encoded = keys.encode_key(public_key)
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            found = self._peers("WHERE p.public_key = ?", (encoded,))
+            if not found:
+                return None
+            self._db.execute(
+                "DELETE FROM addresses WHERE peer_id = (SELECT id FROM peers WHERE public_key = ?)",
+                (encoded,),
+            )
+            self._db.execute("DELETE FROM peers WHERE public_key = ?", (encoded,))
+            self._bump_generation()
+            return found[0], _generation(self._db)
+
+    def _refuse_taken(self, addresses: Iterable[IPAddress], public_key: bytes) -> None:
+        """AddressUnavailable if another peer (not the one with `public_key`) has one of them."""
+        for address in addresses:
+            row = self._db.execute(
+                "SELECT p.name FROM addresses a JOIN peers p ON p.id = a.peer_id "
+                "WHERE a.address = ? AND p.public_key != ?",
+                (str(address), keys.encode_key(public_key)),
+            ).fetchone()
+            if row is not None:
+                raise AddressUnavailable(f"{address} is taken by peer {row[0]!r}")
+
     def _refuse_duplicate(self, name: str, public_key: bytes) -> None:
         row = self._db.execute(
             "SELECT name FROM peers WHERE name = ? OR public_key = ?",
@@ -494,6 +588,35 @@ def _check_new_peer(
     versions = [a.version for a in addresses]
     if len(set(versions)) != len(versions):
         raise AddressUnavailable("at most one IPv4 and one IPv6 address per peer")
+    for address in addresses:
+        plan.check(address)
+
+
+def _check_exact_peer(
+    name: str,
+    public_key: bytes,
+    preshared_key: bytes | None,
+    plan: AddressPlan,
+    addresses: Sequence[IPAddress],
+) -> None:
+    if not PEER_NAME.fullmatch(name):
+        raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
+    if name in plan.reserved_names:
+        raise PeerExists(f"a peer named {name!r} is in the config file (wireguard.peers)")
+    if len(public_key) != crypto.KEY_LEN or (
+        preshared_key is not None and len(preshared_key) != crypto.KEY_LEN
+    ):
+        raise RegistryError(f"keys are {crypto.KEY_LEN} bytes")
+    if public_key in plan.reserved_keys:
+        raise PeerExists(
+            "this public key is the server's own or a peer's in the config file (wireguard.peers)"
+        )
+    _check_exact_addresses(plan, addresses)
+
+
+def _check_exact_addresses(plan: AddressPlan, addresses: Sequence[IPAddress]) -> None:
+    if len(set(addresses)) != len(addresses):
+        raise AddressUnavailable("an address is given twice")
     for address in addresses:
         plan.check(address)
 

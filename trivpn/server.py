@@ -18,14 +18,17 @@ from typing import Any
 
 import trio
 
-from trivpn import udp
+from trivpn import control, metrics, udp
 from trivpn.config import Config, Endpoint
 from trivpn.frontends.wireguard import WireGuardFront
 from trivpn.keyfile import load_or_create_private_key
 from trivpn.net import link, nft, sysctl
 from trivpn.net.tun import Tun
+from trivpn.peersync import PeerSync, registry_opener
 from trivpn.proto import toyvpn
 from trivpn.ratelimit import LogLimiter
+from trivpn.registry import AddressPlan
+from trivpn.reload import reload_config
 from trivpn.router import Router
 from trivpn.uapi_server import serve_uapi
 
@@ -80,6 +83,7 @@ class Server:
         self.egress = ""
         self.toyvpn: toyvpn.ToyVpnServer | None = None
         self.wireguard: WireGuardFront | None = None
+        self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
         self._sockets: list[udp.DatagramSocket] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -113,15 +117,31 @@ class Server:
                         stack.callback(sock.close)
                         self._sockets.append(sock)
                         self._start_toyvpn(data_plane, sock, tun)
+                    self._start_status(data_plane, tun.name)
+                    if cfg.metrics.listen is not None:
+                        await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
                     log.info("trivpn serving (nat egress %s)", self.egress or "off")
                     task_status.started()
         self._log_counters()
 
     # -- the control plane -------------------------------------------------------------------
 
+    def _start_status(self, nursery: trio.Nursery, ifname: str) -> None:
+        """`trivpn status` through the control socket (off, with an error logged, if unusable)."""
+        nursery.start_soon(control.serve_control, self, ifname)
+
+    async def _serve_metrics(
+        self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        render = metrics.renderer(lambda: control.live_document(self, ifname))
+        await metrics.serve_metrics(render, listen, task_status=task_status)
+
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await reload_config(self)  # logs its own errors; never stops the server
+                    continue
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 scope.cancel()
                 return
@@ -219,6 +239,13 @@ class Server:
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(serve_uapi, front, tun.name)  # `wg show`, `wg set` on this interface
+        self.peersync = PeerSync(
+            front,
+            registry_opener(self.cfg.state.dir),
+            cfg.peers,
+            AddressPlan.from_config(self.cfg, front.device.public_key),
+        )
+        nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn

@@ -55,6 +55,9 @@ name = "{TUN_NAME}"
 address = ["10.8.0.1/24", "fd00:8::1/64"]
 mtu = 1420
 
+[state]
+dir = "state"  # beside this file: never the host's /var/lib/trivpn
+
 [wireguard]
 enabled = true
 listen = "0.0.0.0:51820"

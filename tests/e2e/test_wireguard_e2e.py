@@ -71,6 +71,9 @@ mtu = 1420
 masquerade = true
 egress = "auto"
 
+[state]
+dir = "state"  # beside this file: never the host's /var/lib/trivpn
+
 [wireguard]
 enabled = true
 listen = "0.0.0.0:{WG_PORT}"

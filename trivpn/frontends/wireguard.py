@@ -6,7 +6,9 @@ source back to the same peer (as the reference implementations check it). A netw
 to one peer at a time: giving it to another peer takes it from the first, as in wireguard-go.
 
 Peers can change at runtime through the UAPI (``uapi_snapshot`` / ``uapi_apply``, what `wg`
-reads and sets); such changes live only as long as the process.
+reads and sets), through the peer registry (``apply_peer_config``, ``discard_peer``, called by
+trivpn.peersync) and through a reload. A `wg set` reports the peers it changed to
+``on_peer_change`` (trivpn.peersync keeps them in the registry); the front itself does no I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 
+import attrs
 import trio
 
 from trivpn import uapi
@@ -41,6 +44,19 @@ from trivpn.udp import DatagramSocket, plain_address
 log = logging.getLogger("trivpn")
 
 Sender = Callable[[list[bytes], float], None]
+
+
+@attrs.frozen
+class PeerChange:
+    """A peer as a `wg set` left it: ``removed``, or present with these settings."""
+
+    public_key: bytes
+    removed: bool
+    preshared_key: bytes | None = attrs.field(default=None, repr=False)
+    allowed_ips: tuple[IPNetwork, ...] = ()
+
+
+PeerChangeHandler = Callable[[Sequence[PeerChange]], None]
 
 
 def _show(addr: tuple[str, int] | None) -> str:
@@ -76,6 +92,8 @@ class WireGuardFront:
         self._routes: dict[IPNetwork, Peer] = {}  # the networks this front routes, and to whom
         self._out = Output()
         self._timer_scope: trio.CancelScope | None = None
+        # told, after each `wg set`, which peers it changed; must not block
+        self.on_peer_change: PeerChangeHandler | None = None
         for peer_cfg in cfg.peers:
             self.add_peer(peer_cfg)
 
@@ -86,16 +104,44 @@ class WireGuardFront:
     # -- peers ---------------------------------------------------------------------------
 
     def add_peer(self, cfg: WireGuardPeerConfig) -> Peer:
-        return self.add_peer_config(
-            PeerConfig(
-                public_key=cfg.public_key,
-                preshared_key=cfg.preshared_key,
-                allowed_ips=cfg.allowed_ips,
-                endpoint=(cfg.endpoint.host, cfg.endpoint.port) if cfg.endpoint else None,
-                persistent_keepalive=cfg.persistent_keepalive,
-                name=cfg.name,
-            )
-        )
+        return self.add_peer_config(peer_config(cfg))
+
+    def apply_peer_config(self, config: PeerConfig, *, keepalive: bool = True) -> str | None:
+        """Make the peer of ``config.public_key`` look like ``config``: "added", "changed",
+        or None when it already did. Only a new preshared key ends its sessions; new
+        allowed_ips, endpoint or keepalive leave them running. An endpoint of None keeps
+        the one the peer roamed to; ``keepalive=False`` keeps an existing peer's (the
+        registry does not store one: a `wg set` may have given it)."""
+        peer = self.device.peers.get(config.public_key)
+        if peer is None:
+            self.add_peer_config(config)
+            return "added"
+        before = _settings(peer)
+        if config.preshared_key != peer.config.preshared_key:
+            peer = self._replace_preshared_key(peer, config.preshared_key)
+        if config.endpoint is not None:
+            peer.endpoint = config.endpoint
+        if keepalive and config.persistent_keepalive != peer.persistent_keepalive:
+            self.set_persistent_keepalive(peer, config.persistent_keepalive or 0)
+        if config.allowed_ips != peer.allowed_ips:
+            self.set_allowed_ips(peer, config.allowed_ips)
+        renamed = bool(config.name) and config.name != peer.name
+        if renamed:
+            peer.name = config.name
+        return "changed" if renamed or _settings(peer) != before else None
+
+    def discard_peer(self, public_key: bytes) -> bool:
+        """Remove the peer if there is one; whether there was."""
+        if public_key not in self.device.peers:
+            return False
+        self.remove_peer(public_key)
+        return True
+
+    def rename_peer(self, public_key: bytes, name: str) -> None:
+        """The name logs use (a registry name given to a peer that `wg set` added)."""
+        peer = self.device.peers.get(public_key)
+        if peer is not None:
+            peer.name = name
 
     def add_peer_config(self, config: PeerConfig) -> Peer:
         """Add a peer (at runtime too) and route its allowed_ips to it."""
@@ -202,9 +248,23 @@ class WireGuardFront:
         """Apply a `wg set`: everything checked first, so that a refusal changes nothing."""
         for op in operations:
             self._check_operation(op)
+        touched: dict[bytes, None] = {}  # keys of the peers changed, in order
         for op in operations:
-            self._apply_operation(op)
+            touched.update(dict.fromkeys(self._apply_operation(op)))
         self._poke_timers()
+        if touched and self.on_peer_change is not None:
+            self.on_peer_change([self._change_of(key) for key in touched])
+
+    def _change_of(self, public_key: bytes) -> PeerChange:
+        peer = self.device.peers.get(public_key)
+        if peer is None:
+            return PeerChange(public_key, removed=True)
+        return PeerChange(
+            public_key,
+            removed=False,
+            preshared_key=peer.config.preshared_key,
+            allowed_ips=peer.allowed_ips,
+        )
 
     def _check_operation(self, op: uapi.Operation) -> None:
         if isinstance(op, uapi.SetPrivateKey):
@@ -229,28 +289,35 @@ class WireGuardFront:
                 if self._routed_elsewhere(network):
                     raise uapi.UapiError(errno.EADDRINUSE, f"{network} is routed to ToyVPN")
 
-    def _apply_operation(self, op: uapi.Operation) -> None:
+    def _apply_operation(self, op: uapi.Operation) -> list[bytes]:
+        """Apply one operation; the keys of the peers it changed."""
         if isinstance(op, uapi.RemoveAllPeers):
-            for public_key in list(self.device.peers):
+            removed = list(self.device.peers)
+            for public_key in removed:
                 self.remove_peer(public_key)
             log.info("wireguard: all peers removed through the UAPI")
-        elif isinstance(op, uapi.RemovePeer):
+            return removed
+        if isinstance(op, uapi.RemovePeer):
             peer = self.device.peers.get(op.public_key)
-            if peer is not None:
-                self.remove_peer(op.public_key)
-                log.info("wireguard: peer %s removed through the UAPI", _name(peer))
-        elif isinstance(op, uapi.ConfigurePeer):
-            self._configure_peer(op)
+            if peer is None:
+                return []
+            self.remove_peer(op.public_key)
+            log.info("wireguard: peer %s removed through the UAPI", _name(peer))
+            return [op.public_key]
+        if isinstance(op, uapi.ConfigurePeer) and self._configure_peer(op):
+            return [op.public_key]
         # private key, listen port, fwmark: _check_operation let through only no-ops
+        return []
 
-    def _configure_peer(self, op: uapi.ConfigurePeer) -> None:
+    def _configure_peer(self, op: uapi.ConfigurePeer) -> bool:
+        """Add or change a peer; whether anything changed."""
         if op.public_key == self.device.public_key:
-            return  # ignored, as wireguard-go does
+            return False  # ignored, as wireguard-go does
         preshared_key = None if op.preshared_key == uapi.ZERO_KEY else op.preshared_key
         peer = self.device.peers.get(op.public_key)
         if peer is None:
             if op.update_only:
-                return
+                return False
             peer = self.add_peer_config(
                 PeerConfig(
                     public_key=op.public_key,
@@ -265,7 +332,7 @@ class WireGuardFront:
                 _name(peer),
                 ", ".join(map(str, peer.allowed_ips)) or "none",
             )
-            return
+            return True
         before = _settings(peer)
         if op.preshared_key is not None and preshared_key != peer.config.preshared_key:
             peer = self._replace_preshared_key(peer, preshared_key)
@@ -277,8 +344,10 @@ class WireGuardFront:
             kept = () if op.replace_allowed_ips else peer.allowed_ips
             self.set_allowed_ips(peer, kept + op.allowed_ips)
         # `wg syncconf` restates every peer: only a real change is worth a line.
-        if _settings(peer) != before:
-            log.info("wireguard: peer %s changed through the UAPI", _name(peer))
+        if _settings(peer) == before:
+            return False
+        log.info("wireguard: peer %s changed through the UAPI", _name(peer))
+        return True
 
     def _source_is_routed_to(self, peer: Peer, source: bytes) -> bool:
         sender = self._senders.get(peer)
@@ -371,6 +440,18 @@ class WireGuardFront:
             )
         elif isinstance(event, SessionExpired):
             log.info("wireguard: peer %s session expired", _name(event.peer))
+
+
+def peer_config(cfg: WireGuardPeerConfig) -> PeerConfig:
+    """A static (TOML) or registry peer as the device takes it."""
+    return PeerConfig(
+        public_key=cfg.public_key,
+        preshared_key=cfg.preshared_key,
+        allowed_ips=cfg.allowed_ips,
+        endpoint=(cfg.endpoint.host, cfg.endpoint.port) if cfg.endpoint else None,
+        persistent_keepalive=cfg.persistent_keepalive,
+        name=cfg.name,
+    )
 
 
 def _name(peer: Peer) -> str:

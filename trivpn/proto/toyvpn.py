@@ -183,6 +183,13 @@ class ToyVpnServer:
         self.sessions: dict[Addr, Session] = {}
         self.counters: collections.Counter[str] = collections.Counter()
 
+    def set_client_parameters(
+        self, dns: Sequence[IPAddress], routes: Sequence[IPNetwork], search_domain: str
+    ) -> None:
+        """What sessions that start from now on are told (the MTU stays: it is the TUN's)."""
+        mtu = self._template[0]
+        self._template = (mtu, tuple(dns), tuple(routes), search_domain)
+
     @property
     def pool(self) -> AddressPool:
         return self._pool

@@ -211,6 +211,9 @@ class Peer:
         self.last_sent_handshake = float("-inf")
         self.rx_bytes = 0
         self.tx_bytes = 0
+        self.rx_packets = 0  # transport data messages (keepalives included)
+        self.tx_packets = 0
+        self.handshakes = 0  # completed, in either role
         self.last_handshake_time: float | None = None  # wall clock, for status output
         self.removed = False
         if self.persistent_keepalive:
@@ -260,6 +263,7 @@ class Peer:
         assert self.endpoint is not None
         out.datagrams.append((datagram, self.endpoint))
         self.tx_bytes += len(datagram)
+        self.tx_packets += 1
         timers = self.timers
         if self.persistent_keepalive:
             timers.persistent_keepalive = now + self.persistent_keepalive
@@ -417,6 +421,7 @@ class Peer:
     def _handshake_complete(self, out: Output, *, initiator: bool) -> None:
         self.timers.on_handshake_complete()
         self.last_handshake_time = self._ctx.wallclock()
+        self.handshakes += 1
         out.events.append(HandshakeCompleted(self, initiator))
 
     def _release_handshake_index(self) -> None:
@@ -452,6 +457,7 @@ class Peer:
 
         self._set_endpoint(addr, out)
         self.rx_bytes += len(datagram)
+        self.rx_packets += 1
         if kp is self.next:
             self._confirm_next(now, out)
         self._keep_key_fresh_receiving(now, out)

@@ -1,0 +1,337 @@
+"""Prometheus metrics: the status document as the text exposition format, served over HTTP.
+
+At each scrape a custom collector reads the server's live state (the control socket's status
+document, built on the trio thread) and prometheus_client's ``generate_latest`` writes the
+text. A small trio task answers ``GET /metrics`` on ``[metrics] listen``: one request per
+connection, bounded in size, time and number of connections.
+
+WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
+counter restarts when a new session takes an address, which Prometheus treats as a reset).
+Per WireGuard peer: bytes and transport packets each way, completed handshakes, and the
+time of the latest one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from trivpn import __version__
+from trivpn.config import Endpoint
+
+log = logging.getLogger("trivpn")
+
+Document = Mapping[str, Any]
+
+# The classic text format, which every Prometheus reads (our names need nothing newer).
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+MAX_REQUEST_HEAD: Final = 8192
+REQUEST_TIMEOUT: Final = 10.0
+MAX_CONNECTIONS: Final = 16
+
+# Counters of the protocol cores that count events, not dropped packets.
+NOT_DROPS: Final = frozenset({"cookie_sent", "control", "handshakes", "expired"})
+# Shown at 0 before the first one, so that dashboards and alerts see the series exist.
+USUAL_DROPS: Final = {
+    "wireguard": (
+        "bad_mac1",
+        "replay",
+        "unknown_index",
+        "spoofed_source",
+        "malformed",
+        "decrypt_failed",
+        "unknown_peer",
+        "ratelimited",
+    ),
+    "toyvpn": ("bad_secret", "spoofed_source", "malformed", "unknown_endpoint", "pool_full"),
+}
+# The server's own counters: (protocol, reason) for the drops among them.
+SERVER_DROPS: Final = {
+    "tun_no_route": ("tun", "no_route"),
+    "tun_write_dropped": ("tun", "write_failed"),
+    "send_error": ("server", "send_error"),
+    "receive_error": ("toyvpn", "receive_error"),
+    "wireguard_receive_error": ("wireguard", "receive_error"),
+}
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot listen; the message names the key and the reason."""
+
+
+# --- the exposition -------------------------------------------------------------------------
+
+
+def _is_malformed_detail(reason: str) -> bool:
+    """WireGuard counts a malformed datagram twice: as "malformed" and by what was wrong."""
+    return reason.startswith("malformed_") and reason != "malformed_inner"
+
+
+def _drops(doc: Document) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "trivpn_packets_dropped",
+        "Datagrams and packets dropped, by protocol and reason.",
+        labels=("protocol", "reason"),
+    )
+    counts: dict[tuple[str, str], int] = {}
+    groups: Mapping[str, Mapping[str, int]] = doc.get("counters", {})
+    for protocol in ("wireguard", "toyvpn"):
+        if doc.get(protocol) is None:
+            continue
+        for reason in USUAL_DROPS[protocol]:
+            counts[protocol, reason] = 0
+        for reason, value in groups.get(protocol, {}).items():
+            if reason not in NOT_DROPS and not _is_malformed_detail(reason):
+                counts[protocol, reason] = value
+    for key, value in groups.get("server", {}).items():
+        label = SERVER_DROPS.get(key, ("server", key))
+        counts[label] = counts.get(label, 0) + value
+    for (protocol, reason), value in sorted(counts.items()):
+        family.add_metric((protocol, reason), value)
+    return family
+
+
+def _wireguard(doc: Document) -> Iterator[Metric]:
+    wg = doc["wireguard"]
+    counters: Mapping[str, int] = doc.get("counters", {}).get("wireguard", {})
+    peers = wg["peers"]
+    yield GaugeMetricFamily("trivpn_wireguard_peers", "WireGuard peers configured.", len(peers))
+    labels = ("name", "public_key")
+    rx = CounterMetricFamily(
+        "trivpn_wireguard_peer_receive_bytes",
+        "Bytes received from the peer (UDP payload, handshakes included).",
+        labels=labels,
+    )
+    tx = CounterMetricFamily(
+        "trivpn_wireguard_peer_transmit_bytes",
+        "Bytes sent to the peer (UDP payload, handshakes included).",
+        labels=labels,
+    )
+    rx_packets = CounterMetricFamily(
+        "trivpn_wireguard_peer_receive_packets",
+        "Transport data messages received from the peer (keepalives included).",
+        labels=labels,
+    )
+    tx_packets = CounterMetricFamily(
+        "trivpn_wireguard_peer_transmit_packets",
+        "Transport data messages sent to the peer (keepalives included).",
+        labels=labels,
+    )
+    handshakes = CounterMetricFamily(
+        "trivpn_wireguard_peer_handshakes",
+        "Handshakes completed with the peer, in either role.",
+        labels=labels,
+    )
+    latest = GaugeMetricFamily(
+        "trivpn_wireguard_peer_latest_handshake_seconds",
+        "Unix time of the peer's latest completed handshake; 0 if none yet.",
+        labels=labels,
+    )
+    for peer in peers:
+        values = (peer["name"] or "", peer["public_key"])
+        rx.add_metric(values, peer["rx_bytes"])
+        tx.add_metric(values, peer["tx_bytes"])
+        rx_packets.add_metric(values, peer["rx_packets"])
+        tx_packets.add_metric(values, peer["tx_packets"])
+        handshakes.add_metric(values, peer["handshakes"])
+        latest.add_metric(values, peer["latest_handshake"] or 0)
+    yield from (rx, tx, rx_packets, tx_packets, handshakes, latest)
+    yield CounterMetricFamily(
+        "trivpn_wireguard_cookie_replies",
+        "Handshakes answered with a cookie reply because the server was under load.",
+        counters.get("cookie_sent", 0),
+    )
+    malformed = CounterMetricFamily(
+        "trivpn_wireguard_malformed",
+        "Malformed WireGuard datagrams by what was wrong (all of them count as dropped).",
+        labels=("kind",),
+    )
+    for reason, value in sorted(counters.items()):
+        if _is_malformed_detail(reason):
+            malformed.add_metric((reason.removeprefix("malformed_"),), value)
+    yield malformed
+
+
+def _toyvpn(doc: Document) -> Iterator[Metric]:
+    toy = doc["toyvpn"]
+    counters: Mapping[str, int] = doc.get("counters", {}).get("toyvpn", {})
+    sessions = toy["sessions"]
+    yield GaugeMetricFamily("trivpn_toyvpn_sessions", "ToyVPN sessions open.", len(sessions))
+    yield GaugeMetricFamily(
+        "trivpn_toyvpn_pool_addresses", "Addresses in the ToyVPN pool.", toy["pool"]["size"]
+    )
+    yield GaugeMetricFamily(
+        "trivpn_toyvpn_pool_addresses_in_use",
+        "Addresses of the ToyVPN pool held by sessions.",
+        toy["pool"]["in_use"],
+    )
+    yield CounterMetricFamily(
+        "trivpn_toyvpn_handshakes", "ToyVPN sessions opened.", counters.get("handshakes", 0)
+    )
+    yield CounterMetricFamily(
+        "trivpn_toyvpn_sessions_expired",
+        "ToyVPN sessions ended by the idle timeout.",
+        counters.get("expired", 0),
+    )
+    families = {
+        (key, direction): CounterMetricFamily(
+            f"trivpn_toyvpn_session_{direction}_{unit}",
+            f"{unit.capitalize()} {'received from' if direction == 'receive' else 'sent to'} "
+            "the ToyVPN client (IP packets).",
+            labels=("address",),
+        )
+        for key, unit in (("bytes", "bytes"), ("packets", "packets"))
+        for direction in ("receive", "transmit")
+    }
+    for session in sessions:
+        for (key, direction), family in families.items():
+            prefix = "rx" if direction == "receive" else "tx"
+            family.add_metric((session["address"],), session[f"{prefix}_{key}"])
+    yield from families.values()
+
+
+def collect(doc: Document) -> Iterator[Metric]:
+    """Every metric family of one status document."""
+    info = GaugeMetricFamily(
+        "trivpn_info", "trivpn's version and interface (always 1).", labels=("version", "interface")
+    )
+    info.add_metric((__version__, doc["interface"]["name"]), 1)
+    yield info
+    if doc.get("wireguard") is not None:
+        yield from _wireguard(doc)
+    if doc.get("toyvpn") is not None:
+        yield from _toyvpn(doc)
+    yield _drops(doc)
+
+
+class StatusCollector:
+    """A prometheus_client collector reading a fresh status document at each scrape."""
+
+    def __init__(self, source: Callable[[], Document]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return collect(self._source())
+
+
+def renderer(source: Callable[[], Document]) -> Callable[[], bytes]:
+    """The exposition text of ``source``'s document, made anew at each call."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(source))
+    return lambda: generate_latest(registry)
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
+_TEXT: Final = "text/plain; charset=utf-8"
+
+
+def respond(head: bytes, render: Callable[[], bytes]) -> bytes:
+    """The whole HTTP/1.1 response to a request head (request line and headers)."""
+    request_line = head.split(b"\r\n", 1)[0]
+    parts = request_line.split()
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return _response(400, _TEXT, b"bad request\n")
+    method, target = parts[0], parts[1].split(b"?", 1)[0]
+    if method not in (b"GET", b"HEAD"):
+        return _response(405, _TEXT, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
+    if target == b"/metrics":
+        try:
+            status, ctype, body = 200, CONTENT_TYPE, render()
+        except Exception:
+            log.exception("metrics: rendering failed")
+            status, ctype, body = 500, _TEXT, b"rendering the metrics failed\n"
+    elif target == b"/":
+        status, ctype, body = 200, _TEXT, b"trivpn: metrics at /metrics\n"
+    else:
+        status, ctype, body = 404, _TEXT, b"not found; metrics at /metrics\n"
+    return _response(status, ctype, body, head_only=method == b"HEAD")
+
+
+def _response(
+    status: int, ctype: str, body: bytes, *, extra: bytes = b"", head_only: bool = False
+) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        f"Content-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+    ).encode()
+    return head + extra + b"\r\n" + (b"" if head_only else body)
+
+
+async def _read_head(stream: trio.abc.ReceiveStream) -> bytes | None:
+    """Bytes up to the blank line ending the request head; None if cut short or too long."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if len(data) > MAX_REQUEST_HEAD:
+            return None
+        chunk = await stream.receive_some(MAX_REQUEST_HEAD)
+        if not chunk:
+            return None
+        data += chunk
+    return data.partition(b"\r\n\r\n")[0]
+
+
+async def serve_metrics(
+    render: Callable[[], bytes],
+    endpoint: Endpoint,
+    *,
+    timeout: float = REQUEST_TIMEOUT,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``render()`` at http://endpoint/metrics until cancelled.
+
+    Raises MetricsError, before ``task_status.started``, when the address cannot be bound.
+    """
+    try:
+        listeners = await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+    except OSError as e:
+        raise MetricsError(f"metrics.listen: cannot listen on {endpoint}: {e.strerror or e}") from e
+    log.info("metrics: serving http://%s/metrics", endpoint)
+    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await handle_connection(stream, render, limiter, timeout)
+
+    await trio.serve_listeners(handle, listeners, task_status=task_status)
+
+
+async def handle_connection(
+    stream: trio.abc.Stream,
+    render: Callable[[], bytes],
+    limiter: trio.CapacityLimiter,
+    timeout: float,
+) -> None:
+    """One request, one answer, then close; a client slower than ``timeout`` is cut off."""
+    try:
+        limiter.acquire_on_behalf_of_nowait(stream)
+    except trio.WouldBlock:
+        await stream.aclose()
+        return
+    try:
+        async with stream:
+            with trio.move_on_after(timeout):
+                head = await _read_head(stream)
+                if head is None:
+                    await stream.send_all(_response(400, _TEXT, b"bad request\n"))
+                else:
+                    await stream.send_all(respond(head, render))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+        log.debug("metrics: connection failed: %s", e)
+    except Exception:
+        log.exception("metrics: serving a connection failed")
+    finally:
+        limiter.release_on_behalf_of(stream)

@@ -1,0 +1,151 @@
+"""`trivpn status` as a person reads it: the control socket's document as text tables.
+
+Times read like `wg show`'s ("1 minute, 3 seconds ago"), sizes in binary units ("1.50 MiB").
+Everything here is pure: the document and the present moment in, text out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+NONE: Final = "-"
+_UNITS: Final = (
+    ("year", 365 * 24 * 3600),
+    ("day", 24 * 3600),
+    ("hour", 3600),
+    ("minute", 60),
+    ("second", 1),
+)
+_BYTE_UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def format_duration(seconds: float) -> str:
+    """Whole seconds in words: "1 minute, 3 seconds"; under a second is "0 seconds"."""
+    left = int(seconds)
+    if left <= 0:
+        return "0 seconds"
+    parts: list[str] = []
+    for name, size in _UNITS:
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count} {name}" + ("" if count == 1 else "s"))
+    return ", ".join(parts)
+
+
+def format_handshake(epoch: float | None, now: float) -> str:
+    """When a handshake happened, relative to ``now`` (both epoch seconds)."""
+    if epoch is None:
+        return "never"
+    age = now - epoch
+    if age < -1:  # a wall clock set back since then; say so rather than guess
+        return "in the future (clock changed?)"
+    if age < 1:
+        return "now"
+    return f"{format_duration(age)} ago"
+
+
+def format_bytes(count: int) -> str:
+    """Binary units with two decimals above 1023 bytes, as `wg show` prints transfer."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in _BYTE_UNITS:
+        value /= 1024
+        if value < 1024 or unit == _BYTE_UNITS[-1]:
+            return f"{value:.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, no trailing blanks."""
+    lines = [list(headers), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _or_none(value: object) -> str:
+    return NONE if value is None or value == "" else str(value)
+
+
+def _header(doc: Mapping[str, Any]) -> list[str]:
+    iface = doc["interface"]
+    nat = doc["nat"]
+    lines = [f"interface: {iface['name']}"]
+    lines.append(f"  address: {', '.join(iface['address']) or NONE}")
+    lines.append(f"  mtu: {iface['mtu']}")
+    egress = nat["egress"] or NONE
+    lines.append(f"  nat: masquerade via {egress}" if nat["masquerade"] else "  nat: off")
+    wg = doc.get("wireguard")
+    if wg is not None:
+        lines.append(f"  wireguard: listening on port {wg['listen_port']} ({wg['listen']})")
+        lines.append(f"  public key: {wg['public_key']}")
+    toy = doc.get("toyvpn")
+    if toy is not None:
+        pool = toy["pool"]
+        lines.append(f"  toyvpn: listening on port {toy['listen_port']} ({toy['listen']})")
+        lines.append(f"  pool: {pool['network']}, {pool['in_use']} of {pool['size']} in use")
+    return lines
+
+
+def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+    if not peers:
+        return ["wireguard peers: none"]
+    rows = [
+        (
+            _or_none(p["name"]),
+            _or_none(p["endpoint"]),
+            format_handshake(p["latest_handshake"], now),
+            format_bytes(p["rx_bytes"]),
+            format_bytes(p["tx_bytes"]),
+            ", ".join(p["allowed_ips"]) or NONE,
+            p["public_key"],
+        )
+        for p in peers
+    ]
+    headers = ("NAME", "ENDPOINT", "LATEST HANDSHAKE", "RECEIVED", "SENT", "ALLOWED IPS", "KEY")
+    return [f"wireguard peers: {len(peers)}", table(headers, rows)]
+
+
+def _sessions(sessions: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not sessions:
+        return ["toyvpn sessions: none"]
+    rows = [
+        (
+            _or_none(s["address"]),
+            _or_none(s["endpoint"]),
+            f"{format_duration(s['idle_seconds'])}",
+            format_bytes(s["rx_bytes"]),
+            format_bytes(s["tx_bytes"]),
+        )
+        for s in sessions
+    ]
+    headers = ("ADDRESS", "ENDPOINT", "IDLE", "RECEIVED", "SENT")
+    return [f"toyvpn sessions: {len(sessions)}", table(headers, rows)]
+
+
+def _counters(groups: Mapping[str, Mapping[str, int]]) -> list[str]:
+    lines = []
+    for group, counts in sorted(groups.items()):
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
+        if shown:
+            lines.append(f"  {group}: {shown}")
+    return ["counters:", *lines] if lines else []
+
+
+def render(doc: Mapping[str, Any], now: float) -> str:
+    """The whole status as text; ``now`` (epoch seconds) dates the handshakes."""
+    blocks = ["\n".join(_header(doc))]
+    wg = doc.get("wireguard")
+    if wg is not None:
+        blocks.append("\n".join(_peers(wg["peers"], now)))
+    toy = doc.get("toyvpn")
+    if toy is not None:
+        blocks.append("\n".join(_sessions(toy["sessions"])))
+    counters = _counters(doc.get("counters", {}))
+    if counters:
+        blocks.append("\n".join(counters))
+    return "\n\n".join(blocks) + "\n"
