@@ -2,14 +2,14 @@
 
 Tasks: the signal watcher; the nftables manager (table + forwarding sysctls, removed on the
 way out); the TUN reader (dispatches by destination through the router); one receiver per UDP
-listener; one timer task per client session.
+listener; the protocol fronts' tasks (trivpn/frontends/: per-session timer tasks for ToyVPN,
+one timer task for all WireGuard peers); the status, UAPI and metrics sockets.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import ipaddress
 import logging
 import signal
 import socket
@@ -20,13 +20,13 @@ import trio
 
 from trivpn import control, metrics, udp
 from trivpn.config import Config, Endpoint
+from trivpn.frontends.toyvpn import ToyVpnFront
 from trivpn.frontends.wireguard import WireGuardFront
 from trivpn.keyfile import load_or_create_private_key
 from trivpn.net import link, nft, sysctl
 from trivpn.net.tun import Tun
 from trivpn.peersync import PeerSync, registry_opener
 from trivpn.proto import toyvpn
-from trivpn.ratelimit import LogLimiter
 from trivpn.registry import AddressPlan
 from trivpn.reload import reload_config
 from trivpn.router import Router
@@ -69,17 +69,11 @@ def _listen(key: str, endpoint: Endpoint) -> udp.DatagramSocket:
         raise ServerError(f"{key}: cannot listen on {endpoint}: {e.strerror}") from e
 
 
-def _display(addr: tuple[Any, ...]) -> str:
-    host = str(addr[0]).removeprefix("::ffff:")
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-
-
 class Server:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.router: Router[Sender] = Router()
         self.counters: collections.Counter[str] = collections.Counter()
-        self._limiter = LogLimiter(log)
         self.egress = ""
         self.toyvpn: toyvpn.ToyVpnServer | None = None
         self.wireguard: WireGuardFront | None = None
@@ -254,119 +248,14 @@ class Server:
             "cleartext; use it only for compatibility and labs",
             cfg.listen,
         )
-        front = toyvpn.ToyVpnServer(
-            secret=cfg.secret,
-            pool=cfg.pool,
+        front = ToyVpnFront(
+            cfg,
             mtu=self.cfg.interface.mtu,
-            dns=cfg.dns,
-            routes=cfg.routes,
-            search_domain=cfg.search_domain,
-            keepalive=cfg.keepalive,
-            idle_timeout=cfg.idle_timeout,
             reserved=[a.ip for a in self.cfg.interface.address],
+            router=self.router,
+            tun=tun,
+            sock=sock,
+            counters=self.counters,
         )
-        self.toyvpn = front
-        nursery.start_soon(self._toyvpn_receiver, nursery, front, sock, tun)
-
-    async def _toyvpn_receiver(
-        self,
-        nursery: trio.Nursery,
-        front: toyvpn.ToyVpnServer,
-        sock: udp.DatagramSocket,
-        tun: Tun,
-    ) -> None:
-        receive = front.receive
-        write_batch = tun.write_batch
-        counters = self.counters
-        while True:
-            await sock.wait_readable()
-            batch = sock.drain()
-            now = trio.current_time()
-            to_tun: list[bytes] = []
-            for data, addr in batch:
-                try:
-                    result = receive(data, addr, now)
-                    if type(result) is bytes:
-                        to_tun.append(result)
-                    elif isinstance(result, toyvpn.Handshake):
-                        self._toyvpn_handshake(nursery, front, sock, result)
-                    elif isinstance(result, toyvpn.Refused):
-                        self._toyvpn_refused(result, addr, now, front)
-                except Exception:
-                    counters["receive_error"] += 1
-                    log.exception("toyvpn: handling a datagram from %s failed", _display(addr))
-            if to_tun:
-                # The UDP checksum already covered each packet in transit: no re-verifying.
-                counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
-
-    def _toyvpn_handshake(
-        self,
-        nursery: trio.Nursery,
-        front: toyvpn.ToyVpnServer,
-        sock: udp.DatagramSocket,
-        hs: toyvpn.Handshake,
-    ) -> None:
-        session = hs.session
-        for reply in hs.replies:
-            sock.send(reply, session.addr)
-        if not hs.new:
-            return
-        addr = session.addr
-        encapsulate = session.encapsulate
-
-        def send(packets: list[bytes], now: float) -> None:
-            sock.send_many([encapsulate(p, now) for p in packets], addr)
-
-        self.router.add(ipaddress.ip_network(session.address), send)
-        log.info("toyvpn: client %s connected as %s", _display(addr), session.address)
-        nursery.start_soon(self._toyvpn_session, front, sock, session)
-
-    def _toyvpn_refused(
-        self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float, front: toyvpn.ToyVpnServer
-    ) -> None:
-        if refused.reason == "bad_secret":
-            self._limiter.warning(
-                "toyvpn_bad_secret", now, "toyvpn: wrong secret from %s", _display(addr)
-            )
-        elif refused.reason == "pool_full":
-            self._limiter.warning(
-                "toyvpn_pool_full",
-                now,
-                "toyvpn: address pool full (%d in use); refusing %s",
-                front.pool.in_use,
-                _display(addr),
-            )
-
-    async def _toyvpn_session(
-        self, front: toyvpn.ToyVpnServer, sock: udp.DatagramSocket, session: toyvpn.Session
-    ) -> None:
-        network = ipaddress.ip_network(session.address)
-        try:
-            await run_toyvpn_timers(
-                front, session, lambda: sock.send(toyvpn.KEEPALIVE, session.addr)
-            )
-            log.info(
-                "toyvpn: client %s (%s) idle; session ended",
-                _display(session.addr),
-                session.address,
-            )
-        finally:
-            self.router.remove(network)
-            front.close(session)
-
-
-async def run_toyvpn_timers(
-    front: toyvpn.ToyVpnServer, session: toyvpn.Session, send_keepalive: Callable[[], object]
-) -> None:
-    """A client session's timers: keepalives while we are silent; returns when it expires.
-
-    Sleeping to the deadline computed before new traffic is safe: traffic only ever moves the
-    deadlines later, so waking early just recomputes.
-    """
-    while True:
-        await trio.sleep_until(session.next_deadline())
-        action = front.tick(session, trio.current_time())
-        if action == toyvpn.TICK_KEEPALIVE:
-            send_keepalive()
-        elif action == toyvpn.TICK_EXPIRED:
-            return
+        self.toyvpn = front.protocol
+        nursery.start_soon(front.receive_loop, nursery)

@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
+from trivpn.frontends.toyvpn import run_timers as run_toyvpn_timers
 from trivpn.proto import toyvpn
-from trivpn.server import run_toyvpn_timers
 
 SECRET = b"s3cret-toy"
 POOL = ipaddress.IPv4Network("10.8.0.128/30")  # two usable hosts: .129, .130
