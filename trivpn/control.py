@@ -28,18 +28,18 @@ The document never holds key material except public keys. Its shape (version 1):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import socket
-import stat
-import struct
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from trivpn import unixsock
 from trivpn.proto.wireguard import encode_key
 
 if TYPE_CHECKING:
@@ -54,12 +54,6 @@ MAX_REQUEST: Final = 256  # bytes; the only request is one short line
 MAX_CONNECTIONS: Final = 8
 MAX_ANSWER: Final = 64 << 20  # a client's bound on the document (tens of thousands of peers)
 STATUS_REQUEST: Final = b"status\n"
-_UNIX_PATH_MAX: Final = 107  # sun_path holds 108 bytes with the NUL
-_PEERCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-class ControlSetupError(Exception):
-    """The socket cannot be set up; the message says why."""
 
 
 class ControlUnavailable(Exception):
@@ -173,129 +167,26 @@ async def serve_control(
     A socket that cannot be set up is logged and the task ends: the VPN itself runs on.
     """
     path = socket_path(ifname, directory)
-    try:
-        listener, identity = await _listen(path)
-    except ControlSetupError as e:
-        log.error("control: %s; `trivpn status` cannot reach %s", e, ifname)
-        task_status.started()
-        return
-    log.info("control: `trivpn status` answers on %s", path)
-    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
-    try:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                stream = await listener.accept()
-                try:
-                    limiter.acquire_on_behalf_of_nowait(stream)
-                except trio.WouldBlock:
-                    log.warning("control: %d connections at once; refusing one", MAX_CONNECTIONS)
-                    await stream.aclose()
-                    continue
-                nursery.start_soon(_connection, stream, server, ifname, limiter, timeout)
-    finally:
-        # No await here: the task is being cancelled, and a checkpoint would end it early.
-        _remove_if_ours(path, identity)
-        listener.socket.close()
+    await unixsock.serve_unix(
+        path,
+        functools.partial(_exchange, server, ifname),
+        name="control",
+        ready=f"`trivpn status` answers on {path}",
+        unavailable=f"`trivpn status` cannot reach {ifname}",
+        directory_rule=unixsock.DirectoryRule.PRIVATE,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout,
+        task_status=task_status,
+    )
 
 
-async def _listen(path: Path) -> tuple[trio.SocketListener, tuple[int, int]]:
-    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-        raise ControlSetupError(f"{path}: longer than a unix socket path can be")
-    _prepare_directory(path.parent)
-    await _remove_stale(path)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        await sock.bind(os.fspath(path))
-        os.chmod(path, 0o600)  # before listen(): no moment when others could connect
-        info = os.stat(path)
-        sock.listen(MAX_CONNECTIONS)
-    except OSError as e:
-        sock.close()
-        raise ControlSetupError(f"{path}: {e.strerror}") from e
-    return trio.SocketListener(sock), (info.st_dev, info.st_ino)
-
-
-def _prepare_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise ControlSetupError(f"{directory}: {e.strerror}") from e
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        raise ControlSetupError(f"{directory} is not a directory")
-    if info.st_uid != os.geteuid():
-        raise ControlSetupError(f"{directory} belongs to uid {info.st_uid}, not to us")
-    if info.st_mode & 0o077:
-        raise ControlSetupError(f"{directory} is open to others (mode {info.st_mode & 0o777:o})")
-
-
-async def _remove_stale(path: Path) -> None:
-    """Remove a socket nobody listens on; refuse to touch a live one or anything else."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise ControlSetupError(f"{path} exists and is not a socket")
-    with trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            with trio.fail_after(1):
-                await probe.connect(os.fspath(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            pass  # stale: nobody listens
-        except (OSError, trio.TooSlowError) as e:
-            raise ControlSetupError(f"{path} cannot be probed: {e}") from e
-        else:
-            raise ControlSetupError(f"{path} is in use by another process")
-    path.unlink(missing_ok=True)
-    log.info("control: removed the stale socket %s", path)
-
-
-def _remove_if_ours(path: Path, identity: tuple[int, int]) -> None:
-    try:
-        info = os.lstat(path)
-        if (info.st_dev, info.st_ino) == identity:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("control: removing %s failed: %s", path, e.strerror)
-
-
-def _client_allowed(stream: trio.SocketStream) -> bool:
-    raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    _pid, uid, _gid = _PEERCRED.unpack(raw)
-    return uid in (0, os.geteuid())
-
-
-async def _connection(
-    stream: trio.SocketStream,
-    server: Server,
-    ifname: str,
-    limiter: trio.CapacityLimiter,
-    timeout: float,
+async def _exchange(
+    server: Server, ifname: str, stream: trio.SocketStream, _deadline: trio.CancelScope
 ) -> None:
-    try:
-        async with stream:
-            if not _client_allowed(stream):
-                log.warning("control: refused a client that is neither root nor our user")
-                return
-            with trio.move_on_after(timeout) as scope:
-                request = await _read_request(stream)
-                if request is not None:
-                    await stream.send_all(_answer(request, server, ifname))
-            if scope.cancelled_caught:
-                log.info("control: a client took longer than %g s; closed", timeout)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-        log.debug("control: connection failed: %s", e)
-    except Exception:
-        # One client's failure is never the server's: log it and drop the connection.
-        log.exception("control: serving a connection failed")
-    finally:
-        limiter.release_on_behalf_of(stream)
+    """One request, one answer, all within the connection's deadline."""
+    request = await _read_request(stream)
+    if request is not None:
+        await stream.send_all(_answer(request, server, ifname))
 
 
 async def _read_request(stream: trio.SocketStream) -> bytes | None:
