@@ -39,6 +39,7 @@ from trivpn.registry import (
     AddressPlan,
     IPAddress,
     IPNetwork,
+    LivePeer,
     Registry,
     RegistryError,
     RegistryPeer,
@@ -161,21 +162,8 @@ class RegistryLike(Protocol):
     def snapshot(self) -> Snapshot: ...
     def find(self, name: str) -> RegistryPeer | None: ...
     def find_by_key(self, public_key: bytes) -> RegistryPeer | None: ...
-    def add_with_addresses(
-        self,
-        name: str,
-        public_key: bytes,
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-        addresses: Sequence[IPAddress],
-    ) -> int: ...
-    def update_allowed_ips(
-        self,
-        public_key: bytes,
-        addresses: Sequence[IPAddress],
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-    ) -> int: ...
+    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int: ...
+    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int: ...
     def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None: ...
     def close(self) -> None: ...
 
@@ -254,17 +242,15 @@ class _Store:
             peer, generation = removed
             return Written("removed", peer.name, generation, registry.snapshot())
         addresses, _ = host_addresses(change.allowed_ips)
+        live = LivePeer(key, change.preshared_key, tuple(addresses))
         existing = registry.find_by_key(key)
         if existing is not None:
-            if (existing.addresses, existing.preshared_key) == (
-                tuple(addresses),
-                change.preshared_key,
-            ):
+            if (existing.addresses, existing.preshared_key) == (live.addresses, live.preshared_key):
                 return Written("unchanged", existing.name)
-            generation = registry.update_allowed_ips(key, addresses, change.preshared_key, plan)
+            generation = registry.update_allowed_ips(live, plan)
             return Written("updated", existing.name, generation, registry.snapshot())
         name = next((n for n in wg_names(key) if registry.find(n) is None), wg_names(key)[-1])
-        generation = registry.add_with_addresses(name, key, change.preshared_key, plan, addresses)
+        generation = registry.add_with_addresses(name, live, plan)
         return Written("added", name, generation, registry.snapshot())
 
     def _opened(self, *, create: bool) -> RegistryLike | None:

@@ -93,6 +93,16 @@ class RegistryPeer:
 
 
 @attrs.frozen
+class LivePeer:
+    """A peer as a `wg set` made it live, to keep as it is: exactly these host addresses (none
+    allocated; any number, even none) and this preshared key."""
+
+    public_key: bytes
+    preshared_key: bytes | None = attrs.field(repr=False)
+    addresses: tuple[IPAddress, ...]
+
+
+@attrs.frozen
 class Snapshot:
     generation: int  # bumped by every committed change
     peers: tuple[RegistryPeer, ...]  # by name
@@ -414,50 +424,39 @@ class Registry:
             found = self._peers("WHERE p.public_key = ?", (keys.encode_key(public_key),))
         return found[0] if found else None
 
-    def add_with_addresses(
-        self,
-        name: str,
-        public_key: bytes,
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-        addresses: Sequence[IPAddress],
-    ) -> int:
-        """Register a peer with exactly `addresses` (none allocated; any number, even none):
-        what `wg set peer K allowed-ips A` made live. Returns the generation it committed."""
-        _check_exact_peer(name, public_key, preshared_key, plan, addresses)
+    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
+        """Register `peer` as `name` with exactly its addresses: what `wg set peer K
+        allowed-ips A` made live. Returns the generation it committed."""
+        _check_identity(name, peer.public_key, peer.preshared_key, plan)
+        _check_exact_addresses(plan, peer.addresses)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
-            self._refuse_duplicate(name, public_key)
-            self._refuse_taken(addresses, public_key)
+            self._refuse_duplicate(name, peer.public_key)
+            self._refuse_taken(peer.addresses, peer.public_key)
             created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-            peer_id = self._insert_peer(name, public_key, preshared_key, created)
-            self._insert_addresses(peer_id, addresses)
+            peer_id = self._insert_peer(name, peer.public_key, peer.preshared_key, created)
+            self._insert_addresses(peer_id, peer.addresses)
             self._bump_generation()
             return _generation(self._db)
 
-    def update_allowed_ips(
-        self,
-        public_key: bytes,
-        addresses: Sequence[IPAddress],
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-    ) -> int:
-        """Replace the addresses (and the preshared key) of the peer with `public_key`, in one
-        transaction. Returns the generation it committed. Raises PeerNotFound,
+    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int:
+        """Replace the addresses (and the preshared key) of the peer with `peer.public_key`, in
+        one transaction. Returns the generation it committed. Raises PeerNotFound,
         AddressUnavailable, RegistryBusy."""
-        _check_exact_addresses(plan, addresses)
-        encoded = keys.encode_key(public_key)
+        _check_exact_addresses(plan, peer.addresses)
+        encoded = keys.encode_key(peer.public_key)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             row = self._db.execute("SELECT id FROM peers WHERE public_key = ?", (encoded,))
             found = row.fetchone()
             if found is None:
                 raise PeerNotFound("no peer with that public key in the registry")
             peer_id = int(found[0])
-            self._refuse_taken(addresses, public_key)
+            self._refuse_taken(peer.addresses, peer.public_key)
             self._db.execute("DELETE FROM addresses WHERE peer_id = ?", (peer_id,))
-            self._insert_addresses(peer_id, addresses)
+            self._insert_addresses(peer_id, peer.addresses)
+            psk = peer.preshared_key
             self._db.execute(
                 "UPDATE peers SET preshared_key = ? WHERE id = ?",
-                (None if preshared_key is None else keys.encode_key(preshared_key), peer_id),
+                (None if psk is None else keys.encode_key(psk), peer_id),
             )
             self._bump_generation()
             return _generation(self._db)
@@ -573,18 +572,7 @@ def _check_new_peer(
     plan: AddressPlan,
     addresses: Sequence[IPAddress],
 ) -> None:
-    if not PEER_NAME.fullmatch(name):
-        raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
-    if name in plan.reserved_names:
-        raise PeerExists(f"a peer named {name!r} is in the config file (wireguard.peers)")
-    if len(public_key) != crypto.KEY_LEN or (
-        preshared_key is not None and len(preshared_key) != crypto.KEY_LEN
-    ):
-        raise RegistryError(f"keys are {crypto.KEY_LEN} bytes")
-    if public_key in plan.reserved_keys:
-        raise PeerExists(
-            "this public key is the server's own or a peer's in the config file (wireguard.peers)"
-        )
+    _check_identity(name, public_key, preshared_key, plan)
     versions = [a.version for a in addresses]
     if len(set(versions)) != len(versions):
         raise AddressUnavailable("at most one IPv4 and one IPv6 address per peer")
@@ -592,13 +580,10 @@ def _check_new_peer(
         plan.check(address)
 
 
-def _check_exact_peer(
-    name: str,
-    public_key: bytes,
-    preshared_key: bytes | None,
-    plan: AddressPlan,
-    addresses: Sequence[IPAddress],
+def _check_identity(
+    name: str, public_key: bytes, preshared_key: bytes | None, plan: AddressPlan
 ) -> None:
+    """The name and the keys of a new peer, whichever way its addresses come."""
     if not PEER_NAME.fullmatch(name):
         raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
     if name in plan.reserved_names:
@@ -611,7 +596,6 @@ def _check_exact_peer(
         raise PeerExists(
             "this public key is the server's own or a peer's in the config file (wireguard.peers)"
         )
-    _check_exact_addresses(plan, addresses)
 
 
 def _check_exact_addresses(plan: AddressPlan, addresses: Sequence[IPAddress]) -> None:

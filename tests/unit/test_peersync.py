@@ -34,7 +34,7 @@ from trivpn.proto.wireguard import crypto
 from trivpn.registry import (
     AddressPlan,
     AddressUnavailable,
-    IPAddress,
+    LivePeer,
     PeerNotFound,
     Registry,
     RegistryError,
@@ -166,34 +166,21 @@ class FakeRegistry:
     def find_by_key(self, public_key: bytes) -> RegistryPeer | None:
         return self.peers.get(public_key)
 
-    def add_with_addresses(
-        self,
-        name: str,
-        public_key: bytes,
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-        addresses: Sequence[IPAddress],
-    ) -> int:
-        self.peers[public_key] = RegistryPeer(
+    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
+        self.peers[peer.public_key] = RegistryPeer(
             name=name,
-            public_key=public_key,
-            preshared_key=preshared_key,
-            addresses=tuple(addresses),
+            public_key=peer.public_key,
+            preshared_key=peer.preshared_key,
+            addresses=peer.addresses,
             created_at=CREATED,
         )
         self.generation += 1
         return self.generation
 
-    def update_allowed_ips(
-        self,
-        public_key: bytes,
-        addresses: Sequence[IPAddress],
-        preshared_key: bytes | None,
-        plan: AddressPlan,
-    ) -> int:
-        old = self.peers[public_key]
-        self.peers[public_key] = rpeer(
-            old.name, public_key, *map(str, addresses), psk=preshared_key
+    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int:
+        old = self.peers[peer.public_key]
+        self.peers[peer.public_key] = rpeer(
+            old.name, peer.public_key, *map(str, peer.addresses), psk=peer.preshared_key
         )
         self.generation += 1
         return self.generation
@@ -410,22 +397,24 @@ async def test_a_static_peer_removed_through_wg_stays_out_of_the_registry(
 def test_registry_additions(tmp_path: Path) -> None:
     plan = AddressPlan.from_config(CONFIG)
     with Registry.open(registry_path(tmp_path)) as reg:
-        g = reg.add_with_addresses("wg-x", KEY_A, None, plan, [addr("10.8.0.9")])
+        g = reg.add_with_addresses("wg-x", LivePeer(KEY_A, None, (addr("10.8.0.9"),)), plan)
         assert g == reg.generation()
         found = reg.find_by_key(KEY_A)
         assert found is not None and found.addresses == (addr("10.8.0.9"),)
         with pytest.raises(AddressUnavailable):
-            reg.add_with_addresses("wg-y", KEY_B, None, plan, [addr("10.8.0.9")])
+            reg.add_with_addresses("wg-y", LivePeer(KEY_B, None, (addr("10.8.0.9"),)), plan)
         with pytest.raises(AddressUnavailable):
-            reg.add_with_addresses("wg-y", KEY_B, None, plan, [addr("10.9.0.1")])
-        g2 = reg.update_allowed_ips(KEY_A, [addr("10.8.0.10"), addr("10.8.0.11")], PSK, plan)
+            reg.add_with_addresses("wg-y", LivePeer(KEY_B, None, (addr("10.9.0.1"),)), plan)
+        g2 = reg.update_allowed_ips(
+            LivePeer(KEY_A, PSK, (addr("10.8.0.10"), addr("10.8.0.11"))), plan
+        )
         assert g2 == g + 1
         found = reg.find_by_key(KEY_A)
         assert found is not None
         assert found.addresses == (addr("10.8.0.10"), addr("10.8.0.11"))
         assert found.preshared_key == PSK
         with pytest.raises(PeerNotFound):
-            reg.update_allowed_ips(KEY_B, [], None, plan)
+            reg.update_allowed_ips(LivePeer(KEY_B, None, ()), plan)
         removed = reg.remove_by_key(KEY_A)
         assert removed is not None and removed[0].name == "wg-x" and removed[1] == g2 + 1
         assert reg.remove_by_key(KEY_A) is None and reg.generation() == g2 + 1

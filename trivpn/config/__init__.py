@@ -1,0 +1,61 @@
+"""trivpn's configuration: a TOML file structured by cattrs into frozen attrs classes.
+
+Every problem becomes one line ``<key path>: <bad value> — <what is allowed>``, and one file
+reports as many of them as it can at once, so checks come in three tiers:
+
+- value checks (types, address syntax, ranges) run per key while cattrs structures, so each bad
+  key is reported whatever else is wrong (`checks`, `hooks`);
+- section checks relate the keys of one section; they run once that section's keys are valid;
+- cross-section checks run once every section is valid (`root`).
+
+To add a section: a module with an attrs class whose fields all have defaults (value checks in
+field metadata via `fields.checked`), a field on `Config`, and its section check in
+``loader._SECTION_CHECKS``. Classes that are list items (``[[wireguard.peers]]``) may have
+required fields: a missing one is reported as ``(not set) — required``. Keys whose meaning needs
+more than one key and the file system (the WireGuard private key) are read by a loader in
+``loader._LOADERS`` before cattrs runs.
+"""
+
+from trivpn.config.checks import PEER_NAME, PEER_NAME_ALLOWED
+from trivpn.config.errors import ConfigError, InvalidValue, Problems
+from trivpn.config.fields import Hook, Loaded
+from trivpn.config.interface import InterfaceConfig
+from trivpn.config.loader import default_config, load_config, parse_config
+from trivpn.config.metrics import MetricsConfig
+from trivpn.config.nat import NatConfig
+from trivpn.config.overlaps import find_overlaps
+from trivpn.config.root import Config
+from trivpn.config.state import DEFAULT_STATE_DIR, StateConfig
+from trivpn.config.toyvpn import PLACEHOLDER_SECRET, ToyVpnConfig
+from trivpn.config.values import Endpoint, IPAddress, IPInterface, IPNetwork, PublicEndpoint
+from trivpn.config.wireguard import DEFAULT_PRIVATE_KEY_FILE, WireGuardConfig, WireGuardPeerConfig
+
+__all__ = [
+    "DEFAULT_PRIVATE_KEY_FILE",
+    "DEFAULT_STATE_DIR",
+    "PEER_NAME",
+    "PEER_NAME_ALLOWED",
+    "PLACEHOLDER_SECRET",
+    "Config",
+    "ConfigError",
+    "Endpoint",
+    "Hook",
+    "IPAddress",
+    "IPInterface",
+    "IPNetwork",
+    "InterfaceConfig",
+    "InvalidValue",
+    "Loaded",
+    "MetricsConfig",
+    "NatConfig",
+    "Problems",
+    "PublicEndpoint",
+    "StateConfig",
+    "ToyVpnConfig",
+    "WireGuardConfig",
+    "WireGuardPeerConfig",
+    "default_config",
+    "find_overlaps",
+    "load_config",
+    "parse_config",
+]

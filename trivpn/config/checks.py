@@ -1,0 +1,90 @@
+"""Value checks, run on a key right after it is structured: each raises InvalidValue."""
+
+import ipaddress
+import re
+from typing import Final
+
+from trivpn.config.errors import InvalidValue
+from trivpn.config.values import Endpoint, IPAddress, IPInterface, IPNetwork
+
+_IFNAMSIZ: Final = 16  # Linux interface names: 15 bytes plus the terminating NUL
+
+
+def check_ifname(name: str) -> None:
+    # the kernel's dev_valid_name(), so the error comes from us rather than from an ioctl
+    if (
+        not name
+        or len(name.encode()) >= _IFNAMSIZ
+        or name in (".", "..")
+        or any(c in "/:\0" or c.isspace() for c in name)
+    ):
+        raise InvalidValue(
+            name, "expected 1 to 15 characters without '/', ':' or whitespace, not '.' or '..'"
+        )
+
+
+def check_egress(name: str) -> None:
+    if name != "auto":
+        try:
+            check_ifname(name)
+        except InvalidValue:
+            raise InvalidValue(
+                name, 'expected an interface name or "auto" (the default route\'s interface)'
+            ) from None
+
+
+def check_mtu(mtu: int) -> None:
+    if not 576 <= mtu <= 9000:
+        raise InvalidValue(mtu, "expected 576 to 9000 (1280 or more with an IPv6 address)")
+
+
+def check_addresses(addresses: tuple[IPInterface, ...]) -> None:
+    if not addresses:
+        raise InvalidValue(addresses, 'expected at least one address, e.g. ["10.8.0.1/24"]')
+    seen: set[IPAddress] = set()
+    for a in addresses:
+        if a.ip in seen:
+            raise InvalidValue(addresses, f"duplicate address {a.ip}; list each address once")
+        seen.add(a.ip)
+
+
+def check_seconds(seconds: float) -> None:
+    if not seconds > 0:
+        raise InvalidValue(seconds, "expected a number of seconds greater than 0")
+
+
+def check_search_domain(domain: str) -> None:
+    # ToyVPN sends its parameters as ASCII, separated by spaces and commas
+    fits = all(c.isascii() and c.isprintable() and c not in " ," for c in domain)
+    if not fits or len(domain) > 253:
+        raise InvalidValue(domain, "expected an ASCII domain name without spaces or commas, or ''")
+
+
+# Peer names, in the TOML file and in the peer registry alike.
+PEER_NAME: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+PEER_NAME_ALLOWED: Final = "expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -"
+
+
+def check_peer_name(name: str) -> None:
+    if not PEER_NAME.fullmatch(name):
+        raise InvalidValue(name, PEER_NAME_ALLOWED)
+
+
+def check_persistent_keepalive(seconds: int | None) -> None:
+    if seconds is not None and not 1 <= seconds <= 65535:
+        raise InvalidValue(seconds, "expected 1 to 65535 seconds; leave the key out for none")
+
+
+def check_rate(rate: float) -> None:
+    if not rate > 0:
+        raise InvalidValue(rate, "expected a number of messages per second greater than 0")
+
+
+def check_client_allowed_ips(networks: tuple[IPNetwork, ...]) -> None:
+    if not networks:
+        raise InvalidValue(networks, 'expected at least one network, e.g. ["0.0.0.0/0", "::/0"]')
+
+
+def check_peer_endpoint(endpoint: Endpoint) -> None:
+    if ipaddress.ip_address(endpoint.host).is_unspecified:
+        raise InvalidValue(endpoint, "expected the peer's own address, not a wildcard")

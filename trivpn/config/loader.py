@@ -1,0 +1,188 @@
+"""Reading a configuration: the cattrs converter, the tiers of checks, the entry points."""
+
+import os
+import pathlib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import attrs
+import cattrs
+from cattrs.errors import AttributeValidationNote, ClassValidationError
+from cattrs.gen import make_dict_structure_fn, override
+
+from trivpn.config.errors import ConfigError, InvalidValue, Problems
+from trivpn.config.fields import BY_LOADER, CHECK, FILE_KEY, HOOK, NOT_IN_FILE, Hook, Loaded
+from trivpn.config.hooks import VALUE_HOOKS, is_tuple_of_any_length, tuple_hook
+from trivpn.config.interface import InterfaceConfig, interface_problems
+from trivpn.config.problem_lines import describe
+from trivpn.config.root import Config, config_problems
+from trivpn.config.secret_files import read_secret_file
+from trivpn.config.state import StateConfig, load_state_dir
+from trivpn.config.toyvpn import ToyVpnConfig, toyvpn_problems
+from trivpn.config.values import Endpoint, PublicEndpoint
+from trivpn.config.wireguard import WireGuardConfig, load_private_key, wireguard_problems
+
+
+def _is_section(t: Any) -> bool:
+    return attrs.has(t) and t not in (Endpoint, PublicEndpoint)
+
+
+def _noted(error: Exception, key: str, cl: type) -> Exception:
+    error.add_note(AttributeValidationNote(f"{cl.__qualname__} @ {key}", key, object))
+    return error
+
+
+_SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
+    InterfaceConfig: interface_problems,
+    ToyVpnConfig: toyvpn_problems,
+    WireGuardConfig: wireguard_problems,
+    Config: config_problems,
+}
+
+
+_LOADERS: Final[Mapping[type, Callable[[dict[str, Any], pathlib.Path | None], Loaded]]] = {
+    WireGuardConfig: load_private_key,
+    StateConfig: load_state_dir,
+}
+
+
+def _missing_keys_named(error: ClassValidationError, cl: type) -> list[Exception]:
+    """cattrs' errors, with its KeyError for a missing required key made one of ours."""
+    errors: list[Exception] = []
+    for sub in error.exceptions:
+        notes = [n for n in getattr(sub, "__notes__", ()) if isinstance(n, AttributeValidationNote)]
+        if isinstance(sub, KeyError) and notes:
+            sub = _noted(InvalidValue(None, "required", shown="(not set)"), notes[0].name, cl)
+        errors.append(sub)
+    return errors
+
+
+def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None) -> Hook:
+    attrs.resolve_types(cl)
+    fields = attrs.fields(cl)
+    overrides: dict[str, Any] = {}  # Any: mypy can't tell **overrides from the flag args
+    for f in fields:
+        if f.metadata.get(NOT_IN_FILE) or f.metadata.get(BY_LOADER):
+            overrides[f.name] = override(omit=True)
+        elif CHECK in f.metadata or HOOK in f.metadata:
+            hook = f.metadata.get(HOOK) or conv.get_structure_hook(f.type)
+            if CHECK in f.metadata:
+                hook = _then_check(hook, f.metadata[CHECK])
+            overrides[f.name] = override(struct_hook=hook)
+    structure_keys = make_dict_structure_fn(
+        cl,
+        conv,
+        _cattrs_forbid_extra_keys=True,
+        _cattrs_detailed_validation=True,
+        _cattrs_use_linecache=False,
+        **overrides,
+    )
+    file_keys = {f.metadata[FILE_KEY]: f.name for f in fields if FILE_KEY in f.metadata}
+    section_check = _SECTION_CHECKS.get(cl)
+    loader = _LOADERS.get(cl)
+
+    def structure(value: object, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise InvalidValue(value, "expected a table: a [section] or { key = value, ... }")
+        table = dict(value)
+        errors: list[Exception] = []
+        for file_key, name in file_keys.items():
+            if file_key not in table:
+                continue
+            path = table.pop(file_key)
+            try:
+                if name in table:
+                    raise InvalidValue(path, f"set either {name} or {file_key}, not both")
+                table[name] = read_secret_file(path, base_dir)
+            except InvalidValue as e:
+                errors.append(_noted(e, file_key, cl))
+        loaded: dict[str, Any] = {}
+        if loader is not None:
+            loaded, load_problems = loader(table, base_dir)
+            errors += [_noted(e, key, cl) for key, e in load_problems]
+        try:
+            section = structure_keys(table, cl)
+        except ClassValidationError as e:
+            errors += _missing_keys_named(e, cl)
+        if errors:
+            raise ClassValidationError(f"While structuring {cl.__name__}", errors, cl)
+        section = attrs.evolve(section, **loaded)
+        problems = section_check(section) if section_check else []
+        if problems:
+            noted = [_noted(e, key, cl) for key, e in problems]
+            raise ClassValidationError(f"While checking {cl.__name__}", noted, cl)
+        return section
+
+    return structure
+
+
+def _then_check(hook: Hook, check: Callable[[Any], None]) -> Hook:
+    def structure(value: object, t: Any) -> Any:
+        result = hook(value, t)
+        check(result)
+        return result
+
+    return structure
+
+
+def _converter(base_dir: pathlib.Path | None) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    for t, hook in VALUE_HOOKS.items():
+        conv.register_structure_hook(t, hook)
+    conv.register_structure_hook_factory(is_tuple_of_any_length, lambda t: tuple_hook(t, conv))
+    conv.register_structure_hook_factory(_is_section, lambda t: _section_hook(t, conv, base_dir))
+    return conv
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"(?P<msg>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
+
+
+def _syntax_problem(source: str, error: tomllib.TOMLDecodeError) -> str:
+    text = str(error)
+    if m := _TOML_POSITION.fullmatch(text):
+        return f"{source}: TOML syntax error at line {m['line']}, column {m['column']}: {m['msg']}"
+    if text.endswith(" (at end of document)"):
+        return f"{source}: TOML syntax error at end of document: {text[:-21]}"
+    return f"{source}: TOML syntax error: {text}"
+
+
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: pathlib.Path | None = None
+) -> Config:
+    """Parse TOML text; relative file keys (secret_file) resolve against `base_dir` (else the
+    working directory). Raises ConfigError listing every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([_syntax_problem(source, e)]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: TOML nested too deeply"]) from None
+    try:
+        config = _converter(base_dir).structure(data, Config)
+    except (cattrs.BaseValidationError, InvalidValue) as e:
+        raise ConfigError(describe(e, "")) from None
+    return attrs.evolve(config, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a config file; secret_file paths are relative to its directory."""
+    file = pathlib.Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{file}: cannot read the config file — {e.strerror or e}"]) from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{file}: not UTF-8 text (bad byte at offset {e.start})"]) from None
+    return parse_config(text, source=os.fspath(path), base_dir=file.absolute().parent)
+
+
+def default_config() -> Config:
+    """Every key at its default: the shipped conf/trivpn.toml with ToyVPN's secret removed and
+    WireGuard off (the shipped file turns it on)."""
+    return Config()

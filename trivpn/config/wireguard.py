@@ -1,0 +1,152 @@
+"""[wireguard] and its [[wireguard.peers]]."""
+
+import ipaddress
+import pathlib
+from typing import Any, Final
+
+import attrs
+
+from trivpn.config.checks import (
+    check_client_allowed_ips,
+    check_peer_endpoint,
+    check_peer_name,
+    check_persistent_keepalive,
+    check_rate,
+)
+from trivpn.config.errors import InvalidValue, Problems
+from trivpn.config.fields import BY_LOADER, FILE_KEY, HOOK, Loaded, checked, hooked
+from trivpn.config.hooks import endpoint_hook, networks_hook, structure_key
+from trivpn.config.overlaps import find_overlaps
+from trivpn.config.secret_files import read_secret, secret_path
+from trivpn.config.values import Endpoint, IPAddress, IPNetwork, PublicEndpoint
+from trivpn.proto.wireguard import crypto, keys
+
+DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
+_PUBLIC_ENDPOINT_EXAMPLES: Final = "vpn.example.com:51820, 203.0.113.1:51820 or [2001:db8::1]:51820"
+
+
+@attrs.frozen(kw_only=True)
+class WireGuardPeerConfig:
+    """One ``[[wireguard.peers]]``: a client, or another site's gateway."""
+
+    name: str = attrs.field(metadata=checked(check_peer_name))
+    public_key: bytes = attrs.field(metadata=hooked(structure_key))
+    allowed_ips: tuple[IPNetwork, ...] = attrs.field(metadata=hooked(networks_hook("10.8.0.2/32")))
+    preshared_key: bytes | None = attrs.field(
+        default=None,
+        repr=False,
+        metadata={FILE_KEY: "preshared_key_file", HOOK: structure_key},
+    )
+    endpoint: Endpoint | None = attrs.field(
+        default=None,
+        metadata=hooked(
+            endpoint_hook("203.0.113.7:51820 or [2001:db8::7]:51820"), check_peer_endpoint
+        ),
+    )
+    persistent_keepalive: int | None = attrs.field(
+        default=None, metadata=checked(check_persistent_keepalive)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class WireGuardConfig:
+    """The WireGuard protocol; off unless enabled."""
+
+    enabled: bool = False
+    listen: Endpoint = attrs.field(
+        default=Endpoint("0.0.0.0", 51820),
+        metadata=hooked(endpoint_hook("0.0.0.0:51820 or [::]:51820")),
+    )
+    # Both keys are read by load_private_key. A private_key_file that does not exist yet is
+    # fine (`serve` creates it, mode 0600): then private_key is None. A file readable by others
+    # is not refused here; the server warns about it when it reads the key.
+    private_key: bytes | None = attrs.field(default=None, repr=False, metadata={BY_LOADER: True})
+    private_key_file: pathlib.Path | None = attrs.field(
+        default=DEFAULT_PRIVATE_KEY_FILE, metadata={BY_LOADER: True}
+    )
+    under_load_rate: float = attrs.field(default=500.0, metadata=checked(check_rate))
+    peers: tuple[WireGuardPeerConfig, ...] = ()
+    # What `trivpn peer add` writes into client configs; the server itself never reads them.
+    public_endpoint: PublicEndpoint | None = attrs.field(
+        default=None,
+        metadata=hooked(endpoint_hook(_PUBLIC_ENDPOINT_EXAMPLES, PublicEndpoint.parse)),
+    )
+    client_dns: tuple[IPAddress, ...] = (ipaddress.IPv4Address("1.1.1.1"),)
+    client_allowed_ips: tuple[IPNetwork, ...] = attrs.field(
+        default=(ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0")),
+        metadata=hooked(networks_hook("0.0.0.0/0"), check_client_allowed_ips),
+    )
+
+
+def wireguard_problems(wg: WireGuardConfig) -> Problems:
+    problems: Problems = []
+    if wg.enabled and wg.private_key is None and wg.private_key_file is None:
+        required = "required when enabled: set private_key or private_key_file"
+        problems.append(("private_key", InvalidValue(None, required, shown="(not set)")))
+    own_key = crypto.public_key(wg.private_key) if wg.private_key is not None else None
+    names: dict[str, int] = {}
+    public_keys: dict[bytes, int] = {}
+    for i, peer in enumerate(wg.peers):
+        key = f"peers[{i}].public_key"
+        shown = repr(keys.encode_key(peer.public_key))
+        if peer.name in names:
+            first = names[peer.name]
+            problems.append(
+                (f"peers[{i}].name", InvalidValue(peer.name, f"peers[{first}] has this name too"))
+            )
+        names.setdefault(peer.name, i)
+        if peer.public_key in public_keys:
+            first = public_keys[peer.public_key]
+            again = f"peers[{first}] ({wg.peers[first].name}) has this key too; one peer per key"
+            problems.append((key, InvalidValue(None, again, shown=shown)))
+        public_keys.setdefault(peer.public_key, i)
+        if peer.public_key == own_key:
+            mine = "the server's own public key; expected the peer's"
+            problems.append((key, InvalidValue(None, mine, shown=shown)))
+    problems += find_overlaps(peer_allowed_ips(wg))
+    return problems
+
+
+def peer_allowed_ips(wg: WireGuardConfig) -> list[tuple[str, IPNetwork]]:
+    return [
+        (f"peers[{i}].allowed_ips[{j}]", net)
+        for i, peer in enumerate(wg.peers)
+        for j, net in enumerate(peer.allowed_ips)
+    ]
+
+
+def load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[wireguard] private_key or private_key_file, which defaults to DEFAULT_PRIVATE_KEY_FILE.
+
+    A file that does not exist is no problem (`serve` generates it); "" means no file.
+    """
+    inline = table.pop("private_key", None)
+    file_value = table.pop("private_key_file", None)
+    if inline is not None:
+        problems: Problems = []
+        if file_value is not None:
+            both = "set either private_key or private_key_file, not both"
+            problems.append(("private_key_file", InvalidValue(file_value, both)))
+        try:
+            return {"private_key": structure_key(inline, None), "private_key_file": None}, problems
+        except InvalidValue as e:
+            return {}, [*problems, ("private_key", e)]
+    if file_value is None:
+        file_value = str(DEFAULT_PRIVATE_KEY_FILE)
+    if file_value == "":
+        return {"private_key_file": None}, []
+    try:
+        path = secret_path(file_value, base_dir)
+        try:
+            data = read_secret(file_value, path)
+        except FileNotFoundError:
+            return {"private_key_file": path}, []
+        except OSError as e:
+            raise InvalidValue(file_value, f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            key = structure_key(data, None)
+        except InvalidValue as e:
+            raise InvalidValue(file_value, f"{path}: {e.allowed}") from None
+    except InvalidValue as e:
+        return {}, [("private_key_file", e)]
+    return {"private_key": key, "private_key_file": path}, []
