@@ -384,31 +384,6 @@ class WireGuardClient:
             _stop_wireguard_go(self.wg)
 
 
-WG_TRIVPN_CONFIG = """\
-[interface]
-name = "{tun_name}"
-address = ["{address}"]
-mtu = 1420
-
-[nat]
-masquerade = true
-egress = "auto"
-
-[state]
-dir = "state"  # beside this file: never the host's /var/lib/trivpn
-
-[wireguard]
-enabled = true
-listen = "0.0.0.0:{port}"
-private_key_file = "{key_file}"
-
-[[wireguard.peers]]
-name = "bench-client"
-public_key = "{client_key}"
-allowed_ips = ["{client_ip}/32"]
-"""
-
-
 class WireGuardTrivpnScenario:
     """`trivpn serve` with WireGuard on (ToyVPN off) and the wireguard-go client as its peer."""
 
@@ -417,23 +392,25 @@ class WireGuardTrivpnScenario:
     def __init__(self, client: WireGuardClient) -> None:
         self.client = client
         self.server: netlab.Trivpn | None = None
+        # The UAPI socket directory is shared by every namespace: a name no parallel run uses.
+        self.ifname = wglab.unique_ifname("tvwg")
 
     def start(self, lab: netlab.Lab, work: Path) -> None:
         # The key travels in a 0600 file, never on a command line or in the output.
-        private_key = wglab.wg_genkey()
+        keys = wglab.ServerKeys.generate()
         key_file = work / "wg-trivpn.key"
         key_file.unlink(missing_ok=True)
         key_file.touch(mode=0o600)
-        key_file.write_text(private_key + "\n")
+        key_file.write_text(keys.private + "\n")
         config = work / "trivpn-wg.toml"
+        client_peer = wglab.peer_table("bench-client", self.client.public_key, f"{WG_CLIENT_IP}/32")
         config.write_text(
-            WG_TRIVPN_CONFIG.format(
-                tun_name=f"tvwg{os.getpid() % 100000}",
-                address=WG_SERVER_ADDRESS,
+            wglab.server_config(
+                self.ifname,
+                key_file,
+                client_peer,
+                addresses=(WG_SERVER_ADDRESS,),
                 port=WG_TRIVPN_PORT,
-                key_file=key_file,
-                client_key=self.client.public_key,
-                client_ip=WG_CLIENT_IP,
             )
         )
         # Log level warning keeps logging off the hot path; readiness is read from the system.
@@ -447,7 +424,7 @@ class WireGuardTrivpnScenario:
             15,
             "trivpn serve to listen for WireGuard",
         )
-        self.client.connect(wglab.wg_pubkey(private_key), WG_TRIVPN_PORT, lambda: _alive(server))
+        self.client.connect(keys.public, WG_TRIVPN_PORT, lambda: _alive(server))
 
     def processes(self) -> dict[str, int]:
         assert self.server is not None

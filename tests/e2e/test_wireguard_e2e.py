@@ -7,13 +7,12 @@ is the server at 198.51.100.1:51820 with allowed-ips 0.0.0.0/0.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,67 +20,16 @@ import netlab
 import pytest
 import wglab
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        shutil.which("wireguard-go") is None or shutil.which("wg") is None,
-        reason="wireguard-go and wg (Debian's wireguard-go, wireguard-tools) not installed",
-    ),
-]
+pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvw", clients=1)]
 
-WG_PORT = 51820
+WG_PORT = wglab.WG_PORT
 CLIENT_PORT = 51821
 CLIENT_ADDRESS = "10.8.0.2"
 TOYVPN_PORT = 8000
 TOYVPN_SECRET = "lab-secret-1234"
 HANDSHAKE_INIT_LEN = 148  # bytes of a handshake initiation on the wire
 
-
-class Keys:
-    """The server's key pair, made by `wg genkey` (the config carries it inline)."""
-
-    def __init__(self) -> None:
-        self.private = wglab.wg_genkey()
-        self.public = wglab.wg_pubkey(self.private)
-
-
-def peer_toml(name: str, public_key: str, address: str, endpoint: str | None = None) -> str:
-    text = f"""
-[[wireguard.peers]]
-name = "{name}"
-public_key = "{public_key}"
-allowed_ips = ["{address}/32"]
-"""
-    return text + (f'endpoint = "{endpoint}"\n' if endpoint else "")
-
-
-# The UAPI socket (/var/run/wireguard/<name>.sock) is shared by every namespace: the TUN's
-# name must not collide with a parallel run's.
-TUN_NAME = f"tvwg{os.getpid() % 100000}"
-
-
-def config_text(server_key: Keys, peers: str, toyvpn: bool = False) -> str:
-    text = f"""
-[interface]
-name = "{TUN_NAME}"
-address = ["10.8.0.1/24"]
-mtu = 1420
-
-[nat]
-masquerade = true
-egress = "auto"
-
-[state]
-dir = "state"  # beside this file: never the host's /var/lib/trivpn
-
-[wireguard]
-enabled = true
-listen = "0.0.0.0:{WG_PORT}"
-private_key = "{server_key.private}"
-under_load_rate = 500
-"""
-    if toyvpn:
-        text += f"""
+TOYVPN_TABLE = f"""
 [toyvpn]
 enabled = true
 listen = "0.0.0.0:{TOYVPN_PORT}"
@@ -90,80 +38,56 @@ pool = "10.8.0.128/25"
 dns = ["192.0.2.53"]
 routes = ["0.0.0.0/0"]
 """
-    return text + peers
 
 
-@pytest.fixture
-def lab() -> Iterator[netlab.Lab]:
-    with netlab.Lab("tvw", clients=1) as lab:
-        yield lab
+@dataclass
+class Setup:
+    """The lab, the trivpn under test (``server``) and its wireguard-go clients at 10.8.0.2."""
 
+    lab: netlab.Lab
+    server: wglab.LabServer
+    wg_client: Callable[..., wglab.WireGuardGo]
 
-@pytest.fixture
-def server_key() -> Keys:
-    return Keys()
+    @property
+    def keys(self) -> wglab.ServerKeys:
+        return self.server.keys
 
-
-@pytest.fixture
-def processes() -> Iterator[list[netlab.Trivpn]]:
-    """trivpn processes a test started; killed at teardown if the test did not stop them."""
-    started: list[netlab.Trivpn] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
-@pytest.fixture
-def serve(
-    tmp_path: Path, server_key: Keys, processes: list[netlab.Trivpn], lab: netlab.Lab
-) -> Callable[..., netlab.Trivpn]:
-    def start(peers: str, toyvpn: bool = False) -> netlab.Trivpn:
-        path = tmp_path / "trivpn.toml"
-        path.write_text(config_text(server_key, peers, toyvpn))
-        server = netlab.Trivpn(lab.server, ["serve", "-c", str(path)], tmp_path / "server.log")
-        processes.append(server)
-        listening = f"wireguard: listening on 0.0.0.0:{WG_PORT}, public key {server_key.public}"
-        server.wait_log(listening)
-        server.wait_log("trivpn serving")
-        return server
-
-    return start
-
-
-@pytest.fixture
-def wg_peers(tmp_path: Path) -> Iterator[Callable[..., wglab.WireGuardGo]]:
-    """Start wireguard-go interfaces; all stopped (socket files removed) before the lab goes."""
-    started: list[wglab.WireGuardGo] = []
-
-    def start(ns: netlab.Netns, listen_port: int | None = None) -> wglab.WireGuardGo:
-        wg = wglab.WireGuardGo(
-            ns, listen_port=listen_port, log_path=tmp_path / f"wireguard-go-{len(started)}.log"
+    def client(
+        self, ns: netlab.Netns, *, listen_port: int | None = None, with_endpoint: bool = True
+    ) -> wglab.WireGuardGo:
+        """wireguard-go in ``ns`` with 10.8.0.2/32, everything routed to the server peer."""
+        return self.wg_client(
+            ns, CLIENT_ADDRESS, listen_port=listen_port, with_endpoint=with_endpoint
         )
-        started.append(wg)
-        return wg
 
-    yield start
-    for wg in started:
-        wg.stop()
+    def serve(
+        self, name: str, public_key: str, *, endpoint: str | None = None, toyvpn: bool = False
+    ) -> netlab.Trivpn:
+        """`trivpn serve` with the one peer ``name`` at 10.8.0.2 (and ToyVPN with ``toyvpn``)."""
+        peer = wglab.peer_table(name, public_key, f"{CLIENT_ADDRESS}/32", endpoint=endpoint)
+        extra = TOYVPN_TABLE if toyvpn else ""
+        self.server.write_config(peer, wireguard={"under_load_rate": 500}, extra=extra)
+        listening = f"wireguard: listening on 0.0.0.0:{WG_PORT}, public key {self.keys.public}"
+        return self.server.start(listening)
+
+    def serve_first_client(
+        self,
+        name: str,
+        *,
+        endpoint: str | None = None,
+        listen_port: int | None = None,
+        with_endpoint: bool = True,
+    ) -> tuple[wglab.WireGuardGo, netlab.Trivpn]:
+        """A client() in the lab's first client ns, then serve() with it as the peer ``name``."""
+        wg = self.client(self.lab.clients[0], listen_port=listen_port, with_endpoint=with_endpoint)
+        return wg, self.serve(name, wg.public_key, endpoint=endpoint)
 
 
-def wg_client(
-    start: Callable[..., wglab.WireGuardGo],
-    client: netlab.Netns,
-    server_key: Keys,
-    *,
-    listen_port: int | None = None,
-    with_endpoint: bool = True,
-) -> wglab.WireGuardGo:
-    """wireguard-go in ``client`` with 10.8.0.2/32, everything routed to the server peer."""
-    wg = start(client, listen_port)
-    server_ip = client.server_ip  # type: ignore[attr-defined]
-    endpoint = f"{server_ip}:{WG_PORT}" if with_endpoint else None
-    wg.add_peer(server_key.public, allowed_ips=("0.0.0.0/0",), endpoint=endpoint)
-    # The server's UDP endpoint is on-link through eth0, so a default route into the tunnel
-    # does not swallow the tunnel's own datagrams.
-    wg.up(f"{CLIENT_ADDRESS}/32", routes=("default",))
-    return wg
+@pytest.fixture
+def setup(
+    lab: netlab.Lab, server: wglab.LabServer, wg_client: Callable[..., wglab.WireGuardGo]
+) -> Setup:
+    return Setup(lab, server, wg_client)
 
 
 def ping(ns: netlab.Netns, dst: str, count: int = 3) -> None:
@@ -181,15 +105,10 @@ def handshake_times(log: str, name: str) -> list[datetime]:
     ]
 
 
-def test_handshake_ping_and_tcp_through_nat(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-) -> None:
+def test_handshake_ping_and_tcp_through_nat(setup: Setup) -> None:
+    lab, server_key = setup.lab, setup.keys
     client = lab.clients[0]
-    wg = wg_client(wg_peers, client, server_key)
-    server = serve(peer_toml("alice", wg.public_key, CLIENT_ADDRESS))
+    wg, server = setup.serve_first_client("alice")
 
     ping(client, netlab.INTERNET_HOST)
     status = wg.peer(server_key.public)
@@ -208,17 +127,14 @@ def test_handshake_ping_and_tcp_through_nat(
     assert "wireguard: peer alice endpoint changed from none to 198.51.100.2:" in log
 
 
-def test_server_initiates_toward_a_configured_endpoint(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-) -> None:
+def test_server_initiates_toward_a_configured_endpoint(setup: Setup) -> None:
+    lab, server_key = setup.lab, setup.keys
     client = lab.clients[0]
-    # No endpoint on the client's side: it cannot initiate, only answer.
-    wg = wg_client(wg_peers, client, server_key, listen_port=CLIENT_PORT, with_endpoint=False)
     endpoint = f"{client.client_ip}:{CLIENT_PORT}"  # type: ignore[attr-defined]
-    server = serve(peer_toml("bob", wg.public_key, CLIENT_ADDRESS, endpoint=endpoint))
+    # No endpoint on the client's side: it cannot initiate, only answer.
+    wg, server = setup.serve_first_client(
+        "bob", endpoint=endpoint, listen_port=CLIENT_PORT, with_endpoint=False
+    )
     before = wg.peer(server_key.public)
     assert (before.latest_handshake, before.transfer_tx, before.endpoint) == (0, 0, None)
 
@@ -244,15 +160,10 @@ print(c.recv(100).decode())
 """
 
 
-def test_client_roams_to_a_new_port_during_a_transfer(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-) -> None:
+def test_client_roams_to_a_new_port_during_a_transfer(setup: Setup) -> None:
+    lab, server_key = setup.lab, setup.keys
     client = lab.clients[0]
-    wg = wg_client(wg_peers, client, server_key, listen_port=CLIENT_PORT)
-    server = serve(peer_toml("carol", wg.public_key, CLIENT_ADDRESS))
+    wg, server = setup.serve_first_client("carol", listen_port=CLIENT_PORT)
     ping(client, netlab.INTERNET_HOST, count=1)
 
     port, nbytes = 5003, 8 << 20
@@ -286,16 +197,12 @@ def test_client_roams_to_a_new_port_during_a_transfer(
     assert server.stop() == 0, server.log()
 
 
-def test_unknown_key_gets_no_answer_and_known_peer_is_served(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-) -> None:
+def test_unknown_key_gets_no_answer_and_known_peer_is_served(setup: Setup) -> None:
+    lab, server_key = setup.lab, setup.keys
     known_ns, stranger_ns = lab.clients[0], lab.add_client("tvw")
-    known = wg_client(wg_peers, known_ns, server_key)
-    stranger = wg_client(wg_peers, stranger_ns, server_key)  # its key is not in the config
-    server = serve(peer_toml("dave", known.public_key, CLIENT_ADDRESS))
+    known = setup.client(known_ns)
+    stranger = setup.client(stranger_ns)  # its key is not in the config
+    server = setup.serve("dave", known.public_key)
 
     stranger_ns.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST, check=False)
     # wireguard-go retries its initiation every 5 s; wait for a second try, then nothing heard.
@@ -319,15 +226,10 @@ def test_unknown_key_gets_no_answer_and_known_peer_is_served(
 
 
 @pytest.mark.slow
-def test_rekey_after_120_seconds_keeps_traffic_flowing(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-) -> None:
+def test_rekey_after_120_seconds_keeps_traffic_flowing(setup: Setup) -> None:
+    lab, server_key = setup.lab, setup.keys
     client = lab.clients[0]
-    wg = wg_client(wg_peers, client, server_key)
-    server = serve(peer_toml("erin", wg.public_key, CLIENT_ADDRESS))
+    wg, server = setup.serve_first_client("erin")
 
     count = 280  # one every 0.5 s: 140 s, across the initiator's rekey at 120 s
     started = time.time()
@@ -350,16 +252,12 @@ def test_rekey_after_120_seconds_keeps_traffic_flowing(
 
 
 def test_toyvpn_and_wireguard_clients_at_once(
-    lab: netlab.Lab,
-    serve: Callable[..., netlab.Trivpn],
-    wg_peers: Callable[..., wglab.WireGuardGo],
-    server_key: Keys,
-    tmp_path: Path,
-    processes: list[netlab.Trivpn],
+    setup: Setup, tmp_path: Path, processes: list[netlab.Trivpn]
 ) -> None:
+    lab, server_key = setup.lab, setup.keys
     toy_ns, wg_ns = lab.clients[0], lab.add_client("tvw")
-    wg = wg_client(wg_peers, wg_ns, server_key)
-    server = serve(peer_toml("frank", wg.public_key, CLIENT_ADDRESS), toyvpn=True)
+    wg = setup.client(wg_ns)
+    server = setup.serve("frank", wg.public_key, toyvpn=True)
     toy = netlab.Trivpn(
         toy_ns,
         ["toyvpn-connect", f"{netlab.SERVER_WAN}:{TOYVPN_PORT}", "--secret", TOYVPN_SECRET,
