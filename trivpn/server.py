@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
@@ -86,8 +86,21 @@ class Server:
         self.egress = resolve_egress(cfg) if cfg.nat.masquerade else cfg.nat.egress
         if cfg.nat.masquerade and not link.link_exists(self.egress):
             log.warning("egress interface %s does not exist (yet)", self.egress)
+        # The signal watcher outlives the serving scope: a second Ctrl-C or SIGTERM during the
+        # clean-up is absorbed instead of killing the process before the nft table and the
+        # sysctls are restored.
+        serving = trio.CancelScope()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_signals, signals, serving)
+                with serving:
+                    await self._serve(task_status)
+                outer.cancel_scope.cancel()
+        self._log_counters()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        cfg = self.cfg
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             await nursery.start(self._nft_manager)
             with contextlib.ExitStack() as stack:
                 tun = Tun.open(cfg.interface.name, offload=True)
@@ -116,7 +129,6 @@ class Server:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
                     log.info("trivpn serving (nat egress %s)", self.egress or "off")
                     task_status.started()
-        self._log_counters()
 
     # -- the control plane -------------------------------------------------------------------
 
@@ -130,15 +142,16 @@ class Server:
         render = metrics.renderer(lambda: control.live_document(self, ifname))
         await metrics.serve_metrics(render, listen, task_status=task_status)
 
-    async def _watch_signals(self, scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await reload_config(self)  # logs its own errors; never stops the server
-                    continue
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                scope.cancel()
-                return
+    async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if serving.cancel_called:
+                log.info("%s: already shutting down", name)
+            elif signum == signal.SIGHUP:
+                await reload_config(self)  # logs its own errors; never stops the server
+            else:
+                log.info("%s: shutting down", name)
+                serving.cancel()
 
     async def _nft_manager(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Forwarding on and the `inet trivpn` table in place while the server runs."""

@@ -264,3 +264,21 @@ def test_client_reconnects_when_the_server_comes_back(
     finally:
         conn.stop()
         assert server.stop() == 0, server.log()
+
+
+def test_a_second_signal_during_shutdown_does_not_cut_the_cleanup_short(
+    lab: netlab.Lab, config: Path, tmp_path: Path
+) -> None:
+    server = start_server(lab, config, tmp_path)
+    assert forwarding(lab.server) == "1"
+    # As a terminal's Ctrl-C reaches the whole process group and a supervisor follows with
+    # SIGTERM: both arrive before the clean-up can finish.
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal.SIGINT)
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+    log = server.log()
+    assert "SIGINT: shutting down" in log and "already shutting down" in log
+    assert "table inet trivpn removed" in log
+    assert nft_tables(lab.server) == []
+    assert forwarding(lab.server) == "0"
