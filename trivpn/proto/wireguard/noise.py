@@ -103,11 +103,7 @@ class Handshake:
         except crypto.CryptoError:
             raise ValueError("the peer's public key is a low-order point") from None
         self.state = State.ZEROED
-        self._hash = b""
-        self._chaining_key = b""
-        self._local_ephemeral = b""
-        self._remote_ephemeral = b""
-        self.local_index = 0
+        self.clear()
         self.remote_index = 0
         self.last_timestamp = bytes(crypto.TIMESTAMP_LEN)
         self.last_initiation_consumption = float("-inf")
