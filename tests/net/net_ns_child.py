@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from trivpn.net import link, nft, sysctl, tun
+from trivpn.net.offload import checksum
 
 
 def decode(value: Any) -> Any:
@@ -50,16 +51,6 @@ def encode(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)  # ipaddress objects
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_reply_for(request: bytes) -> bytes:

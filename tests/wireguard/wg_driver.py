@@ -16,16 +16,8 @@ import struct
 import sys
 import time
 
+from trivpn.net.offload import checksum
 from trivpn.proto.wireguard import Device, Output, PeerConfig
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
