@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from trivpn import unixsock
+from trivpn.endpoints import format_endpoint
 from trivpn.proto.wireguard import encode_key
 
 if TYPE_CHECKING:
@@ -72,10 +73,7 @@ def socket_path(ifname: str, directory: Path | None = None) -> Path:
 
 
 def show_endpoint(addr: tuple[Any, ...] | None) -> str | None:
-    if addr is None:
-        return None
-    host = str(addr[0]).removeprefix("::ffff:")
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return None if addr is None else format_endpoint(addr)
 
 
 def status_document(server: Server, ifname: str, *, now: float, wallclock: float) -> dict[str, Any]:

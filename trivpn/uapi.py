@@ -26,6 +26,8 @@ from typing import Final, Protocol
 
 import attrs
 
+from trivpn.endpoints import format_endpoint
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = tuple[str, int]
 
@@ -361,11 +363,6 @@ def parse_request(request: bytes) -> Request:
 
 
 # --- formatting ----------------------------------------------------------------------------------
-
-
-def format_endpoint(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def format_errno(code: int) -> bytes:

@@ -156,14 +156,6 @@ class DatagramSocket:
                 raise
 
 
-def plain_address(addr: Addr) -> tuple[str, int]:
-    """(host, port) of a received address: v4-mapped IPv6 shown as IPv4, flow/scope dropped."""
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
-
-
 def open_listener(endpoint: Endpoint, *, offload: bool = True) -> DatagramSocket:
     """A bound, non-blocking UDP socket; ``[::]`` listens dual-stack."""
     sock = socket.socket(endpoint.family, socket.SOCK_DGRAM)

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from trivpn import udp
+from trivpn.endpoints import plain_address
 
 
 @pytest.fixture
@@ -107,5 +108,5 @@ def test_v4_endpoints_are_mapped_on_a_dual_stack_socket() -> None:
     assert sock.send(b"hello", rx.getsockname())
     data, _ = rx.recvfrom(100)
     assert data == b"hello"
-    assert udp.plain_address(("::ffff:192.0.2.7", 5, 0, 0)) == ("192.0.2.7", 5)
-    assert udp.plain_address(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
+    assert plain_address(("::ffff:192.0.2.7", 5, 0, 0)) == ("192.0.2.7", 5)
+    assert plain_address(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)

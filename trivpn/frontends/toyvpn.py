@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from trivpn.config import ToyVpnConfig
+from trivpn.endpoints import format_endpoint
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
 from trivpn.ratelimit import LogLimiter
@@ -24,12 +25,6 @@ from trivpn.udp import DatagramSocket
 log = logging.getLogger("trivpn")
 
 Sender = Callable[[list[bytes], float], None]
-
-
-def display(addr: tuple[Any, ...]) -> str:
-    """A UDP endpoint as an operator reads it (v4-mapped shown as IPv4)."""
-    host = str(addr[0]).removeprefix("::ffff:")
-    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
 class ToyVpnFront:
@@ -83,7 +78,9 @@ class ToyVpnFront:
                         self._refused(result, addr, now)
                 except Exception:
                     counters["receive_error"] += 1
-                    log.exception("toyvpn: handling a datagram from %s failed", display(addr))
+                    log.exception(
+                        "toyvpn: handling a datagram from %s failed", format_endpoint(addr)
+                    )
             if to_tun:
                 # The UDP checksum already covered each packet in transit: no re-verifying.
                 counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
@@ -102,13 +99,13 @@ class ToyVpnFront:
             sock.send_many([encapsulate(p, now) for p in packets], addr)
 
         self.router.add(ipaddress.ip_network(session.address), send)
-        log.info("toyvpn: client %s connected as %s", display(addr), session.address)
+        log.info("toyvpn: client %s connected as %s", format_endpoint(addr), session.address)
         nursery.start_soon(self._session, session)
 
     def _refused(self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float) -> None:
         if refused.reason == "bad_secret":
             self._limiter.warning(
-                "toyvpn_bad_secret", now, "toyvpn: wrong secret from %s", display(addr)
+                "toyvpn_bad_secret", now, "toyvpn: wrong secret from %s", format_endpoint(addr)
             )
         elif refused.reason == "pool_full":
             self._limiter.warning(
@@ -116,7 +113,7 @@ class ToyVpnFront:
                 now,
                 "toyvpn: address pool full (%d in use); refusing %s",
                 self.protocol.pool.in_use,
-                display(addr),
+                format_endpoint(addr),
             )
 
     async def _session(self, session: toyvpn.Session) -> None:
@@ -127,7 +124,7 @@ class ToyVpnFront:
             )
             log.info(
                 "toyvpn: client %s (%s) idle; session ended",
-                display(session.addr),
+                format_endpoint(session.addr),
                 session.address,
             )
         finally:

@@ -24,6 +24,7 @@ import trio
 
 from trivpn import uapi
 from trivpn.config import WireGuardConfig, WireGuardPeerConfig
+from trivpn.endpoints import format_endpoint, plain_address
 from trivpn.net.tun import Tun
 from trivpn.proto.wireguard import (
     Device,
@@ -39,7 +40,7 @@ from trivpn.proto.wireguard import (
 )
 from trivpn.proto.wireguard.crypto import CryptoError, clamp, dh
 from trivpn.router import Router
-from trivpn.udp import DatagramSocket, plain_address
+from trivpn.udp import DatagramSocket
 
 log = logging.getLogger("trivpn")
 
@@ -60,10 +61,7 @@ PeerChangeHandler = Callable[[Sequence[PeerChange]], None]
 
 
 def _show(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return "none"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "none" if addr is None else format_endpoint(addr)
 
 
 class WireGuardFront:
