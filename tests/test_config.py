@@ -19,6 +19,7 @@ from trivpn.config import (
     WireGuardConfig,
     WireGuardPeerConfig,
     default_config,
+    find_duplicates,
     find_overlaps,
     load_config,
     parse_config,
@@ -402,6 +403,24 @@ def test_find_overlaps() -> None:
         ("e", "'10.0.0.0/8' — overlaps a (10.8.0.128/25)"),
         ("f", "'fd00::/64' — overlaps d (::/0)"),
     ]
+    # against a fixed list: the networks are not compared with each other
+    assert [
+        k
+        for k, _ in find_overlaps(
+            [("x", net("10.0.0.0/8")), ("y", net("10.1.0.0/16"))],
+            against=[("p", net("10.9.0.0/24"))],
+        )
+    ] == ["x"]
+
+
+def test_find_duplicates() -> None:
+    net = ipaddress.ip_network
+    found = find_duplicates(
+        [("a", net("10.0.0.0/8")), ("b", net("10.1.0.0/16")), ("c", net("10.0.0.0/8"))]
+    )
+    assert [(key, str(err)) for key, err in found] == [
+        ("c", "'10.0.0.0/8' — also a; a network is routed to one peer (nested ones may differ)")
+    ]
 
 
 # --- the secret -----------------------------------------------------------------------------
@@ -667,15 +686,29 @@ def test_allowed_ips_not_a_network(bad: str) -> None:
     )
 
 
-def test_allowed_ips_overlapping_another_peers() -> None:
-    text = WG + peer(ips='"10.8.0.0/29"') + peer("bob", BOB_PUB, '"fd00::/64", "10.8.0.4/30"')
+def test_allowed_ips_given_to_two_peers() -> None:
+    text = WG + peer(ips='"10.8.0.0/29"') + peer("bob", BOB_PUB, '"fd00::/64", "10.8.0.0/29"')
     line = only_problem(text)
     assert line == (
-        "wireguard.peers[1].allowed_ips[1]: '10.8.0.4/30' — "
-        "overlaps peers[0].allowed_ips[0] (10.8.0.0/29)"
+        "wireguard.peers[1].allowed_ips[1]: '10.8.0.0/29' — also peers[0].allowed_ips[0]; "
+        "a network is routed to one peer (nested ones may differ)"
     )
-    # an overlap is refused even when WireGuard is off: the peers are still listed together
+    # refused even when WireGuard is off: the peers are still listed together
     assert problems(text.replace("enabled = true", "enabled = false")) == [line]
+
+
+def test_allowed_ips_may_nest_across_peers() -> None:
+    # a site-to-site gateway routes 10.0.0.0/8; a peer inside it keeps its own /16 and /32
+    text = (
+        WG
+        + peer(ips='"10.8.0.2/32", "10.0.0.0/8"')
+        + peer("bob", BOB_PUB, '"10.1.0.0/16", "10.8.0.0/29"')
+    )
+    cfg = parse_config(text)
+    assert [list(map(str, p.allowed_ips)) for p in cfg.wireguard.peers] == [
+        ["10.8.0.2/32", "10.0.0.0/8"],
+        ["10.1.0.0/16", "10.8.0.0/29"],
+    ]
 
 
 def test_allowed_ips_overlapping_the_toyvpn_pool() -> None:
@@ -1164,3 +1197,28 @@ def test_metrics_unknown_key_names_the_allowed_one() -> None:
     assert only_problem("[metrics]\nport = 9586\n") == (
         "metrics.port: unknown key — allowed: listen"
     )
+
+
+# --- [wireguard] fwmark ---------------------------------------------------------------------
+
+
+def test_fwmark_defaults_to_none_and_takes_toml_integers() -> None:
+    assert parse_config("").wireguard.fwmark == 0
+    assert parse_config(WG + "fwmark = 0x1234\n").wireguard.fwmark == 0x1234
+    assert parse_config(WG + "fwmark = 4294967295\n").wireguard.fwmark == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("-1", "wireguard.fwmark: -1 — expected 0 (none) to 4294967295 (0xffffffff)"),
+        (
+            "4294967296",
+            "wireguard.fwmark: 4294967296 — expected 0 (none) to 4294967295 (0xffffffff)",
+        ),
+        ('"0x1234"', "wireguard.fwmark: '0x1234' — expected an integer"),
+        ("true", "wireguard.fwmark: true — expected an integer"),
+    ],
+)
+def test_bad_fwmark_names_key_and_value(value: str, line: str) -> None:
+    assert only_problem(WG + f"fwmark = {value}\n") == line

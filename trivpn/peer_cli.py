@@ -55,6 +55,14 @@ def add_parsers(sub: Any, default_config: str) -> None:
         "version not given is still allocated)",
     )
     p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network behind the peer that the server routes to it (a site's LAN, e.g. "
+        "192.168.50.0/24); repeat or separate with commas",
+    )
+    p.add_argument(
         "--public-key",
         metavar="K",
         help="the client's own public key; no key pair is made and the printed config "
@@ -136,6 +144,19 @@ def _parse_addresses(texts: Sequence[str]) -> list[registry.IPAddress]:
     return addresses
 
 
+def _parse_routes(texts: Sequence[str]) -> list[registry.IPNetwork]:
+    routes: list[registry.IPNetwork] = []
+    for text in (t.strip() for arg in texts for t in arg.split(",")):
+        try:
+            routes.append(ipaddress.ip_network(text))
+        except ValueError:
+            raise CliError(
+                f"--route: {text!r} — expected a network with its prefix, e.g. 192.168.50.0/24",
+                2,
+            ) from None
+    return routes
+
+
 def _server_public_key(cfg: Config) -> bytes:
     """The server's public key; like `serve`, makes the key file on first use."""
     private = cfg.wireguard.private_key
@@ -188,6 +209,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
     if not PEER_NAME.fullmatch(args.name):
         raise CliError(f"name: {args.name!r} — {PEER_NAME_ALLOWED}", 2)
     addresses = _parse_addresses(args.address)
+    routes = _parse_routes(args.route)
     output = Path(args.output) if args.output else None
     as_png = output is not None and output.suffix.lower() == ".png"
     client_private: bytes | None
@@ -217,7 +239,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
 
     with _maybe_file(output) as out, _open_registry(cfg, create=True) as reg:
         assert reg is not None
-        peer = reg.add(args.name, client_public, psk, plan, addresses=addresses)
+        peer = reg.add(args.name, client_public, psk, plan, addresses=addresses, routes=routes)
         text = clientconf.render(
             clientconf.ClientConfig(
                 private_key=client_private,
@@ -232,7 +254,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
             name=peer.name,
         )
         _emit(text, out, as_png=as_png, qr=args.qr)
-    shown = ", ".join(map(str, peer.addresses))
+    shown = ", ".join(map(str, peer.addresses + peer.routes))
     where = f" in {output}" if output else ""
     print(
         f"trivpn: added peer {peer.name!r} ({shown}); its config{where} is shown only now: "
@@ -298,7 +320,7 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
         {
             "name": p.name,
             "source": "registry",
-            "addresses": [str(a) for a in p.addresses],
+            "addresses": [str(a) for a in p.addresses] + [str(n) for n in p.routes],
             "public_key": keys.encode_key(p.public_key),
             "created": p.created_at.isoformat(),
         }

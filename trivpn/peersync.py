@@ -15,8 +15,10 @@ change since the applied generation is taken as applied (the front has it alread
 another process committed in between, the watcher re-reads and applies the difference,
 which is idempotent against the front's state.
 
-Static (config file) peers win over registry peers with the same key or overlapping
-addresses: those are skipped with a warning (`usable`).
+Static (config file) peers win over registry peers with the same key, one of their networks
+or an address inside one: those are skipped with a warning (`usable`). Networks may nest
+otherwise, as in WireGuard (the longest prefix wins). A `wg set` on a static peer lasts until a
+restart or until a reload finds that peer changed in the file; the file is its only record.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Final, Protocol, TypeVar
 import attrs
 import trio
 
-from trivpn.config import WireGuardPeerConfig
+from trivpn.config import Endpoint, WireGuardPeerConfig
 from trivpn.frontends.wireguard import PeerChange, PeerChangeHandler, peer_config
 from trivpn.proto.wireguard import PeerConfig
 from trivpn.ratelimit import LogLimiter
@@ -120,27 +122,36 @@ def usable(
 
 
 def _overlap(networks: Sequence[IPNetwork], static: Sequence[WireGuardPeerConfig]) -> str | None:
+    """A registry network a static peer has, or a registry address inside a static network
+    (`trivpn peer add` never hands those out; the config file may have changed since)."""
     for network in networks:
         for other in static:
             for theirs in other.allowed_ips:
-                if network.overlaps(theirs):
-                    return f"{network} overlaps static peer {other.name!r}'s {theirs}"
+                if network == theirs:
+                    return f"{network} is static peer {other.name!r}'s too"
+                if network.num_addresses == 1 and network.network_address in theirs:
+                    return f"{network} is inside static peer {other.name!r}'s {theirs}"
     return None
 
 
-def host_addresses(
-    networks: Iterable[IPNetwork],
-) -> tuple[list[IPAddress], list[IPNetwork]]:
-    """The host routes (/32, /128) as addresses, which the registry keeps, and the rest,
-    which it cannot (it stores host addresses only)."""
-    hosts: list[IPAddress] = []
-    others: list[IPNetwork] = []
-    for network in networks:
-        if network.num_addresses == 1:
-            hosts.append(network.network_address)
-        else:
-            others.append(network)
-    return sorted(hosts, key=lambda a: (a.version, a)), others
+def live_peer(change: PeerChange) -> LivePeer:
+    """A peer as a `wg set` left it, as the registry keeps it: host routes (/32, /128) are
+    its addresses, wider networks its routes."""
+    hosts = [n.network_address for n in change.allowed_ips if n.num_addresses == 1]
+    routes = [n for n in change.allowed_ips if n.num_addresses != 1]
+    endpoint = None if change.endpoint is None else Endpoint(*change.endpoint)
+    return LivePeer(
+        change.public_key,
+        change.preshared_key,
+        tuple(sorted(hosts, key=_by_version)),
+        tuple(sorted(routes, key=_by_version)),
+        endpoint,
+        change.persistent_keepalive,
+    )
+
+
+def _by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:
+    return value.version, value
 
 
 def wg_names(public_key: bytes) -> list[str]:
@@ -162,8 +173,8 @@ class RegistryLike(Protocol):
     def snapshot(self) -> Snapshot: ...
     def find(self, name: str) -> RegistryPeer | None: ...
     def find_by_key(self, public_key: bytes) -> RegistryPeer | None: ...
-    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int: ...
-    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int: ...
+    def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int: ...
+    def update_live(self, peer: LivePeer, plan: AddressPlan) -> int: ...
     def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None: ...
     def close(self) -> None: ...
 
@@ -241,16 +252,15 @@ class _Store:
                 return Written("absent")
             peer, generation = removed
             return Written("removed", peer.name, generation, registry.snapshot())
-        addresses, _ = host_addresses(change.allowed_ips)
-        live = LivePeer(key, change.preshared_key, tuple(addresses))
+        live = live_peer(change)
         existing = registry.find_by_key(key)
         if existing is not None:
-            if (existing.addresses, existing.preshared_key) == (live.addresses, live.preshared_key):
+            if live.same_as(existing):
                 return Written("unchanged", existing.name)
-            generation = registry.update_allowed_ips(live, plan)
+            generation = registry.update_live(live, plan)
             return Written("updated", existing.name, generation, registry.snapshot())
         name = next((n for n in wg_names(key) if registry.find(n) is None), wg_names(key)[-1])
-        generation = registry.add_with_addresses(name, live, plan)
+        generation = registry.add_live(name, live, plan)
         return Written("added", name, generation, registry.snapshot())
 
     def _opened(self, *, create: bool) -> RegistryLike | None:
@@ -378,8 +388,15 @@ class PeerSync:
             return
         peer = op.peer if isinstance(op, AddPeer) else op.new
         self.applied.pop(peer.public_key, None)  # until the front has taken it
-        # keepalive=False: the registry has none; keep one a `wg set` gave the live peer
-        done = self.front.apply_peer_config(peer_config(peer.to_peer_config()), keepalive=False)
+        config = peer_config(peer.to_peer_config())
+        keepalive = True
+        if isinstance(op, UpdatePeer):
+            # what the registry did not change stays as it is live: the endpoint the peer
+            # has roamed to since, say
+            if op.old.endpoint == op.new.endpoint:
+                config = attrs.evolve(config, endpoint=None)
+            keepalive = op.old.persistent_keepalive != op.new.persistent_keepalive
+        done = self.front.apply_peer_config(config, keepalive=keepalive)
         self.applied[peer.public_key] = peer
         if done is not None:
             log.info(
@@ -406,21 +423,12 @@ class PeerSync:
         if static is not None:
             what = "removed" if change.removed else "changed"
             log.warning(
-                "peersync: static peer %r %s through wg: only until the next restart or "
-                "reload (the config file still has it)",
+                "peersync: static peer %r %s through wg: until a restart, or a reload that "
+                "finds it changed in the config file (edit the file to keep it)",
                 static.name,
                 what,
             )
             return
-        if not change.removed:
-            _, unkept = host_addresses(change.allowed_ips)
-            if unkept:
-                log.warning(
-                    "peersync: peer %s: allowed ips %s live only until a restart: the "
-                    "registry keeps host addresses (/32, /128)",
-                    label,
-                    ", ".join(map(str, unkept)),
-                )
         plan = self.plan
         try:
             written = await self._db(lambda: self._store.write(change, plan))

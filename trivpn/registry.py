@@ -19,6 +19,8 @@ file runs them all, so the upgrade path is the path every database takes:
 
 1. ``peers(name, public_key, preshared_key, address, created_at)``: one IPv4 address each.
 2. addresses in their own table (IPv4 and IPv6, one row each, UNIQUE) and a change counter.
+3. what a `wg set` can give a peer besides host addresses: routed networks (``routes``, one
+   owner each, e.g. a site's LAN behind the peer), an endpoint and a persistent keepalive.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ from typing import Final
 
 import attrs
 
-from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, WireGuardPeerConfig
+from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, Endpoint, WireGuardPeerConfig
 from trivpn.proto.wireguard import crypto, keys
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DB_NAME: Final = "peers.db"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_TIMEOUT: Final = 10.0  # seconds to wait for another writer before giving up
 
 
@@ -77,10 +79,13 @@ class RegistryPeer:
     preshared_key: bytes | None = attrs.field(repr=False)
     addresses: tuple[IPAddress, ...]  # host addresses, IPv4 before IPv6
     created_at: datetime.datetime  # UTC
+    routes: tuple[IPNetwork, ...] = ()  # networks behind the peer, IPv4 before IPv6
+    endpoint: Endpoint | None = None
+    persistent_keepalive: int | None = None
 
     @property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(a) for a in self.addresses)
+        return tuple(ipaddress.ip_network(a) for a in self.addresses) + self.routes
 
     def to_peer_config(self) -> WireGuardPeerConfig:
         """The peer as the server takes its static peers."""
@@ -89,17 +94,38 @@ class RegistryPeer:
             public_key=self.public_key,
             allowed_ips=self.allowed_ips,
             preshared_key=self.preshared_key,
+            endpoint=self.endpoint,
+            persistent_keepalive=self.persistent_keepalive,
         )
 
 
 @attrs.frozen
 class LivePeer:
     """A peer as a `wg set` made it live, to keep as it is: exactly these host addresses (none
-    allocated; any number, even none) and this preshared key."""
+    allocated; any number, even none), routes, preshared key, endpoint and keepalive."""
 
     public_key: bytes
     preshared_key: bytes | None = attrs.field(repr=False)
     addresses: tuple[IPAddress, ...]
+    routes: tuple[IPNetwork, ...] = ()
+    endpoint: Endpoint | None = None
+    persistent_keepalive: int | None = None
+
+    def same_as(self, peer: RegistryPeer) -> bool:
+        """Whether the registry has ``peer`` exactly so already."""
+        return (
+            self.addresses,
+            self.routes,
+            self.preshared_key,
+            self.endpoint,
+            self.persistent_keepalive,
+        ) == (
+            peer.addresses,
+            peer.routes,
+            peer.preshared_key,
+            peer.endpoint,
+            peer.persistent_keepalive,
+        )
 
 
 @attrs.frozen
@@ -114,6 +140,8 @@ class AddressPlan:
 
     subnets: tuple[IPNetwork, ...]  # the interface subnets, in config order
     reserved: tuple[IPNetwork, ...] = ()  # never allocated, never accepted
+    static_networks: frozenset[IPNetwork] = frozenset()  # the static peers' (never a route)
+    pools: tuple[IPNetwork, ...] = ()  # handed out dynamically: a route must not overlap one
     reserved_names: frozenset[str] = frozenset()  # the static peers'
     reserved_keys: frozenset[bytes] = frozenset()  # the static peers' and the server's own
 
@@ -131,6 +159,10 @@ class AddressPlan:
         return cls(
             subnets=cfg.interface.subnets,
             reserved=tuple(reserved),
+            static_networks=frozenset(
+                net for peer in cfg.wireguard.peers for net in peer.allowed_ips
+            ),
+            pools=(cfg.toyvpn.pool,),
             reserved_names=frozenset(peer.name for peer in cfg.wireguard.peers),
             reserved_keys=frozenset(static_keys),
         )
@@ -148,6 +180,17 @@ class AddressPlan:
                 raise AddressUnavailable(
                     f"{address} is reserved ({net}: the server, a static peer or the ToyVPN pool)"
                 )
+
+    def check_route(self, network: IPNetwork) -> None:
+        """Refuse a network a peer cannot route (AddressUnavailable). Routes may nest in
+        others (the longest prefix wins, as in WireGuard) but not repeat a static peer's."""
+        if network.num_addresses == 1:
+            raise AddressUnavailable(f"{network} is a host address, not a route")
+        if network in self.static_networks:
+            raise AddressUnavailable(f"{network} is a static peer's (the config file)")
+        for pool in self.pools:
+            if network.overlaps(pool):
+                raise AddressUnavailable(f"{network} overlaps the ToyVPN pool {pool}")
 
     def free(self, version: int, taken: set[IPAddress]) -> IPAddress | None:
         """The lowest host address of the first subnet of that IP version with one free."""
@@ -239,10 +282,23 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO changes (generation) VALUES (1)")
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE peers ADD COLUMN endpoint TEXT")  # host:port, [v6]:port
+    db.execute("ALTER TABLE peers ADD COLUMN persistent_keepalive INTEGER")  # seconds
+    db.execute(
+        """CREATE TABLE routes (
+            network TEXT PRIMARY KEY,
+            peer_id INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE
+        )"""
+    )
+    db.execute("CREATE INDEX routes_by_peer ON routes(peer_id)")
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
 _MIGRATIONS: Final[Sequence[Callable[[sqlite3.Connection], None]]] = (
     _migrate_to_1,
     _migrate_to_2,
+    _migrate_to_3,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -338,26 +394,37 @@ class Registry:
         return found[0] if found else None
 
     def _peers(self, where: str = "", args: tuple[object, ...] = ()) -> list[RegistryPeer]:
+        """The peers matching ``where`` (on ``peers p``), by name; call inside a transaction."""
         rows = self._db.execute(
-            "SELECT p.id, p.name, p.public_key, p.preshared_key, p.created_at, a.address "
-            f"FROM peers p LEFT JOIN addresses a ON a.peer_id = p.id {where} "
-            "ORDER BY p.name, a.address",
+            "SELECT id, name, public_key, preshared_key, created_at, endpoint, "
+            f"persistent_keepalive FROM peers p {where} ORDER BY name",
             args,
         ).fetchall()
-        peers: dict[int, tuple[tuple[str, str, str | None, str], list[IPAddress]]] = {}
-        for peer_id, name, public_key, psk, created_at, address in rows:
-            _, addresses = peers.setdefault(peer_id, ((name, public_key, psk, created_at), []))
-            if address is not None:
-                addresses.append(ipaddress.ip_address(address))
+        addresses: dict[int, list[IPAddress]] = {row[0]: [] for row in rows}
+        routes: dict[int, list[IPNetwork]] = {row[0]: [] for row in rows}
+        for peer_id, address in self._db.execute(
+            "SELECT a.peer_id, a.address FROM addresses a "
+            f"JOIN peers p ON p.id = a.peer_id {where}",
+            args,
+        ):
+            addresses[peer_id].append(ipaddress.ip_address(address))
+        for peer_id, network in self._db.execute(
+            f"SELECT r.peer_id, r.network FROM routes r JOIN peers p ON p.id = r.peer_id {where}",
+            args,
+        ):
+            routes[peer_id].append(ipaddress.ip_network(network))
         return [
             RegistryPeer(
                 name=name,
                 public_key=keys.parse_key(public_key),
                 preshared_key=None if psk is None else keys.parse_key(psk),
-                addresses=tuple(sorted(addresses, key=lambda a: (a.version, a))),
+                addresses=tuple(sorted(addresses[peer_id], key=_by_version)),
                 created_at=datetime.datetime.fromisoformat(created_at),
+                routes=tuple(sorted(routes[peer_id], key=_by_version)),
+                endpoint=None if endpoint is None else Endpoint.parse(endpoint),
+                persistent_keepalive=keepalive,
             )
-            for (name, public_key, psk, created_at), addresses in peers.values()
+            for peer_id, name, public_key, psk, created_at, endpoint, keepalive in rows
         ]
 
     # --- changing ---------------------------------------------------------------------------
@@ -370,13 +437,18 @@ class Registry:
         plan: AddressPlan,
         *,
         addresses: Sequence[IPAddress] = (),
+        routes: Sequence[IPNetwork] = (),
     ) -> RegistryPeer:
         """Register a peer in one transaction. It gets `addresses`, and for each IP version
         of the interface subnets that `addresses` lacks, the next free address of that
-        version. Raises PeerExists, AddressUnavailable, AddressesExhausted, RegistryBusy."""
+        version; and `routes`, networks behind it. Raises PeerExists, AddressUnavailable,
+        AddressesExhausted, RegistryBusy."""
         _check_new_peer(name, public_key, preshared_key, plan, addresses)
+        for network in routes:
+            plan.check_route(network)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             self._refuse_duplicate(name, public_key)
+            self._refuse_taken(LivePeer(public_key, None, (), tuple(routes)))
             taken = self._taken_addresses()
             for address in addresses:
                 if address in taken:
@@ -390,16 +462,18 @@ class Registry:
                     )
                 chosen.append(free)
             created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+            peer = RegistryPeer(
+                name=name,
+                public_key=public_key,
+                preshared_key=preshared_key,
+                addresses=tuple(sorted(chosen, key=_by_version)),
+                created_at=created,
+                routes=tuple(sorted(set(routes), key=_by_version)),
+            )
             peer_id = self._insert_peer(name, public_key, preshared_key, created)
-            self._insert_addresses(peer_id, chosen)
+            self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
             self._bump_generation()
-        return RegistryPeer(
-            name=name,
-            public_key=public_key,
-            preshared_key=preshared_key,
-            addresses=tuple(sorted(chosen, key=lambda a: (a.version, a))),
-            created_at=created,
-        )
+        return peer
 
     def remove(self, name: str) -> RegistryPeer:
         """Delete a peer and its addresses in one transaction; they are free once it commits."""
@@ -407,13 +481,7 @@ class Registry:
             found = self._peers("WHERE p.name = ?", (name,))
             if not found:
                 raise PeerNotFound(f"no peer named {name!r} in the registry")
-            # explicit, though ON DELETE CASCADE would do it: the row and its addresses go
-            # in the same transaction either way
-            self._db.execute(
-                "DELETE FROM addresses WHERE peer_id = (SELECT id FROM peers WHERE name = ?)",
-                (name,),
-            )
-            self._db.execute("DELETE FROM peers WHERE name = ?", (name,))
+            self._delete_peer("name = ?", name)
             self._bump_generation()
         return found[0]
 
@@ -424,25 +492,25 @@ class Registry:
             found = self._peers("WHERE p.public_key = ?", (keys.encode_key(public_key),))
         return found[0] if found else None
 
-    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
-        """Register `peer` as `name` with exactly its addresses: what `wg set peer K
-        allowed-ips A` made live. Returns the generation it committed."""
+    def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
+        """Register `peer` as `name` exactly as it is: what `wg set peer K allowed-ips A …`
+        made live. Returns the generation it committed."""
         _check_identity(name, peer.public_key, peer.preshared_key, plan)
-        _check_exact_addresses(plan, peer.addresses)
+        _check_live(plan, peer)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             self._refuse_duplicate(name, peer.public_key)
-            self._refuse_taken(peer.addresses, peer.public_key)
+            self._refuse_taken(peer)
             created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
             peer_id = self._insert_peer(name, peer.public_key, peer.preshared_key, created)
-            self._insert_addresses(peer_id, peer.addresses)
+            self._store_live(peer_id, peer)
             self._bump_generation()
             return _generation(self._db)
 
-    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int:
-        """Replace the addresses (and the preshared key) of the peer with `peer.public_key`, in
-        one transaction. Returns the generation it committed. Raises PeerNotFound,
+    def update_live(self, peer: LivePeer, plan: AddressPlan) -> int:
+        """Replace everything but the name of the peer with `peer.public_key`, in one
+        transaction. Returns the generation it committed. Raises PeerNotFound,
         AddressUnavailable, RegistryBusy."""
-        _check_exact_addresses(plan, peer.addresses)
+        _check_live(plan, peer)
         encoded = keys.encode_key(peer.public_key)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             row = self._db.execute("SELECT id FROM peers WHERE public_key = ?", (encoded,))
@@ -450,16 +518,41 @@ class Registry:
             if found is None:
                 raise PeerNotFound("no peer with that public key in the registry")
             peer_id = int(found[0])
-            self._refuse_taken(peer.addresses, peer.public_key)
+            self._refuse_taken(peer)
             self._db.execute("DELETE FROM addresses WHERE peer_id = ?", (peer_id,))
-            self._insert_addresses(peer_id, peer.addresses)
+            self._db.execute("DELETE FROM routes WHERE peer_id = ?", (peer_id,))
             psk = peer.preshared_key
             self._db.execute(
                 "UPDATE peers SET preshared_key = ? WHERE id = ?",
                 (None if psk is None else keys.encode_key(psk), peer_id),
             )
+            self._store_live(peer_id, peer)
             self._bump_generation()
             return _generation(self._db)
+
+    def _store_live(self, peer_id: int, peer: LivePeer) -> None:
+        """The addresses, routes, endpoint and keepalive of a peer whose old ones are gone."""
+        self._insert_addresses(peer_id, peer.addresses)
+        self._db.executemany(
+            "INSERT INTO routes (network, peer_id) VALUES (?, ?)",
+            [(str(n), peer_id) for n in peer.routes],
+        )
+        self._db.execute(
+            "UPDATE peers SET endpoint = ?, persistent_keepalive = ? WHERE id = ?",
+            (
+                None if peer.endpoint is None else str(peer.endpoint),
+                peer.persistent_keepalive,
+                peer_id,
+            ),
+        )
+
+    def _delete_peer(self, where: str, value: str) -> None:
+        # explicit, though ON DELETE CASCADE would do it: the row, its addresses and its
+        # routes go in the same transaction either way
+        peer_id = f"(SELECT id FROM peers WHERE {where})"
+        self._db.execute(f"DELETE FROM addresses WHERE peer_id = {peer_id}", (value,))
+        self._db.execute(f"DELETE FROM routes WHERE peer_id = {peer_id}", (value,))
+        self._db.execute(f"DELETE FROM peers WHERE {where}", (value,))
 
     def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None:
         """Delete the peer with `public_key`; the deleted peer and the generation committed,
@@ -469,24 +562,25 @@ class Registry:
             found = self._peers("WHERE p.public_key = ?", (encoded,))
             if not found:
                 return None
-            self._db.execute(
-                "DELETE FROM addresses WHERE peer_id = (SELECT id FROM peers WHERE public_key = ?)",
-                (encoded,),
-            )
-            self._db.execute("DELETE FROM peers WHERE public_key = ?", (encoded,))
+            self._delete_peer("public_key = ?", encoded)
             self._bump_generation()
             return found[0], _generation(self._db)
 
-    def _refuse_taken(self, addresses: Iterable[IPAddress], public_key: bytes) -> None:
-        """AddressUnavailable if another peer (not the one with `public_key`) has one of them."""
-        for address in addresses:
-            row = self._db.execute(
-                "SELECT p.name FROM addresses a JOIN peers p ON p.id = a.peer_id "
-                "WHERE a.address = ? AND p.public_key != ?",
-                (str(address), keys.encode_key(public_key)),
-            ).fetchone()
-            if row is not None:
-                raise AddressUnavailable(f"{address} is taken by peer {row[0]!r}")
+    def _refuse_taken(self, peer: LivePeer) -> None:
+        """AddressUnavailable if another peer has one of `peer`'s addresses or routes."""
+        key = keys.encode_key(peer.public_key)
+        for table, column, values in (
+            ("addresses", "address", peer.addresses),
+            ("routes", "network", peer.routes),
+        ):
+            for value in values:
+                row = self._db.execute(
+                    f"SELECT p.name FROM {table} t JOIN peers p ON p.id = t.peer_id "
+                    f"WHERE t.{column} = ? AND p.public_key != ?",
+                    (str(value), key),
+                ).fetchone()
+                if row is not None:
+                    raise AddressUnavailable(f"{value} is taken by peer {row[0]!r}")
 
     def _refuse_duplicate(self, name: str, public_key: bytes) -> None:
         row = self._db.execute(
@@ -598,11 +692,20 @@ def _check_identity(
         )
 
 
-def _check_exact_addresses(plan: AddressPlan, addresses: Sequence[IPAddress]) -> None:
-    if len(set(addresses)) != len(addresses):
-        raise AddressUnavailable("an address is given twice")
-    for address in addresses:
+def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
+    if len(set(peer.addresses)) != len(peer.addresses) or len(set(peer.routes)) != len(peer.routes):
+        raise AddressUnavailable("an address or route is given twice")
+    for address in peer.addresses:
         plan.check(address)
+    for network in peer.routes:
+        plan.check_route(network)
+    keepalive = peer.persistent_keepalive
+    if keepalive is not None and not 1 <= keepalive <= 65535:
+        raise RegistryError(f"persistent keepalive {keepalive}: expected 1 to 65535 seconds")
+
+
+def _by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:
+    return value.version, value
 
 
 def _version(db: sqlite3.Connection) -> int:

@@ -5,8 +5,9 @@ valid one is compared with the running config key by key (`plan_reload`); the ke
 `LIVE_KEYS` are applied (`apply_reload`), every other changed key is logged as "needs a
 restart" and keeps its running value, so that the server's config stays what it runs.
 
-Static peers are made to match the file whether or not ``wireguard.peers`` changed: a static
-peer removed through `wg set` comes back with a reload, as it would with a restart.
+Static peers are applied as they changed in the file: one whose entry is as before is left as
+it runs, `wg set` changes and all (those last until a restart, as on wireguard-go); one whose
+entry changed is made to match it, and one the file no longer has is removed.
 """
 
 from __future__ import annotations
@@ -96,17 +97,24 @@ def apply_static_peers(
     peersync: PeerSync | None,
     plan: AddressPlan,
 ) -> list[str]:
-    """Make the front's static peers those of ``new``; one line per peer changed. Order:
-    removed ones go first, then registry peers that now clash leave (static wins), then the
-    new static peers are applied."""
+    """Apply what changed from the static peers ``old`` to ``new``; one line per peer changed.
+    Order: removed ones go first, then registry peers that now clash leave (static wins), then
+    new and changed static peers are applied. An unchanged entry leaves its peer alone."""
     done: list[str] = []
+    before = {p.public_key: p for p in old}
     kept = {p.public_key for p in new}
     for peer in old:
         if peer.public_key not in kept and front.discard_peer(peer.public_key):
             done.append(f"static peer {peer.name!r} removed")
     if peersync is not None:
         peersync.set_static(new, plan)
+    own_key = front.device.public_key  # the running one: `wg set` may have changed it
     for peer in new:
+        if before.get(peer.public_key) == peer:
+            continue
+        if peer.public_key == own_key:
+            done.append(f"static peer {peer.name!r} skipped: it has the server's own public key")
+            continue
         result = front.apply_peer_config(peer_config(peer))
         if result is not None:
             done.append(f"static peer {peer.name!r} {result}")

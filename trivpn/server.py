@@ -25,6 +25,7 @@ from trivpn.frontends.wireguard import WireGuardFront
 from trivpn.keyfile import load_or_create_private_key
 from trivpn.net import link, nft, sysctl
 from trivpn.net.tun import Tun
+from trivpn.peer_routes import KernelRoutes
 from trivpn.peersync import PeerSync, registry_opener
 from trivpn.proto import toyvpn
 from trivpn.registry import AddressPlan
@@ -69,6 +70,15 @@ def _listen(key: str, endpoint: Endpoint) -> udp.DatagramSocket:
         raise ServerError(f"{key}: cannot listen on {endpoint}: {e.strerror}") from e
 
 
+def _set_fwmark(sock: udp.DatagramSocket, mark: int) -> None:
+    if not mark:
+        return
+    try:
+        sock.set_mark(mark)
+    except OSError as e:
+        raise ServerError(f"wireguard.fwmark: cannot set {mark:#x}: {e.strerror}") from e
+
+
 class Server:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -78,6 +88,8 @@ class Server:
         self.toyvpn: toyvpn.ToyVpnServer | None = None
         self.wireguard: WireGuardFront | None = None
         self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
+        # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
+        # WireGuard one to a new OS socket inside the same object, so the count carries on.
         self._sockets: list[udp.DatagramSocket] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -116,7 +128,8 @@ class Server:
                     data_plane.start_soon(self._tun_reader, tun)
                     if cfg.wireguard.enabled:
                         sock = _listen("wireguard.listen", cfg.wireguard.listen)
-                        stack.callback(sock.close)
+                        stack.callback(sock.close)  # the socket a `wg set listen-port` made too
+                        _set_fwmark(sock, cfg.wireguard.fwmark)
                         self._sockets.append(sock)
                         self._start_wireguard(data_plane, sock, tun)
                     if cfg.toyvpn.enabled:
@@ -163,6 +176,7 @@ class Server:
             ruleset = nft.build_ruleset(subnets, self.egress, masquerade=self.cfg.nat.masquerade)
             nft.apply_ruleset(ruleset)
             log.info("nftables: table inet %s applied", nft.TABLE)
+            _warn_forward_blockers(self.cfg.interface.name)
             task_status.started()
             await trio.sleep_forever()
         finally:
@@ -238,14 +252,17 @@ class Server:
         )
         self.wireguard = front
         log.info(
-            "wireguard: listening on %s, public key %s, %d peer(s)",
+            "wireguard: listening on %s, public key %s, %d peer(s)%s",
             cfg.listen,
             front.public_key,
             len(cfg.peers),
+            f", fwmark {cfg.fwmark:#x}" if cfg.fwmark else "",
         )
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(serve_uapi, front, tun.name)  # `wg show`, `wg set` on this interface
+        # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
+        nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         self.peersync = PeerSync(
             front,
             registry_opener(self.cfg.state.dir),
@@ -272,3 +289,24 @@ class Server:
         )
         self.toyvpn = front.protocol
         nursery.start_soon(front.receive_loop, nursery)
+
+
+def _warn_forward_blockers(tunnel: str) -> None:
+    """Name another table's forward chain that would drop the tunnel's traffic (Docker's,
+    firewalld's): our accept cannot override it, and "clients connect but reach nothing" is
+    hard to diagnose otherwise."""
+    try:
+        blockers = nft.forward_blockers(nft.list_ruleset(), tunnel)
+    except nft.NftError as e:
+        log.debug("nftables: cannot list the ruleset: %s", e)
+        return
+    for chain in blockers:
+        log.warning(
+            "nftables: chain %s drops forwarded packets that none of its table's rules accept, "
+            "so clients' traffic through %s is probably dropped there; accept it in that table "
+            '(e.g. iifname "%s" accept; oifname "%s" ct state established,related accept)',
+            chain,
+            tunnel,
+            tunnel,
+            tunnel,
+        )

@@ -4,6 +4,10 @@ With UDP_SEGMENT (GSO) a run of equal-sized datagrams to one endpoint leaves in 
 and crosses the kernel's stack once; with UDP_GRO the kernel may hand us such a run as one
 buffer (with its segment size) that we split. Both are transparent to the peer, which sees
 ordinary datagrams, and both fall back to one datagram per call where the kernel says no.
+
+A listener can move to another port while it is in use (``rebind``, for `wg set listen-port`)
+and carry a firewall mark (``set_mark``, SO_MARK, for `wg set fwmark`); the object stays, so
+its ``dropped`` count and the tasks that wait on it carry on.
 """
 
 from __future__ import annotations
@@ -39,21 +43,25 @@ class DatagramSocket:
     """A non-blocking UDP socket; ``send_many`` and ``drain`` use GSO/GRO when they can."""
 
     def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
+        self.offload = offload
+        self.gso = offload
+        self._use(sock)
+        self.dropped = 0  # counts on across a rebind: it is this listener's
+
+    def _use(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
         self.sock = sock
         # A dual-stack socket reaches IPv4 endpoints through v4-mapped addresses.
         self._maps_v4 = sock.family == socket.AF_INET6
-        self.gso = offload
         self.gro = False
-        if offload:
+        if self.offload:
             try:
                 sock.setsockopt(SOL_UDP, UDP_GRO, 1)
                 self.gro = True
             except OSError:
                 pass
-        self.dropped = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -62,7 +70,55 @@ class DatagramSocket:
         self.sock.close()
 
     async def wait_readable(self) -> None:
-        await trio.lowlevel.wait_readable(self.sock)
+        """Until the socket is readable; a wait on a socket that ``rebind`` replaced goes on
+        on the new one."""
+        while True:
+            sock = self.sock
+            try:
+                await trio.lowlevel.wait_readable(sock)
+                return
+            except trio.ClosedResourceError:
+                if self.sock is sock:
+                    raise  # closed, not replaced
+
+    @staticmethod
+    def mark_of(sock: socket.socket) -> int:
+        """The SO_MARK of ``sock`` (0: none)."""
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)
+
+    @property
+    def fwmark(self) -> int:
+        return self.mark_of(self.sock)
+
+    def set_mark(self, mark: int) -> None:
+        """SO_MARK on what this socket sends (0: none); OSError (EPERM without CAP_NET_ADMIN)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+
+    def check_mark(self, mark: int) -> None:
+        """OSError if ``set_mark(mark)`` would fail; changes nothing."""
+        with socket.socket(self.sock.family, socket.SOCK_DGRAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+
+    def check_rebind(self, port: int) -> None:
+        """OSError (EADDRINUSE, EACCES…) if ``rebind(port)`` would fail; changes nothing."""
+        open_like(self.sock, port).close()
+
+    def rebind(self, port: int) -> None:
+        """Listen on ``port`` (0: any free one) instead: a new socket on the same address, with
+        the same options and mark, takes this one's place; a task waiting in
+        ``wait_readable`` moves to it, and the old socket is closed (datagrams still queued
+        in it are lost, as on any rebind). OSError, with nothing changed, if it cannot bind.
+        Call it from the trio thread."""
+        old = self.sock
+        new = open_like(old, port)
+        try:
+            self._use(new)
+        except BaseException:
+            self.sock = old
+            new.close()
+            raise
+        trio.lowlevel.notify_closing(old)
+        old.close()
 
     def drain(self, limit: int = BATCH) -> list[tuple[bytes, Addr]]:
         """Receive until the socket would block (at most ``limit`` calls); never awaits."""
@@ -167,6 +223,25 @@ def open_listener(endpoint: Endpoint, *, offload: bool = True) -> DatagramSocket
     except BaseException:
         sock.close()
         raise
+
+
+def open_like(sock: socket.socket, port: int) -> socket.socket:
+    """A new UDP socket like the bound ``sock`` (family, address, dual-stack, mark), bound to
+    ``port`` (0: any free one); OSError if it cannot be."""
+    new = socket.socket(sock.family, socket.SOCK_DGRAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            new.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        mark = DatagramSocket.mark_of(sock)
+        if mark:
+            new.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        host, _, *scope = sock.getsockname()  # IPv6: flowinfo and scope id too
+        new.bind((host, port, *scope))
+    except BaseException:
+        new.close()
+        raise
+    return new
 
 
 def open_connected(address: Addr, family: int, *, offload: bool = True) -> DatagramSocket:

@@ -124,7 +124,17 @@ def test_wg_set_is_kept_across_a_restart_and_wg_remove_cuts_off(
     wglab.connect_client(alice, server.keys.public, ALICE_ADDRESS)
     wglab.connect_client(carol, server.keys.public, "10.8.0.7")
 
-    server.wg("set", server.ifname, "peer", carol.public_key, "allowed-ips", "10.8.0.7/32")
+    # a host address, a network behind carol and a keepalive: all kept
+    server.wg(
+        "set",
+        server.ifname,
+        "peer",
+        carol.public_key,
+        "allowed-ips",
+        "10.8.0.7/32,192.168.66.0/24",
+        "persistent-keepalive",
+        "25",
+    )
     wglab.wait_online(carol_ns)
     wglab.wait_online(alice_ns)
     carol_name = "wg-" + carol.public_key[:8].replace("+", "-").replace("/", "_")
@@ -133,7 +143,9 @@ def test_wg_set_is_kept_across_a_restart_and_wg_remove_cuts_off(
     assert proc.stop() == 0, proc.log()
 
     proc = server.start(server.uapi_ready)  # carol comes back from the registry
-    assert server.dump().peers[carol.public_key].allowed_ips == ("10.8.0.7/32",)
+    back = server.dump().peers[carol.public_key]
+    assert back.allowed_ips == ("10.8.0.7/32", "192.168.66.0/24")
+    assert back.persistent_keepalive == 25
     wglab.wait_online(carol_ns)
     wglab.wait_online(alice_ns)
 

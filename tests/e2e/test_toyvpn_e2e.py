@@ -117,6 +117,34 @@ def test_client_reaches_internet_through_tunnel_and_nat(
     assert SECRET not in log
 
 
+def test_a_host_firewall_dropping_forwarded_traffic_is_named_and_the_advice_works(
+    lab: netlab.Lab, config: Path, tmp_path: Path
+) -> None:
+    # iptables-nft's layout, as Docker leaves it: FORWARD drops what no rule accepts
+    lab.server.run("nft", "add table ip filter")
+    lab.server.run(
+        "nft", "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"
+    )
+    server = start_server(lab, config, tmp_path)
+    try:
+        server.wait_log("nftables: chain ip filter FORWARD drops forwarded packets")
+        client = lab.clients[0]
+        conn = connect(client, tmp_path)
+        ping = ["ping", "-c", "2", "-i", "0.2", "-W", "1", netlab.INTERNET_HOST]
+        assert client.run(*ping, check=False).returncode != 0  # dropped there, as warned
+        # what the warning suggests
+        lab.server.run("nft", 'add rule ip filter FORWARD iifname "tvpn0" accept')
+        lab.server.run(
+            "nft",
+            'add rule ip filter FORWARD oifname "tvpn0" ct state established,related accept',
+        )
+        result = client.run(*ping, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        conn.stop()
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
 def test_two_clients_get_distinct_addresses_and_both_pass_traffic(
     lab: netlab.Lab, config: Path, tmp_path: Path
 ) -> None:

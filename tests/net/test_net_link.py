@@ -95,6 +95,8 @@ def test_host_route_on_link_and_ipv6(routed: Netns, ns_call: NsCall) -> None:
     assert route["dev"] == "up0"
     assert "gateway" not in route
     assert route["scope"] == "link"
+    assert ns_call(routed, "link.delete_host_route", IPv4Address("192.0.2.9")) == {"ok": None}
+    assert ip_json(routed, "route", "show", "192.0.2.9/32") == []  # a link-scope route goes too
 
     endpoint6 = IPv6Address("2001:db8:77::1")
     pin = ns_call(routed, "link.add_host_route", endpoint6, ifname="up0", gateway=GATEWAY6)

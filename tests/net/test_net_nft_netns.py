@@ -149,3 +149,27 @@ def test_a_refused_ruleset_raises_nft_error_and_changes_nothing(
     assert "No such file or directory" in outcome["message"]
     # one transaction: the delete before the failing command did not happen either
     assert summary(nft_list(netns)) == EXPECTED
+
+
+def test_forward_blockers_finds_a_drop_policy_and_a_final_reject(
+    netns: Netns, ns_call: NsCall
+) -> None:
+    ns_call(netns, "nft.apply", SUBNETS, "inet0")  # our own accept chain is never a blocker
+    assert ns_call(netns, "nft.forward_blockers", "tv0") == {"ok": []}
+    # iptables-nft's (Docker's) layout: policy drop on FORWARD
+    netns.run("nft", "add table ip filter")
+    netns.run(
+        "nft", "add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"
+    )
+    # firewalld's: policy accept, then an unconditional reject at the end
+    netns.run("nft", "add table inet fw")
+    netns.run("nft", "add chain inet fw filter_FORWARD { type filter hook forward priority 10; }")
+    netns.run("nft", "add rule inet fw filter_FORWARD ct state established accept")
+    netns.run("nft", "add rule inet fw filter_FORWARD counter reject")
+    assert ns_call(netns, "nft.forward_blockers", "tv0") == {
+        "ok": ["ip filter FORWARD", "inet fw filter_FORWARD"]
+    }
+    # a rule anywhere in the table that names the tunnel (Docker's DOCKER-USER, say) counts
+    netns.run("nft", "add chain ip filter DOCKER-USER")
+    netns.run("nft", 'add rule ip filter DOCKER-USER iifname "tv*" accept')
+    assert ns_call(netns, "nft.forward_blockers", "tv0") == {"ok": ["inet fw filter_FORWARD"]}

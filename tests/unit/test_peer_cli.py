@@ -222,6 +222,9 @@ def test_public_key_of_the_users_own(conf: Path, capsys: pytest.CaptureFixture[s
         (["add", "x", "--address", "nope"], "--address: 'nope' — expected an IP address"),
         (["add", "x", "--address", "10.8.0.0/24"], "expected one host address"),
         (["add", "x", "--public-key", "short"], "--public-key: a key must be 44"),
+        (["add", "x", "--route", "lan"], "--route: 'lan' — expected a network with its prefix"),
+        (["add", "x", "--route", "10.8.0.128/26"], "overlaps the ToyVPN pool"),
+        (["add", "x", "--route", "10.9.0.7/32"], "is a host address, not a route"),
         (["add", "x", "--public-key", STATIC_PUB], "in the config file"),
         (["show", "nobody"], "no peer named 'nobody'"),
         (["remove", "site"], "is a peer of the config file"),
@@ -274,6 +277,25 @@ def test_list_table_and_json(conf: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rows[1]["public_key"] == alice_key
     assert (rows[1]["endpoint"], rows[1]["latest_handshake"], rows[1]["sent"]) == (None,) * 3
     assert "preshared_key" not in rows[1]
+
+
+def test_a_site_gateway_gets_its_routes(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert peer(conf, "add", "office", "--route", "192.168.50.0/24,fd50::/64") == 0
+    stored = in_registry(conf, "office")
+    assert [str(n) for n in stored.allowed_ips] == [
+        "10.8.0.3/32",
+        "fd00:8::2/128",
+        "192.168.50.0/24",
+        "fd50::/64",
+    ]
+    assert "(10.8.0.3, fd00:8::2, 192.168.50.0/24, fd50::/64)" in capsys.readouterr().err
+    # one owner per network; a network may nest in another peer's
+    assert peer(conf, "add", "other", "--route", "192.168.50.0/24") == 2
+    assert "192.168.50.0/24 is taken by peer 'office'" in capsys.readouterr().err
+    assert peer(conf, "add", "branch", "--route", "192.168.50.128/25") == 0
+    assert peer(conf, "show", "office") == 0
+    shown = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines()[-8:])
+    assert shown["addresses"] == "10.8.0.3, fd00:8::2, 192.168.50.0/24, fd50::/64"
 
 
 def test_show_and_remove(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:

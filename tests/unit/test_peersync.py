@@ -10,13 +10,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from trivpn import uapi
-from trivpn.config import PEER_NAME, Config, InterfaceConfig, WireGuardConfig, WireGuardPeerConfig
-from trivpn.frontends.wireguard import WireGuardFront
+from trivpn.config import (
+    PEER_NAME,
+    Config,
+    Endpoint,
+    InterfaceConfig,
+    WireGuardConfig,
+    WireGuardPeerConfig,
+)
+from trivpn.frontends.wireguard import PeerChange, WireGuardFront
 from trivpn.net.tun import Tun
 from trivpn.peersync import (
     AddPeer,
@@ -25,7 +33,7 @@ from trivpn.peersync import (
     RemovePeer,
     UpdatePeer,
     diff,
-    host_addresses,
+    live_peer,
     registry_opener,
     usable,
     wg_names,
@@ -90,20 +98,38 @@ def test_diff_removes_then_updates_then_adds_and_leaves_the_rest() -> None:
 
 def test_static_peers_win_over_registry_peers() -> None:
     same_key = rpeer("x", KEY_S, "10.8.0.9")
-    overlapping = rpeer("y", KEY_B, "10.8.0.20")
+    inside = rpeer("y", KEY_B, "10.8.0.20")
+    same_route = attrs.evolve(rpeer("w", KEY_A), routes=(net("10.8.0.16/28"),))
+    nested = attrs.evolve(rpeer("v", KEY_A), routes=(net("10.8.0.16/29"), net("10.0.0.0/8")))
     fine = rpeer("z", KEY_C, "10.8.0.40")
-    kept, skipped = usable([same_key, overlapping, fine], [static("site", KEY_S, "10.8.0.16/28")])
-    assert kept == [fine]
+    kept, skipped = usable(
+        [same_key, inside, same_route, nested, fine], [static("site", KEY_S, "10.8.0.16/28")]
+    )
+    assert kept == [nested, fine]  # routes may nest in a static peer's or around it
     assert [(s.peer.name, s.reason) for s in skipped] == [
         ("x", "static peer 'site' has its public key"),
-        ("y", "10.8.0.20/32 overlaps static peer 'site''s 10.8.0.16/28"),
+        ("y", "10.8.0.20/32 is inside static peer 'site''s 10.8.0.16/28"),
+        ("w", "10.8.0.16/28 is static peer 'site''s too"),
     ]
 
 
-def test_host_addresses_and_wg_names() -> None:
-    hosts, others = host_addresses([net("fd00::5/128"), net("10.8.0.5/32"), net("10.9.0.0/24")])
-    assert hosts == [addr("10.8.0.5"), addr("fd00::5")]
-    assert others == [net("10.9.0.0/24")]
+def test_live_peer_splits_addresses_from_routes() -> None:
+    change = PeerChange(
+        KEY_A,
+        removed=False,
+        preshared_key=PSK,
+        allowed_ips=(net("fd00::5/128"), net("10.9.0.0/24"), net("10.8.0.5/32"), net("fd09::/64")),
+        endpoint=("2001:db8::7", 51820),
+        persistent_keepalive=25,
+    )
+    live = live_peer(change)
+    assert live.addresses == (addr("10.8.0.5"), addr("fd00::5"))
+    assert live.routes == (net("10.9.0.0/24"), net("fd09::/64"))
+    assert str(live.endpoint) == "[2001:db8::7]:51820"
+    assert (live.persistent_keepalive, live.preshared_key) == (25, PSK)
+
+
+def test_wg_names() -> None:
     names = wg_names(bytes([0xFF]) * 32)  # base64 "////": "/" is not allowed in a name
     assert names[0] == "wg-________"
     assert all(PEER_NAME.fullmatch(n) for n in names)
@@ -166,24 +192,22 @@ class FakeRegistry:
     def find_by_key(self, public_key: bytes) -> RegistryPeer | None:
         return self.peers.get(public_key)
 
-    def add_with_addresses(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
+    def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
         self.peers[peer.public_key] = RegistryPeer(
             name=name,
             public_key=peer.public_key,
             preshared_key=peer.preshared_key,
             addresses=peer.addresses,
             created_at=CREATED,
+            routes=peer.routes,
+            endpoint=peer.endpoint,
+            persistent_keepalive=peer.persistent_keepalive,
         )
         self.generation += 1
         return self.generation
 
-    def update_allowed_ips(self, peer: LivePeer, plan: AddressPlan) -> int:
-        old = self.peers[peer.public_key]
-        self.peers[peer.public_key] = rpeer(
-            old.name, peer.public_key, *map(str, peer.addresses), psk=peer.preshared_key
-        )
-        self.generation += 1
-        return self.generation
+    def update_live(self, peer: LivePeer, plan: AddressPlan) -> int:
+        return self.add_live(self.peers[peer.public_key].name, peer, plan)
 
     def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None:
         peer = self.peers.pop(public_key, None)
@@ -314,7 +338,7 @@ async def test_static_peers_win_and_a_reload_can_free_a_registry_peer(
         await nursery.start(sync.run)
         assert KEY_A not in front.device.peers
         assert front.device.peers[KEY_S].allowed_ips == (net("10.8.0.2/32"),)
-        assert "registry peer 'alice' skipped: 10.8.0.2/32 overlaps static peer 'site'" in (
+        assert "registry peer 'alice' skipped: 10.8.0.2/32 is static peer 'site''s too" in (
             caplog.text
         )
         front.discard_peer(KEY_S)
@@ -358,6 +382,47 @@ async def test_wg_set_changes_are_kept_without_being_applied_again(
         nursery.cancel_scope.cancel()
 
 
+async def test_routes_endpoint_and_keepalive_set_through_wg_are_kept(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    registry = FakeRegistry(rpeer("alice", KEY_A, "10.8.0.2"), rpeer("bob", KEY_B, "10.8.0.3"))
+    front = make_front()
+    sync = make_sync(front, registry)
+    lan = net("192.168.50.0/24")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        front.uapi_apply(
+            [
+                uapi.ConfigurePeer(
+                    KEY_A,
+                    endpoint=("198.51.100.7", 4000),
+                    persistent_keepalive=25,
+                    allowed_ips=(lan,),
+                )
+            ]
+        )
+        await trio.sleep(0.1)
+        alice = registry.peers[KEY_A]
+        assert alice.routes == (lan,) and alice.addresses == (addr("10.8.0.2"),)
+        assert (str(alice.endpoint), alice.persistent_keepalive) == ("198.51.100.7:4000", 25)
+
+        # the network moves to bob: alice lost it, and the registry says so for both
+        front.uapi_apply([uapi.ConfigurePeer(KEY_B, allowed_ips=(lan,))])
+        await trio.sleep(0.1)
+        assert registry.peers[KEY_A].routes == () and registry.peers[KEY_B].routes == (lan,)
+
+        # another process changes alice's preshared key: her roamed endpoint and the
+        # keepalive stay as they are live (the registry did not change them)
+        live = front.device.peers[KEY_A]
+        live.endpoint = ("198.51.100.8", 4001)
+        registry.commit(add=attrs.evolve(registry.peers[KEY_A], preshared_key=None))
+        await trio.sleep(1.0)  # a poll
+        live = front.device.peers[KEY_A]
+        assert live.config.preshared_key is None
+        assert (live.endpoint, live.persistent_keepalive) == (("198.51.100.8", 4001), 25)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_foreign_commit_between_own_writes_is_applied_once(
     mock_clock: trio.testing.MockClock,
 ) -> None:
@@ -387,7 +452,7 @@ async def test_a_static_peer_removed_through_wg_stays_out_of_the_registry(
         front.uapi_apply([uapi.RemovePeer(KEY_S)])
         await trio.sleep(0.1)
         assert registry.peers == {} and registry.generation == 1
-        assert "static peer 'site' removed through wg: only until the next restart" in (caplog.text)
+        assert "static peer 'site' removed through wg: until a restart, or a reload" in caplog.text
         nursery.cancel_scope.cancel()
 
 
@@ -397,27 +462,42 @@ async def test_a_static_peer_removed_through_wg_stays_out_of_the_registry(
 def test_registry_additions(tmp_path: Path) -> None:
     plan = AddressPlan.from_config(CONFIG)
     with Registry.open(registry_path(tmp_path)) as reg:
-        g = reg.add_with_addresses("wg-x", LivePeer(KEY_A, None, (addr("10.8.0.9"),)), plan)
+        g = reg.add_live("wg-x", LivePeer(KEY_A, None, (addr("10.8.0.9"),)), plan)
         assert g == reg.generation()
         found = reg.find_by_key(KEY_A)
         assert found is not None and found.addresses == (addr("10.8.0.9"),)
         with pytest.raises(AddressUnavailable):
-            reg.add_with_addresses("wg-y", LivePeer(KEY_B, None, (addr("10.8.0.9"),)), plan)
+            reg.add_live("wg-y", LivePeer(KEY_B, None, (addr("10.8.0.9"),)), plan)
         with pytest.raises(AddressUnavailable):
-            reg.add_with_addresses("wg-y", LivePeer(KEY_B, None, (addr("10.9.0.1"),)), plan)
-        g2 = reg.update_allowed_ips(
-            LivePeer(KEY_A, PSK, (addr("10.8.0.10"), addr("10.8.0.11"))), plan
+            reg.add_live("wg-y", LivePeer(KEY_B, None, (addr("10.9.0.1"),)), plan)
+        site = LivePeer(
+            KEY_A,
+            PSK,
+            (addr("10.8.0.10"), addr("10.8.0.11")),
+            (net("192.168.50.0/24"), net("fd50::/64")),
+            Endpoint("203.0.113.9", 51820),
+            25,
         )
+        g2 = reg.update_live(site, plan)
         assert g2 == g + 1
         found = reg.find_by_key(KEY_A)
-        assert found is not None
-        assert found.addresses == (addr("10.8.0.10"), addr("10.8.0.11"))
-        assert found.preshared_key == PSK
+        assert found is not None and site.same_as(found)
+        assert found.allowed_ips[-2:] == (net("192.168.50.0/24"), net("fd50::/64"))
+        # a route has one owner; an address is not a route; the ToyVPN pool is not for routes
+        for routes in (
+            (net("192.168.50.0/24"),),
+            (net("10.9.9.9/32"),),
+            (net("10.8.0.0/16"),),
+        ):
+            with pytest.raises(AddressUnavailable):
+                reg.add_live("wg-y", LivePeer(KEY_B, None, (), routes), plan)
+        nested = LivePeer(KEY_B, None, (), (net("192.168.50.128/25"), net("192.168.0.0/16")))
+        reg.add_live("wg-y", nested, plan)  # nesting is fine: the longest prefix wins
         with pytest.raises(PeerNotFound):
-            reg.update_allowed_ips(LivePeer(KEY_B, None, ()), plan)
+            reg.update_live(LivePeer(KEY_C, None, ()), plan)
         removed = reg.remove_by_key(KEY_A)
-        assert removed is not None and removed[0].name == "wg-x" and removed[1] == g2 + 1
-        assert reg.remove_by_key(KEY_A) is None and reg.generation() == g2 + 1
+        assert removed is not None and removed[0].name == "wg-x" and removed[1] == g2 + 2
+        assert reg.remove_by_key(KEY_A) is None and reg.generation() == g2 + 2
 
 
 async def test_another_process_adding_to_the_real_registry(
@@ -443,6 +523,15 @@ async def test_another_process_adding_to_the_real_registry(
             await trio.sleep(0.1)
             kept = other.find_by_key(KEY_B)
             assert kept is not None and kept.addresses == (addr("10.8.0.3"),)
+            # bob takes alice's address live: the registry frees it from her first
+            front.uapi_apply([uapi.ConfigurePeer(KEY_B, allowed_ips=(net("10.8.0.2/32"),))])
+            await trio.sleep(0.1)
+            moved = other.find_by_key(KEY_B), other.find("alice")
+            assert moved[0] is not None and moved[0].addresses == (
+                addr("10.8.0.2"),
+                addr("10.8.0.3"),
+            )
+            assert moved[1] is not None and moved[1].addresses == ()
             other.remove("alice")
             await trio.sleep(1.0)
             assert set(front.device.peers) == {KEY_B}

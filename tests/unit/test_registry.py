@@ -71,7 +71,7 @@ def reg(db_path: Path) -> Iterator[Registry]:
 
 def test_new_registry_is_private_wal_and_current(db_path: Path) -> None:
     with Registry.open(db_path) as r:
-        assert r.schema_version == registry.SCHEMA_VERSION == 2
+        assert r.schema_version == registry.SCHEMA_VERSION == 3
         assert r.peers() == []
         assert r.generation() == 1
         mode = r._db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -380,7 +380,7 @@ def test_a_version_1_database_migrates_forward(db_path: Path) -> None:
         )
     db.close()
     with Registry.open(db_path) as r:
-        assert r.schema_version == 2
+        assert r.schema_version == 3
         assert r.generation() == 1
         a, b = r.peers()
         assert (a.name, a.public_key, a.preshared_key) == ("alice", pub(1), b"\x05" * 32)
@@ -396,7 +396,49 @@ def test_a_version_1_database_migrates_forward(db_path: Path) -> None:
         assert removed.addresses == (ip("10.8.0.2"),)
         assert r._db.execute("SELECT count(*) FROM addresses").fetchone()[0] == 3  # bob, carol
     with Registry.open(db_path) as again:  # opening a current file changes nothing
-        assert again.schema_version == 2 and again.generation() == 3
+        assert again.schema_version == 3 and again.generation() == 3
+
+
+def test_a_version_2_database_migrates_forward(tmp_path: Path) -> None:
+    db_path = tmp_path / "state" / registry.DB_NAME
+    db_path.parent.mkdir()
+    alice = keys.encode_key(pub(1))
+    with sqlite3.connect(db_path) as db:  # version 2's layout, as it was written
+        db.executescript(
+            f"""
+            CREATE TABLE schema_version (version INTEGER NOT NULL);
+            INSERT INTO schema_version VALUES (2);
+            CREATE TABLE peers (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                public_key TEXT NOT NULL UNIQUE,
+                preshared_key TEXT,
+                created_at TEXT NOT NULL
+            );
+            CREATE TABLE addresses (
+                address TEXT PRIMARY KEY,
+                peer_id INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE
+            );
+            CREATE INDEX addresses_by_peer ON addresses(peer_id);
+            CREATE TABLE changes (generation INTEGER NOT NULL);
+            INSERT INTO changes VALUES (7);
+            INSERT INTO peers VALUES (1, 'alice', '{alice}', NULL, '2025-04-01T10:00:00+00:00');
+            INSERT INTO addresses VALUES ('10.8.0.2', 1), ('fd00:8::2', 1);
+            """
+        )
+    db.close()
+    with Registry.open(db_path) as r:
+        assert r.schema_version == 3 and r.generation() == 7
+        (a,) = r.peers()
+        assert a.addresses == (ip("10.8.0.2"), ip("fd00:8::2"))
+        assert (a.routes, a.endpoint, a.persistent_keepalive) == ((), None, None)
+        live = registry.LivePeer(
+            pub(1), None, a.addresses, (ipaddress.ip_network("192.168.9.0/24"),), None, 25
+        )
+        r.update_live(live, PLAN)
+        assert live.same_as(r.peers()[0])
+        r.remove("alice")  # its routes go with it
+        assert r._db.execute("SELECT count(*) FROM routes").fetchone()[0] == 0
 
 
 # --- crashes ---------------------------------------------------------------------------------

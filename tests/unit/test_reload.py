@@ -139,7 +139,7 @@ async def test_a_valid_file_applies_static_peer_changes(
     front = target.wireguard
     assert front is not None
     alice = front.device.peers[ALICE]
-    front.uapi_apply([uapi.RemovePeer(BOB)])  # removed through wg: back with the reload
+    front.uapi_apply([uapi.RemovePeer(BOB)])  # through wg: stays while the file has bob as is
     path.write_text(
         config_text(
             peer("alice", ALICE, "10.8.0.12/32"),
@@ -152,15 +152,15 @@ async def test_a_valid_file_applies_static_peer_changes(
     assert await reload_config(target) is True
     assert front.device.peers[ALICE] is alice  # changed in place: its sessions go on
     assert alice.allowed_ips == (net("10.8.0.12/32"),)
-    assert front.device.peers[BOB].allowed_ips == (net("10.8.0.3/32"),)
+    assert BOB not in front.device.peers
     assert front.device.peers[CAROL].allowed_ips == (net("10.8.0.4/32"),)
     assert front.router.lookup_bytes(ipaddress.ip_address("10.8.0.2").packed) is None
     assert target.toyvpn is not None and target.toyvpn.keepalive == 25.0
     assert target.toyvpn._template[1] == (ipaddress.ip_address("192.0.2.53"),)  # dns
     assert [p.name for p in target.cfg.wireguard.peers] == ["alice", "bob", "carol"]
+    assert "'bob'" not in caplog.text
     for line in (
         "reload: static peer 'alice' changed",
-        "reload: static peer 'bob' added",
         "reload: static peer 'carol' added",
         "reload: applied toyvpn.dns, toyvpn.keepalive",
     ):
@@ -175,6 +175,33 @@ async def test_a_valid_file_applies_static_peer_changes(
     caplog.clear()
     assert await reload_config(target) is True
     assert "reload: nothing changed" in caplog.text
+
+    # bob's entry changed in the file: now the file's bob is applied
+    path.write_text(
+        config_text(peer("carol", CAROL, "10.8.0.4/32"), peer("bob", BOB, "10.8.0.5/32"))
+    )
+    assert await reload_config(target) is True
+    assert front.device.peers[BOB].allowed_ips == (net("10.8.0.5/32"),)
+    assert "reload: static peer 'bob' added" in caplog.text
+
+
+async def test_wg_set_changes_to_a_static_peer_survive_a_reload_that_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "trivpn.toml"
+    text = config_text(peer("alice", ALICE, "10.8.0.2/32"), peer("bob", BOB, "10.8.0.3/32"))
+    target = start(path, text)
+    front = target.wireguard
+    assert front is not None
+    front.uapi_apply(
+        [uapi.ConfigurePeer(ALICE, allowed_ips=(net("10.66.0.0/24"),), persistent_keepalive=25)]
+    )
+    path.write_text(text.replace("10.8.0.3/32", "10.8.0.7/32"))  # bob changes, alice not
+    assert await reload_config(target) is True
+    alice = front.device.peers[ALICE]
+    assert alice.allowed_ips == (net("10.8.0.2/32"), net("10.66.0.0/24"))
+    assert alice.persistent_keepalive == 25
+    assert front.device.peers[BOB].allowed_ips == (net("10.8.0.7/32"),)
 
 
 async def test_keys_that_need_a_restart_are_reported_and_keep_their_value(
@@ -238,3 +265,21 @@ async def test_a_reload_hands_the_new_static_peers_to_the_registry_sync(
     path.write_text(config_text(peer("alice", ALICE, "10.8.0.2/32")))
     assert await reload_config(target) is True
     assert seen == [(ALICE,)]
+
+
+async def test_a_static_peer_with_the_running_key_is_skipped_after_a_runtime_key_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `wg set private-key` gave the server carol's key; the file then gains a peer carol
+    path = tmp_path / "trivpn.toml"
+    target = start(path, config_text(peer("alice", ALICE, "10.8.0.2/32")))
+    front = target.wireguard
+    assert front is not None
+    assert front.set_private_key(crypto.clamp(bytes([4]) * 32))
+    path.write_text(
+        config_text(peer("alice", ALICE, "10.8.0.2/32"), peer("carol", CAROL, "10.8.0.4/32"))
+    )
+    caplog.set_level(logging.INFO)
+    assert await reload_config(target) is True
+    assert set(front.device.peers) == {ALICE}
+    assert "reload: static peer 'carol' skipped: it has the server's own public key" in caplog.text

@@ -23,7 +23,7 @@ from trivpn.config.interface import InterfaceConfig
 from trivpn.config.loader import default_config, load_config, parse_config
 from trivpn.config.metrics import MetricsConfig
 from trivpn.config.nat import NatConfig
-from trivpn.config.overlaps import find_overlaps
+from trivpn.config.overlaps import find_duplicates, find_overlaps
 from trivpn.config.root import Config
 from trivpn.config.state import DEFAULT_STATE_DIR, StateConfig
 from trivpn.config.toyvpn import PLACEHOLDER_SECRET, ToyVpnConfig
@@ -55,6 +55,7 @@ __all__ = [
     "WireGuardConfig",
     "WireGuardPeerConfig",
     "default_config",
+    "find_duplicates",
     "find_overlaps",
     "load_config",
     "parse_config",

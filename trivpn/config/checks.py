@@ -88,3 +88,8 @@ def check_client_allowed_ips(networks: tuple[IPNetwork, ...]) -> None:
 def check_peer_endpoint(endpoint: Endpoint) -> None:
     if ipaddress.ip_address(endpoint.host).is_unspecified:
         raise InvalidValue(endpoint, "expected the peer's own address, not a wildcard")
+
+
+def check_fwmark(mark: int) -> None:
+    if not 0 <= mark <= 0xFFFFFFFF:
+        raise InvalidValue(mark, "expected 0 (none) to 4294967295 (0xffffffff)")

@@ -12,7 +12,6 @@ from trivpn.config.nat import NatConfig
 from trivpn.config.overlaps import find_overlaps
 from trivpn.config.state import StateConfig
 from trivpn.config.toyvpn import ToyVpnConfig
-from trivpn.config.values import IPNetwork
 from trivpn.config.wireguard import WireGuardConfig, peer_allowed_ips
 
 
@@ -47,9 +46,9 @@ def config_problems(cfg: Config) -> Problems:
                     InvalidValue(pool, f"contains the server's own address {own[0]}; leave it out"),
                 )
             )
-    # overlaps among the WireGuard peers themselves were reported by its section check
-    ranges: list[tuple[str, IPNetwork]] = list(pools)
+    # the WireGuard peers among themselves (nesting allowed) were checked by their section
+    problems += find_overlaps(pools)
     if cfg.wireguard.enabled:
-        ranges += [(f"wireguard.{key}", net) for key, net in peer_allowed_ips(cfg.wireguard)]
-    problems += find_overlaps(ranges)
+        routes = [(f"wireguard.{key}", net) for key, net in peer_allowed_ips(cfg.wireguard)]
+        problems += find_overlaps(routes, against=pools)
     return problems

@@ -8,6 +8,7 @@ import attrs
 
 from trivpn.config.checks import (
     check_client_allowed_ips,
+    check_fwmark,
     check_peer_endpoint,
     check_peer_name,
     check_persistent_keepalive,
@@ -16,7 +17,7 @@ from trivpn.config.checks import (
 from trivpn.config.errors import InvalidValue, Problems
 from trivpn.config.fields import BY_LOADER, FILE_KEY, HOOK, Loaded, checked, hooked
 from trivpn.config.hooks import endpoint_hook, networks_hook, structure_key
-from trivpn.config.overlaps import find_overlaps
+from trivpn.config.overlaps import find_duplicates
 from trivpn.config.secret_files import read_secret, secret_path
 from trivpn.config.values import Endpoint, IPAddress, IPNetwork, PublicEndpoint
 from trivpn.proto.wireguard import crypto, keys
@@ -65,6 +66,7 @@ class WireGuardConfig:
         default=DEFAULT_PRIVATE_KEY_FILE, metadata={BY_LOADER: True}
     )
     under_load_rate: float = attrs.field(default=500.0, metadata=checked(check_rate))
+    fwmark: int = attrs.field(default=0, metadata=checked(check_fwmark))  # SO_MARK; 0: none
     peers: tuple[WireGuardPeerConfig, ...] = ()
     # What `trivpn peer add` writes into client configs; the server itself never reads them.
     public_endpoint: PublicEndpoint | None = attrs.field(
@@ -103,7 +105,7 @@ def wireguard_problems(wg: WireGuardConfig) -> Problems:
         if peer.public_key == own_key:
             mine = "the server's own public key; expected the peer's"
             problems.append((key, InvalidValue(None, mine, shown=shown)))
-    problems += find_overlaps(peer_allowed_ips(wg))
+    problems += find_duplicates(peer_allowed_ips(wg))
     return problems
 
 

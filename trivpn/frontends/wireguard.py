@@ -38,7 +38,7 @@ from trivpn.proto.wireguard import (
     SessionExpired,
     encode_key,
 )
-from trivpn.proto.wireguard.crypto import CryptoError, clamp, dh
+from trivpn.proto.wireguard.crypto import CryptoError, dh
 from trivpn.router import Router
 from trivpn.udp import DatagramSocket
 
@@ -55,6 +55,8 @@ class PeerChange:
     removed: bool
     preshared_key: bytes | None = attrs.field(default=None, repr=False)
     allowed_ips: tuple[IPNetwork, ...] = ()
+    endpoint: tuple[str, int] | None = None
+    persistent_keepalive: int | None = None
 
 
 PeerChangeHandler = Callable[[Sequence[PeerChange]], None]
@@ -90,8 +92,11 @@ class WireGuardFront:
         self._routes: dict[IPNetwork, Peer] = {}  # the networks this front routes, and to whom
         self._out = Output()
         self._timer_scope: trio.CancelScope | None = None
+        self._losers: dict[bytes, None] = {}  # peers a network was taken from, for on_peer_change
         # told, after each `wg set`, which peers it changed; must not block
         self.on_peer_change: PeerChangeHandler | None = None
+        # told whenever the set of routed networks (`routed_networks`) may have changed
+        self.on_routes_change: Callable[[], None] | None = None
         for peer_cfg in cfg.peers:
             self.add_peer(peer_cfg)
 
@@ -167,6 +172,7 @@ class WireGuardFront:
             self.router.remove(network)
             del self._routes[network]
         self.device.remove_peer(public_key)
+        self._routes_changed()
 
     def set_allowed_ips(self, peer: Peer, networks: Iterable[IPNetwork]) -> None:
         """Route exactly ``networks`` to ``peer``, in the router and in the peer's own list."""
@@ -180,9 +186,19 @@ class WireGuardFront:
             previous = self._routes.get(network)
             if previous is not None and previous is not peer:
                 _set_peer_networks(previous, [n for n in previous.allowed_ips if n != network])
+                self._losers[previous.public_key] = None
             self._routes[network] = peer
             self.router.add(network, sender)
         _set_peer_networks(peer, wanted)
+        self._routes_changed()
+
+    def routed_networks(self) -> frozenset[IPNetwork]:
+        """Every network routed to a peer of this front."""
+        return frozenset(self._routes)
+
+    def _routes_changed(self) -> None:
+        if self.on_routes_change is not None:
+            self.on_routes_change()
 
     def set_persistent_keepalive(self, peer: Peer, seconds: int) -> None:
         """0 turns it off; turning it on sends a keepalive at once, as wg(8) does."""
@@ -226,7 +242,7 @@ class WireGuardFront:
         return uapi.DeviceSnapshot(
             private_key=self.device.identity.private_key,
             listen_port=self.listen_port,
-            fwmark=0,
+            fwmark=self.fwmark,
             peers=tuple(
                 uapi.PeerSnapshot(
                     public_key=peer.public_key,
@@ -247,11 +263,15 @@ class WireGuardFront:
         for op in operations:
             self._check_operation(op)
         touched: dict[bytes, None] = {}  # keys of the peers changed, in order
+        self._losers.clear()
         for op in operations:
             touched.update(dict.fromkeys(self._apply_operation(op)))
+        # A peer that lost a network to another changed too, and is reported first: a
+        # registry must free the network before it can give it to the other.
+        ordered = [*self._losers, *(key for key in touched if key not in self._losers)]
         self._poke_timers()
-        if touched and self.on_peer_change is not None:
-            self.on_peer_change([self._change_of(key) for key in touched])
+        if ordered and self.on_peer_change is not None:
+            self.on_peer_change([self._change_of(key) for key in ordered])
 
     def _change_of(self, public_key: bytes) -> PeerChange:
         peer = self.device.peers.get(public_key)
@@ -262,20 +282,27 @@ class WireGuardFront:
             removed=False,
             preshared_key=peer.config.preshared_key,
             allowed_ips=peer.allowed_ips,
+            endpoint=peer.endpoint,
+            persistent_keepalive=peer.persistent_keepalive or None,  # 0 is off too
         )
 
     def _check_operation(self, op: uapi.Operation) -> None:
         if isinstance(op, uapi.SetPrivateKey):
-            if clamp(op.private_key) != self.device.identity.private_key:
-                raise uapi.UapiError(errno.EOPNOTSUPP, "the private key cannot change at runtime")
+            # All zeros asks to remove the key (a file without PrivateKey): a server needs one.
+            if op.private_key == uapi.ZERO_KEY:
+                raise uapi.UapiError(errno.EOPNOTSUPP, "the private key cannot be removed")
         elif isinstance(op, uapi.SetListenPort):
             # 0 asks for "any port" (wg setconf/syncconf send it for a file without ListenPort):
             # the current one is such a port.
             if op.port not in (0, self.listen_port):
-                raise uapi.UapiError(errno.EOPNOTSUPP, "the listen port cannot change at runtime")
+                port = op.port
+                self._check_socket_change(
+                    lambda: self.sock.check_rebind(port), f"listen on port {port}"
+                )
         elif isinstance(op, uapi.SetFwmark):
-            if op.mark:
-                raise uapi.UapiError(errno.EOPNOTSUPP, "fwmark is not supported")
+            if op.mark != self.fwmark:
+                mark = op.mark
+                self._check_socket_change(lambda: self.sock.check_mark(mark), "set the fwmark")
         elif isinstance(op, uapi.ConfigurePeer):
             key = op.public_key
             if key not in self.device.peers and key != self.device.public_key:
@@ -304,7 +331,14 @@ class WireGuardFront:
             return [op.public_key]
         if isinstance(op, uapi.ConfigurePeer) and self._configure_peer(op):
             return [op.public_key]
-        # private key, listen port, fwmark: _check_operation let through only no-ops
+        if isinstance(op, uapi.SetPrivateKey):
+            self.set_private_key(op.private_key)
+        elif isinstance(op, uapi.SetListenPort):
+            self.set_listen_port(op.port)
+        elif isinstance(op, uapi.SetFwmark):
+            self.set_fwmark(op.mark)
+        # A peer removed for having the new own key is not reported: the key change lasts
+        # until a restart, after which that peer (kept in the registry) is valid again.
         return []
 
     def _configure_peer(self, op: uapi.ConfigurePeer) -> bool:
@@ -438,6 +472,67 @@ class WireGuardFront:
             )
         elif isinstance(event, SessionExpired):
             log.info("wireguard: peer %s session expired", _name(event.peer))
+
+    # -- the interface's own settings at runtime (`wg set` private-key, listen-port, fwmark) --
+    # Like wireguard-go's, they are runtime state: nothing is saved, a restart (or a new
+    # process) takes the config file's values again, and the log says which key keeps them.
+
+    @property
+    def fwmark(self) -> int:
+        """The SO_MARK of the listening socket (0: none), as `wg show` reports it."""
+        return DatagramSocket.mark_of(self.sock.sock)
+
+    def set_private_key(self, private_key: bytes) -> bool:
+        """A new static key (wireguard-go's SetPrivateKey): every peer's sessions end, a peer
+        with the new own public key is removed; whether it changed (the same key: no-op)."""
+        new_public = self.device.identity.from_private_key(private_key).public_key
+        mirror = self.device.peers.get(new_public)
+        if mirror is not None:  # (never the same key: the device has no peer with its own)
+            self.remove_peer(new_public)  # here, so that its routes go too
+            log.info("wireguard: peer %s removed: it has the new own public key", _name(mirror))
+        if not self.device.set_private_key(private_key):
+            return False
+        log.info(
+            "wireguard: private key changed, new public key %s (peers must be given it; "
+            "every session starts over); it lasts until a restart: to keep it, write the key "
+            "to [wireguard] private_key_file (or private_key)",
+            self.public_key,
+        )
+        return True
+
+    def set_listen_port(self, port: int) -> None:
+        """Move the UDP socket to ``port``; 0 or the current port keep the socket (a server's
+        clients know its port: wireguard-go would rebind to a random one for 0). Sessions
+        and endpoints stay; peers roam to the new port with our next packet. UapiError if
+        the port cannot be bound (nothing changed then)."""
+        old = self.listen_port
+        if port in (0, old):
+            return
+        self._check_socket_change(lambda: self.sock.rebind(port), f"listen on port {port}")
+        log.info(
+            "wireguard: listening on port %d instead of %d until a restart; to keep it, "
+            "set the port of [wireguard] listen",
+            port,
+            old,
+        )
+
+    def set_fwmark(self, mark: int) -> None:
+        """SO_MARK on the UDP socket (0 clears it); it moves with the socket to a new port."""
+        if mark == self.fwmark:
+            return
+        self._check_socket_change(lambda: self.sock.set_mark(mark), "set the fwmark")
+        log.info(
+            "wireguard: fwmark %s until a restart; to keep it, set [wireguard] fwmark",
+            f"{mark:#x}" if mark else "off",
+        )
+
+    def _check_socket_change(self, change: Callable[[], None], what: str) -> None:
+        """Run a socket change (or its dry run); an OSError becomes the UAPI's errno."""
+        try:
+            change()
+        except OSError as e:
+            code = e.errno or errno.EIO
+            raise uapi.UapiError(code, f"cannot {what}: {e.strerror or e}") from None
 
 
 def peer_config(cfg: WireGuardPeerConfig) -> PeerConfig:

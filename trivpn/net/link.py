@@ -29,6 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 _MAIN_TABLE = 254
 _RTN_UNICAST = 1
 _RT_SCOPE_LINK = 253
+_RT_SCOPE_NOWHERE = 255  # in a delete request: match a route of any scope
 _IFA_F_NODAD = 0x02
 _IPV6_MIN_MTU = 1280
 
@@ -253,8 +254,36 @@ def delete_host_route(address: IPv4Address | IPv6Address) -> None:
     """Remove the /32 or /128 route to ``address``; nothing to remove is fine."""
     with _netlink() as ipr:
         try:
-            ipr.route("del", dst=_host_prefix(address), table=_MAIN_TABLE)
+            spec: dict[str, Any] = {"dst": _host_prefix(address), "table": _MAIN_TABLE}
+            if address.version == 4:
+                spec["scope"] = _RT_SCOPE_NOWHERE  # any scope, as `ip route del`: pyroute2 says 0
+            ipr.route("del", **spec)
         except NetlinkError as exc:
             if exc.code in (errno.ESRCH, errno.ENOENT):
                 return
             raise LinkError(f"cannot delete the route to {address}: {_reason(exc)}") from exc
+
+
+def delete_route(name: str, network: IPv4Network | IPv6Network) -> None:
+    """Remove the route to ``network`` through the device ``name`` (main table).
+
+    A route already gone is fine, and so is a device already gone: its routes went with it.
+    """
+    with _netlink() as ipr:
+        try:
+            found = ipr.link_lookup(ifname=name)
+        except NetlinkError as exc:
+            raise LinkError(f"cannot look up interface {name!r}: {_reason(exc)}") from exc
+        if not found:
+            return
+        try:
+            spec: dict[str, Any] = {"dst": str(network), "oif": int(found[0]), "table": _MAIN_TABLE}
+            if network.version == 4:
+                spec["scope"] = _RT_SCOPE_NOWHERE  # any scope, as `ip route del`: pyroute2 says 0
+            ipr.route("del", **spec)
+        except NetlinkError as exc:
+            if exc.code in (errno.ESRCH, errno.ENOENT):
+                return
+            raise LinkError(
+                f"cannot delete the route to {network} via {name!r}: {_reason(exc)}"
+            ) from exc

@@ -150,3 +150,64 @@ def list_table(table: str = TABLE) -> dict[str, Any] | None:
             raise
         return None
     return listing if isinstance(listing, dict) else None
+
+
+# --- other tables that can drop the tunnel's forwarded traffic -----------------------------
+
+_FAMILIES_THAT_FORWARD = frozenset({"ip", "ip6", "inet"})
+_TERMINAL = frozenset({"drop", "reject"})
+_HARMLESS = frozenset({"counter", "log", "limit"})  # statements that do not select packets
+
+
+def forward_blockers(listing: Any, tunnel: str) -> list[str]:
+    """The forward-hook base chains of other tables that drop what no rule accepts (policy
+    drop, or an unconditional drop/reject at the end, as firewalld's), in tables none of
+    whose rules names the ``tunnel`` interface. nftables runs every base chain of a hook and
+    a drop in any of them is final: our table's accept cannot get the tunnel's traffic past
+    such a chain (Docker's FORWARD chain is one). A heuristic for a warning, never a refusal.
+    """
+    items = _items(listing)
+    rules: dict[tuple[Any, ...], list[Any]] = {}  # (family, table, chain): rule expressions
+    for item in items:
+        rule = item.get("rule")
+        if isinstance(rule, dict):
+            key = (rule.get("family"), rule.get("table"), rule.get("chain"))
+            rules.setdefault(key, []).append(rule.get("expr"))
+    naming_tables = {(f, t) for (f, t, _), exprs in rules.items() if _names(exprs, tunnel)}
+    blockers: list[str] = []
+    for item in items:
+        chain = item.get("chain")
+        if not isinstance(chain, dict) or chain.get("hook") != "forward":
+            continue
+        family, table, name = chain.get("family"), chain.get("table"), chain.get("name")
+        if family not in _FAMILIES_THAT_FORWARD or (family, table) == (FAMILY, TABLE):
+            continue
+        if (family, table) in naming_tables:
+            continue
+        exprs = rules.get((family, table, name), [])
+        if chain.get("policy") == "drop" or (exprs and _drops_everything(exprs[-1])):
+            blockers.append(f"{family} {table} {name}")
+    return blockers
+
+
+def _names(value: Any, tunnel: str) -> bool:
+    """Whether a rule's JSON holds the interface name (or a wildcard "prefix*" that fits it)."""
+    if isinstance(value, str):
+        return value == tunnel or (value.endswith("*") and tunnel.startswith(value[:-1]))
+    if isinstance(value, dict):
+        return any(_names(v, tunnel) for v in value.values())
+    if isinstance(value, list):
+        return any(_names(v, tunnel) for v in value)
+    return False
+
+
+def _drops_everything(expr: Any) -> bool:
+    if not isinstance(expr, list):
+        return False
+    kinds = {key for statement in expr if isinstance(statement, dict) for key in statement}
+    return bool(kinds & _TERMINAL) and kinds <= _TERMINAL | _HARMLESS
+
+
+def list_ruleset() -> Any:
+    """The parsed JSON of ``list ruleset`` (every table of this namespace)."""
+    return _run({"nftables": [{"list": {"ruleset": None}}]})

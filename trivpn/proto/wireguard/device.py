@@ -8,6 +8,7 @@ all of it: index lookup, one AEAD open, the replay window.
 
 from __future__ import annotations
 
+import hmac
 import os
 import struct
 import time
@@ -115,6 +116,28 @@ class Device:
             raise KeyError("no peer with that public key")
         peer.remove()
         self._touched.discard(peer)
+
+    def set_private_key(self, private_key: bytes) -> bool:
+        """Change our static key at runtime, as wireguard-go's SetPrivateKey does; whether it
+        changed (a key that clamps to the current one is a no-op).
+
+        A peer whose public key is the new own key is removed. Every other peer's static-static
+        DH is recomputed and its sessions and handshake in progress end, keys erased: the peer
+        must learn the new public key, and the next packet either way starts a new handshake.
+        mac1 and cookie replies now use the new public key; the old one gets no answer.
+        """
+        identity = StaticIdentity.from_private_key(private_key)
+        if hmac.compare_digest(identity.private_key, self.identity.private_key):
+            return False
+        if identity.public_key in self._peers:
+            self.remove_peer(identity.public_key)
+        for peer in self._peers.values():
+            peer.change_identity(identity)
+            self._touched.add(peer)
+        self.identity = identity
+        self._ctx.identity = identity
+        self._checker = CookieChecker(identity.public_key, self._ctx.rng)
+        return True
 
     def set_persistent_keepalive(self, peer: Peer, seconds: int | None) -> None:
         """0 or None turns it off; turning it on sends a keepalive at once, as wg(8) does."""

@@ -108,6 +108,18 @@ class Handshake:
         self.last_timestamp = bytes(crypto.TIMESTAMP_LEN)
         self.last_initiation_consumption = float("-inf")
 
+    def change_identity(self, identity: StaticIdentity) -> None:
+        """Our static key changed: recompute the static-static DH and forget the handshake in
+        progress (its chaining key came from the old key). ValueError, with nothing changed,
+        if the peer's key is a low-order point (it cannot be: the old key's DH succeeded)."""
+        try:
+            static_static = crypto.dh(identity.private_key, self.remote_static)
+        except crypto.CryptoError:
+            raise ValueError("the peer's public key is a low-order point") from None
+        self._identity = identity
+        self._static_static = static_static
+        self.clear()
+
     # -- initiator --
 
     def create_initiation(self, local_index: int, timestamp: bytes, ephemeral: bytes) -> bytes:

@@ -569,6 +569,19 @@ class Peer:
         self.handshake.clear()
         self.staged.clear()
 
+    def change_identity(self, identity: StaticIdentity) -> None:
+        """The device's static key changed: every session and the handshake in progress end
+        (keys erased), since the peer derived them from the old key. Queued packets stay and
+        leave after the next handshake, which may start at once (no REKEY_TIMEOUT wait)."""
+        handshake_index = self.handshake.local_index
+        self.handshake.change_identity(identity)  # first: it raises before changing anything
+        if handshake_index:
+            self._ctx.index.release(handshake_index)
+        for kp in (self.previous, self.current, self.next):
+            self._drop(kp)
+        self.previous = self.current = self.next = None
+        self.last_sent_handshake = float("-inf")
+
     def remove(self) -> None:
         self.zero_key_material()
         self.timers.stop_all()

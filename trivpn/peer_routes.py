@@ -1,0 +1,177 @@
+"""Kernel routes for the networks of WireGuard peers (a site's LAN behind a peer).
+
+The kernel hands a packet to the TUN only if one of its routes says so. The interface's own
+subnets are connected routes already; every other network routed to a peer (its allowed_ips)
+needs a route through the TUN, as wg-quick adds one per allowed-ip. ``KernelRoutes`` keeps
+those routes in step with the WireGuard front while the server runs. A default route is never
+added: it would take the server's own traffic (and the tunnel's datagrams) into the tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple, Protocol
+
+import trio
+
+from trivpn.config import IPNetwork
+from trivpn.net import link
+from trivpn.ratelimit import LogLimiter
+
+log = logging.getLogger("trivpn")
+
+# Changes within this window (a reload, a registry sync, a `wg syncconf`) make one sync.
+SETTLE_SECONDS = 0.05
+FAILURE_LOG_INTERVAL = 60.0
+
+RouteFunction = Callable[[str, IPNetwork], None]
+ThreadRunner = Callable[[Callable[[], None]], Awaitable[object]]
+
+
+class RoutePlan(NamedTuple):
+    routes: frozenset[IPNetwork]  # the kernel routes wanted through the TUN
+    defaults: frozenset[IPNetwork]  # default routes left out: inside the tunnel only
+
+
+def plan_routes(routed: Iterable[IPNetwork], subnets: Iterable[IPNetwork]) -> RoutePlan:
+    """The kernel routes that ``routed`` networks need beside the connected ``subnets``."""
+    subnets = tuple(subnets)
+    routes: set[IPNetwork] = set()
+    defaults: set[IPNetwork] = set()
+    for network in routed:
+        if network.prefixlen == 0:
+            defaults.add(network)
+        elif not any(_inside(network, subnet) for subnet in subnets):
+            routes.add(network)
+    return RoutePlan(frozenset(routes), frozenset(defaults))
+
+
+def _inside(network: IPNetwork, subnet: IPNetwork) -> bool:
+    if network.version != subnet.version:
+        return False
+    return network.subnet_of(subnet)  # type: ignore[arg-type]  # same version, checked above
+
+
+class RoutedFront(Protocol):
+    """What KernelRoutes needs of the WireGuard front."""
+
+    on_routes_change: Callable[[], None] | None
+
+    def routed_networks(self) -> frozenset[IPNetwork]: ...
+
+
+class KernelRoutes:
+    """Keeps a route through ``ifname`` for each of ``front``'s networks outside ``subnets``.
+
+    ``add_route``, ``delete_route`` and ``run_in_thread`` are the netlink edge (tests fake it).
+    A route that fails is logged and tried again at the next change; the server goes on.
+    """
+
+    def __init__(
+        self,
+        ifname: str,
+        subnets: Iterable[IPNetwork],
+        front: RoutedFront,
+        *,
+        add_route: RouteFunction = link.add_route,
+        delete_route: RouteFunction = link.delete_route,
+        run_in_thread: ThreadRunner = trio.to_thread.run_sync,
+    ) -> None:
+        self.ifname = ifname
+        self.subnets = tuple(subnets)
+        self.front = front
+        self.installed: set[IPNetwork] = set()  # routes this task added and did not delete
+        self._add = add_route
+        self._delete = delete_route
+        self._run_in_thread = run_in_thread
+        self._dirty = trio.Event()
+        self._warned: set[IPNetwork] = set()
+        self._limiter = LogLimiter(log, FAILURE_LOG_INTERVAL)
+
+    def _mark_dirty(self) -> None:
+        # Called by the front in the middle of its changes: no I/O, no blocking, just a flag.
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Sync at once (the front has its start-up peers), then after each burst of changes.
+
+        Cancellation removes nothing: routes through the TUN go with the device.
+        """
+        self.front.on_routes_change = self._mark_dirty
+        self._dirty.set()
+        try:
+            while True:
+                await self._dirty.wait()
+                await trio.sleep(SETTLE_SECONDS)
+                self._dirty = trio.Event()  # a change from now on asks for another sync
+                await self.sync()
+        finally:
+            if self.front.on_routes_change == self._mark_dirty:
+                self.front.on_routes_change = None
+
+    async def sync(self) -> None:
+        """Add the routes wanted and not installed; delete those installed and not wanted."""
+        plan = plan_routes(self.front.routed_networks(), self.subnets)
+        self._warn_defaults(plan.defaults)
+        to_delete = sorted(self.installed - plan.routes, key=_order)
+        to_add = sorted(plan.routes - self.installed, key=_order)
+        if not to_delete and not to_add:
+            return
+        failures: list[tuple[str, IPNetwork, Exception]] = []
+
+        def apply() -> None:
+            # In a worker thread, as netlink blocks; it touches only these lists.
+            for action, func, networks in (
+                ("delete", self._delete, to_delete),
+                ("add", self._add, to_add),
+            ):
+                for network in networks:
+                    try:
+                        func(self.ifname, network)
+                    except Exception as exc:  # one route's failure is not fatal
+                        failures.append((action, network, exc))
+
+        await self._run_in_thread(apply)
+        self._record(to_delete, to_add, failures)
+
+    def _record(
+        self,
+        deleted: list[IPNetwork],
+        added: list[IPNetwork],
+        failures: list[tuple[str, IPNetwork, Exception]],
+    ) -> None:
+        failed = {(action, network) for action, network, _ in failures}
+        for network in deleted:
+            if ("delete", network) not in failed:
+                self.installed.discard(network)
+                log.info("kernel route: %s via %s removed", network, self.ifname)
+        for network in added:
+            if ("add", network) not in failed:
+                self.installed.add(network)
+                log.info("kernel route: %s via %s added", network, self.ifname)
+        now = trio.current_time()
+        for action, network, exc in failures:
+            self._limiter.warning(
+                f"{action} {network}",
+                now,
+                "kernel route: cannot %s %s via %s (tried again at the next peer change): %s",
+                action,
+                network,
+                self.ifname,
+                exc,
+            )
+
+    def _warn_defaults(self, defaults: frozenset[IPNetwork]) -> None:
+        for network in sorted(defaults - self._warned, key=_order):
+            self._warned.add(network)
+            log.warning(
+                "kernel route: %s is routed to a peer inside the tunnel only; trivpn adds no "
+                "default route to %s, which would take the server's own traffic",
+                network,
+                self.ifname,
+            )
+
+
+def _order(network: IPNetwork) -> tuple[int, int, int]:
+    return (network.version, int(network.network_address), network.prefixlen)
