@@ -48,7 +48,14 @@ USUAL_DROPS: Final = {
         "unknown_peer",
         "ratelimited",
     ),
-    "toyvpn": ("bad_secret", "spoofed_source", "malformed", "unknown_endpoint", "pool_full"),
+    "toyvpn": (
+        "bad_secret",
+        "spoofed_source",
+        "not_ipv4",
+        "malformed",
+        "unknown_endpoint",
+        "pool_full",
+    ),
 }
 # The server's own counters: (protocol, reason) for the drops among them.
 SERVER_DROPS: Final = {

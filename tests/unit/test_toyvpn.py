@@ -112,9 +112,9 @@ def test_spoofed_source_is_dropped() -> None:
     for src in (str(b.address), "10.8.0.1", "192.0.2.9"):  # another client, the server, outside
         assert server.receive(ipv4_packet(src), A, 1.0) == toyvpn.Refused("spoofed_source")
     ipv6 = bytes([0x60]) + bytes(39)
-    assert server.receive(ipv6, A, 1.0) == toyvpn.Refused("spoofed_source")
+    assert server.receive(ipv6, A, 1.0) == toyvpn.Refused("not_ipv4")  # ToyVPN carries IPv4
     assert server.receive(b"\x45\x00", A, 1.0) == toyvpn.Refused("spoofed_source")  # truncated
-    assert server.counters["spoofed_source"] == 5
+    assert (server.counters["spoofed_source"], server.counters["not_ipv4"]) == (4, 1)
     assert a.last_recv == 0.0  # dropped packets do not keep a session alive
 
 
@@ -212,3 +212,12 @@ def test_client_handshake_and_data() -> None:
     assert client.tick(16.9) == toyvpn.TICK_KEEPALIVE  # last sent at 0 (the handshake)
     assert client.tick(17.0) is None
     assert client.tick(62.0) == toyvpn.TICK_EXPIRED  # quiet since t=2
+
+
+def test_the_client_sends_ipv4_only() -> None:
+    client = toyvpn.ToyVpnClient(SECRET, keepalive=15.0, quiet_timeout=60.0)
+    v4, v6 = ipv4_packet("10.8.0.129"), bytes([0x60]) + bytes(39)  # a router solicitation, say
+    assert client.outgoing([v6, v4, b"", v6], 3.0) == [v4]
+    assert client.counters["not_ipv4"] == 3
+    assert client.next_deadline() == 3.0 + 15.0  # what was sent postpones the keepalive
+    assert client.outgoing([v6], 9.0) == [] and client.next_deadline() == 3.0 + 15.0

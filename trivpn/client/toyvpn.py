@@ -111,11 +111,12 @@ class ToyVpnConnection:
         self._pinned = True
 
     async def _uplink(self, tun: Tun, sock: udp.DatagramSocket) -> None:
-        encapsulate = self.proto.encapsulate
+        outgoing = self.proto.outgoing
         while True:
             await trio.lowlevel.wait_readable(tun.fd)
-            now = trio.current_time()
-            sock.send_many([encapsulate(p, now) for p in tun.read_batch(BATCH)])
+            datagrams = outgoing(tun.read_batch(BATCH), trio.current_time())
+            if datagrams:
+                sock.send_many(datagrams)
 
     async def _downlink(self, tun: Tun, sock: udp.DatagramSocket) -> None:
         receive = self.proto.receive

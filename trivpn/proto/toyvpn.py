@@ -207,6 +207,9 @@ class ToyVpnServer:
             if session is None:
                 self.counters["unknown_endpoint"] += 1
                 return Refused("unknown_endpoint")
+            if datagram[0] >> 4 != 4:  # ToyVPN carries IPv4 only (a client's IPv6 chatter)
+                self.counters["not_ipv4"] += 1
+                return Refused("not_ipv4")
             if source_v4(datagram) != session.address_bytes:
                 self.counters["spoofed_source"] += 1
                 return Refused("spoofed_source")
@@ -304,9 +307,16 @@ class ToyVpnClient:
             return self.parameters
         return None
 
-    def encapsulate(self, packet: bytes, now: float) -> bytes:
-        self.last_send = now
-        return packet
+    def outgoing(self, packets: Sequence[bytes], now: float) -> list[bytes]:
+        """The datagrams for packets read from the TUN: IPv4 only, as the protocol carries
+        (the kernel's IPv6 chatter on the TUN, router solicitations and the like, is dropped
+        and counted here rather than refused by the server)."""
+        datagrams = [p for p in packets if p and p[0] >> 4 == 4]
+        if len(datagrams) != len(packets):
+            self.counters["not_ipv4"] += len(packets) - len(datagrams)
+        if datagrams:
+            self.last_send = now
+        return datagrams
 
     def next_deadline(self) -> float:
         return min(self.last_send + self.keepalive, self.last_recv + self.quiet_timeout)
