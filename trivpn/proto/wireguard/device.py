@@ -8,7 +8,9 @@ all of it: index lookup, one AEAD open, the replay window.
 
 from __future__ import annotations
 
+import heapq
 import hmac
+import itertools
 import os
 import struct
 import time
@@ -36,6 +38,10 @@ from .peer import (
     allowed_ips_contains,
 )
 
+# The timer heap is rebuilt from the schedule when stale entries make it this much larger.
+_HEAP_SLACK_FACTOR: Final = 2
+_HEAP_SLACK_MIN: Final = 64
+
 # Handshake messages per second (with a valid mac1) above which cookies are demanded.
 # A DH costs tens of microseconds here and a handshake needs four, so a few hundred per
 # second is still a small share of one core.
@@ -43,6 +49,10 @@ DEFAULT_UNDER_LOAD_RATE: Final = 500.0
 
 _TRANSPORT: Final = struct.Struct("<IIQ")
 _HANDSHAKE_SENDER: Final = struct.Struct("<I")
+
+
+# (deadline, sequence, peer): one peer's earliest timer as scheduled in the heap.
+_Entry = tuple[float, int, Peer]
 
 
 class Device:
@@ -75,12 +85,19 @@ class Device:
         self._load = LoadMonitor(under_load_rate)
         self._ratelimiter = HandshakeRateLimiter()
         self._peers: dict[bytes, Peer] = {}
-        # next_deadline() must stay cheap with thousands of peers (the server asks after every
-        # batch): a hint that is never later than the true earliest timer, lowered by the peers
-        # touched since, and recomputed exactly by tick(). Early is harmless: a tick finds
-        # nothing due and recomputes.
-        self._deadline_hint: float | None = None
+        # Timers with thousands of peers: next_deadline() is asked after every batch and tick()
+        # runs at every keepalive, so neither may walk all peers. Every entry point that may
+        # change a peer's timers adds it to _touched; a flush recomputes those peers' earliest
+        # timer into _scheduled (peer -> its live heap entry). Entries of _heap that are not
+        # their peer's live entry (the deadline moved, the peer went) are stale and skipped.
         self._touched: set[Peer] = set()
+        self._scheduled: dict[Peer, _Entry] = {}
+        self._heap: list[_Entry] = []
+        self._sequence = itertools.count()  # tie-break: a Peer is never compared
+        # Due peers run in the order they were added, as a walk over _peers did: the Output
+        # and the draws from the shared rng then do not depend on the deadlines' order.
+        self._added = itertools.count()
+        self._rank: dict[Peer, int] = {}
 
     def __repr__(self) -> str:
         return f"Device(peers={len(self._peers)})"
@@ -106,6 +123,7 @@ class Device:
             raise ValueError("a peer cannot have the device's own public key")
         peer = Peer(config, self._ctx)
         self._peers[config.public_key] = peer
+        self._rank[peer] = next(self._added)
         self._touched.add(peer)
         return peer
 
@@ -116,6 +134,8 @@ class Device:
             raise KeyError("no peer with that public key")
         peer.remove()
         self._touched.discard(peer)
+        self._scheduled.pop(peer, None)  # its heap entries are stale from now on
+        del self._rank[peer]
 
     def set_private_key(self, private_key: bytes) -> bool:
         """Change our static key at runtime, as wireguard-go's SetPrivateKey does; whether it
@@ -192,37 +212,75 @@ class Device:
         return out
 
     def tick(self, now: float, out: Output | None = None) -> Output:
-        """Run every timer due at ``now`` (call it at ``next_deadline()``)."""
+        """Run every timer due at ``now`` (call it at ``next_deadline()``).
+
+        Costs O(log peers) per due peer plus the flush of the peers touched since the last
+        call; peers with nothing due are not looked at.
+        """
         if out is None:
             out = Output()
-        best: float | None = None
-        for peer in list(self._peers.values()):
-            deadline = peer.next_deadline()
-            if deadline is not None and deadline <= now:
-                peer.tick(now, out)
-                deadline = peer.next_deadline()
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
-        self._deadline_hint = best
-        self._touched.clear()
+        self._flush_touched()
+        heap, scheduled = self._heap, self._scheduled
+        due: list[Peer] = []
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            peer = entry[2]
+            if scheduled.get(peer) is entry:
+                del scheduled[peer]
+                due.append(peer)
+        if not due:
+            return out
+        due.sort(key=self._rank.__getitem__)
+        # Touched first: should a peer's tick raise, the flush of the next call still
+        # schedules every due peer again. A peer's tick changes only its own timers (other
+        # peers share just the index table, the counters and the rng), so no other peer
+        # can have become due meanwhile.
+        self._touched.update(due)
+        for peer in due:
+            peer.tick(now, out)
+        self._flush_touched()
         return out
 
     def next_deadline(self) -> float | None:
         """When to call ``tick`` next (None: no timer pending).
 
-        Never later than the earliest timer of any peer; it may be earlier (a timer that moved
-        later since the last tick), in which case that tick does nothing but recompute it.
-        Costs O(peers touched since the last call), not O(peers).
+        Never later than the earliest timer of any peer. It is exact as long as peers' timers
+        change only through this Device's methods (as they do); a timer moved later behind
+        its back would make it early, and that tick then runs nothing and reschedules.
+        Costs O(peers touched since the last call), plus O(log peers) per stale heap entry
+        it discards.
         """
-        best = self._deadline_hint
-        if self._touched:
-            for peer in self._touched:
-                deadline = peer.next_deadline()
-                if deadline is not None and (best is None or deadline < best):
-                    best = deadline
-            self._touched.clear()
-            self._deadline_hint = best
-        return best
+        self._flush_touched()
+        heap, scheduled = self._heap, self._scheduled
+        while heap and scheduled.get(heap[0][2]) is not heap[0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _flush_touched(self) -> None:
+        """Reschedule the touched peers whose earliest timer changed."""
+        touched = self._touched
+        if not touched:
+            return
+        scheduled, heap = self._scheduled, self._heap
+        for peer in touched:
+            if peer.removed:
+                continue  # e.g. set_persistent_keepalive on a peer removed before
+            deadline = peer.next_deadline()
+            entry = scheduled.get(peer)
+            if deadline == (entry[0] if entry is not None else None):
+                continue  # unchanged: its live entry stays
+            if deadline is None:
+                del scheduled[peer]
+            else:
+                entry = (deadline, next(self._sequence), peer)
+                scheduled[peer] = entry
+                heapq.heappush(heap, entry)
+        touched.clear()
+        # A busy peer whose deadline moves later with every batch leaves a stale entry each
+        # time; a rebuild now and then keeps the heap O(peers), amortized O(1) per push.
+        if len(heap) > _HEAP_SLACK_FACTOR * len(scheduled) + _HEAP_SLACK_MIN:
+            self._heap = list(scheduled.values())
+            heapq.heapify(self._heap)
 
     # --- handshake messages --------------------------------------------------------------
 
