@@ -3,8 +3,10 @@
 The kernel hands a packet to the TUN only if one of its routes says so. The interface's own
 subnets are connected routes already; every other network routed to a peer (its allowed_ips)
 needs a route through the TUN, as wg-quick adds one per allowed-ip. ``KernelRoutes`` keeps
-those routes in step with the WireGuard front while the server runs. A default route is never
-added: it would take the server's own traffic (and the tunnel's datagrams) into the tunnel.
+those routes in step with the WireGuard front while the server runs. Two kinds are never
+added, as they would take the server's own traffic into the tunnel: a default route, and a
+network that holds a peer's endpoint (the tunnel's datagrams to that peer would loop back into
+the tunnel: `0.0.0.0/1` given to a server-side peer would cut every client off).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 import trio
 
-from trivpn.config import IPNetwork
+from trivpn.config import IPAddress, IPNetwork
 from trivpn.net import link
 from trivpn.ratelimit import LogLimiter
 
@@ -32,19 +34,31 @@ ThreadRunner = Callable[[Callable[[], None]], Awaitable[object]]
 class RoutePlan(NamedTuple):
     routes: frozenset[IPNetwork]  # the kernel routes wanted through the TUN
     defaults: frozenset[IPNetwork]  # default routes left out: inside the tunnel only
+    capturing: frozenset[IPNetwork] = frozenset()  # left out: they hold a peer's endpoint
 
 
-def plan_routes(routed: Iterable[IPNetwork], subnets: Iterable[IPNetwork]) -> RoutePlan:
-    """The kernel routes that ``routed`` networks need beside the connected ``subnets``."""
+def plan_routes(
+    routed: Iterable[IPNetwork],
+    subnets: Iterable[IPNetwork],
+    endpoints: Iterable[IPAddress] = (),
+) -> RoutePlan:
+    """The kernel routes that ``routed`` networks need beside the connected ``subnets``,
+    less those that would capture the tunnel's own datagrams to the peers' ``endpoints``."""
     subnets = tuple(subnets)
+    endpoints = tuple(endpoints)
     routes: set[IPNetwork] = set()
     defaults: set[IPNetwork] = set()
+    capturing: set[IPNetwork] = set()
     for network in routed:
         if network.prefixlen == 0:
             defaults.add(network)
-        elif not any(_inside(network, subnet) for subnet in subnets):
+        elif any(_inside(network, subnet) for subnet in subnets):
+            continue
+        elif any(address in network for address in endpoints):
+            capturing.add(network)
+        else:
             routes.add(network)
-    return RoutePlan(frozenset(routes), frozenset(defaults))
+    return RoutePlan(frozenset(routes), frozenset(defaults), frozenset(capturing))
 
 
 def _inside(network: IPNetwork, subnet: IPNetwork) -> bool:
@@ -59,6 +73,8 @@ class RoutedFront(Protocol):
     on_routes_change: Callable[[], None] | None
 
     def routed_networks(self) -> frozenset[IPNetwork]: ...
+
+    def peer_endpoints(self) -> frozenset[IPAddress]: ...
 
 
 class KernelRoutes:
@@ -112,8 +128,10 @@ class KernelRoutes:
 
     async def sync(self) -> None:
         """Add the routes wanted and not installed; delete those installed and not wanted."""
-        plan = plan_routes(self.front.routed_networks(), self.subnets)
+        front = self.front
+        plan = plan_routes(front.routed_networks(), self.subnets, front.peer_endpoints())
         self._warn_defaults(plan.defaults)
+        self._warn_capturing(plan.capturing)
         to_delete = sorted(self.installed - plan.routes, key=_order)
         to_add = sorted(plan.routes - self.installed, key=_order)
         if not to_delete and not to_add:
@@ -160,6 +178,16 @@ class KernelRoutes:
                 network,
                 self.ifname,
                 exc,
+            )
+
+    def _warn_capturing(self, capturing: frozenset[IPNetwork]) -> None:
+        for network in sorted(capturing - self._warned, key=_order):
+            self._warned.add(network)
+            log.warning(
+                "kernel route: %s is routed to a peer inside the tunnel only: it holds a peer's "
+                "endpoint, and a route to it through %s would loop the tunnel's own datagrams",
+                network,
+                self.ifname,
             )
 
     def _warn_defaults(self, defaults: frozenset[IPNetwork]) -> None:

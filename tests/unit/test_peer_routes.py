@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trivpn.config import IPNetwork
+from trivpn.config import IPAddress, IPNetwork
 from trivpn.peer_routes import KernelRoutes, plan_routes
 
 net = ipaddress.ip_network
@@ -51,6 +51,16 @@ def test_default_routes_are_never_planned() -> None:
     assert plan.defaults == nets("0.0.0.0/0", "::/0")
 
 
+def test_a_network_holding_a_peer_endpoint_is_never_planned() -> None:
+    # `wg set … allowed-ips 0.0.0.0/1` on a server-side peer: routed in the kernel, it would
+    # take the datagrams to every client into the tunnel
+    endpoints = (ipaddress.ip_address("198.51.100.2"), ipaddress.ip_address("2001:db8::9"))
+    routed = nets("0.0.0.0/1", "128.0.0.0/1", "192.168.50.0/24", "2001:db8::/32", "fd50::/64")
+    plan = plan_routes(routed, SUBNETS, endpoints)
+    assert plan.routes == nets("0.0.0.0/1", "192.168.50.0/24", "fd50::/64")
+    assert plan.capturing == nets("128.0.0.0/1", "2001:db8::/32")
+
+
 # -- the task --------------------------------------------------------------------------------
 
 
@@ -59,10 +69,14 @@ class FakeFront:
 
     def __init__(self, *networks: str) -> None:
         self.networks = nets(*networks)
+        self.endpoints: frozenset[IPAddress] = frozenset()
         self.on_routes_change: Callable[[], None] | None = None
 
     def routed_networks(self) -> frozenset[IPNetwork]:
         return self.networks
+
+    def peer_endpoints(self) -> frozenset[IPAddress]:
+        return self.endpoints
 
     def set(self, *networks: str) -> None:
         self.networks = nets(*networks)
@@ -247,3 +261,20 @@ async def test_cancelled_it_removes_nothing_and_lets_go_of_the_front(
     assert front.on_routes_change is None
     front.set("192.168.51.0/24")  # no task to tell: nothing happens
     assert netlink.calls == []
+
+
+async def test_a_route_that_comes_to_hold_a_peer_endpoint_is_deleted_and_named(
+    autojump_clock: trio.testing.MockClock,
+    netlink: FakeNetlink,
+    running: tuple[FakeFront, KernelRoutes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    front, task = running
+    netlink.take()
+    front.endpoints = frozenset({ipaddress.ip_address("192.168.50.7")})  # a peer roamed there
+    with caplog.at_level(logging.WARNING, logger="trivpn"):
+        front.set("10.8.0.2/32", "192.168.50.0/24")  # the front reports the endpoint change
+        await trio.sleep(1)
+    assert netlink.take() == [("delete", "192.168.50.0/24")]
+    assert task.installed == frozenset()
+    assert "192.168.50.0/24 is routed to a peer inside the tunnel only: it holds" in caplog.text

@@ -776,3 +776,18 @@ async def test_unsafe_places_are_refused(sock_dir: Path, caplog: pytest.LogCaptu
 def test_socket_path() -> None:
     assert uapi_server.socket_path("wg0") == Path("/var/run/wireguard/wg0.sock")
     assert keys.encode_key(PEER_A)  # the test keys are valid public keys
+
+
+def test_route_and_endpoint_changes_are_reported_for_the_kernel_routes(udp: FakeUdp) -> None:
+    front = make_front(udp, alice("10.8.0.2/32"))
+    calls: list[frozenset[ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    front.on_routes_change = lambda: calls.append(front.routed_networks())
+    apply(front, f"public_key={PEER_A.hex()}", "allowed_ip=192.168.50.0/24")
+    assert calls[-1] == {net("10.8.0.2/32"), net("192.168.50.0/24")}
+    reported = len(calls)
+    apply(front, f"public_key={PEER_A.hex()}", "endpoint=198.51.100.7:4000")
+    assert len(calls) > reported  # the endpoint may now lie in a routed network
+    assert front.peer_endpoints() == {ipaddress.ip_address("198.51.100.7")}
+    reported = len(calls)
+    apply(front, f"public_key={PEER_A.hex()}", "endpoint=198.51.100.7:4000")  # as it is
+    assert len(calls) == reported

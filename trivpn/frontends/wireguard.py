@@ -18,12 +18,13 @@ import errno
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
+from ipaddress import ip_address
 
 import attrs
 import trio
 
 from trivpn import uapi
-from trivpn.config import WireGuardConfig, WireGuardPeerConfig
+from trivpn.config import IPAddress, WireGuardConfig, WireGuardPeerConfig
 from trivpn.endpoints import format_endpoint, plain_address
 from trivpn.net.tun import Tun
 from trivpn.proto.wireguard import (
@@ -122,8 +123,9 @@ class WireGuardFront:
         before = _settings(peer)
         if config.preshared_key != peer.config.preshared_key:
             peer = self._replace_preshared_key(peer, config.preshared_key)
-        if config.endpoint is not None:
+        if config.endpoint is not None and config.endpoint != peer.endpoint:
             peer.endpoint = config.endpoint
+            self._routes_changed()  # a route may hold the new endpoint
         if keepalive and config.persistent_keepalive != peer.persistent_keepalive:
             self.set_persistent_keepalive(peer, config.persistent_keepalive or 0)
         if config.allowed_ips != peer.allowed_ips:
@@ -195,6 +197,10 @@ class WireGuardFront:
     def routed_networks(self) -> frozenset[IPNetwork]:
         """Every network routed to a peer of this front."""
         return frozenset(self._routes)
+
+    def peer_endpoints(self) -> frozenset[IPAddress]:
+        """The addresses of the peers' current endpoints (a route must not capture them)."""
+        return frozenset(ip_address(p.endpoint[0]) for p in self.device if p.endpoint)
 
     def _routes_changed(self) -> None:
         if self.on_routes_change is not None:
@@ -368,8 +374,9 @@ class WireGuardFront:
         before = _settings(peer)
         if op.preshared_key is not None and preshared_key != peer.config.preshared_key:
             peer = self._replace_preshared_key(peer, preshared_key)
-        if op.endpoint is not None:
+        if op.endpoint is not None and op.endpoint != peer.endpoint:
             peer.endpoint = op.endpoint
+            self._routes_changed()  # a route may hold the new endpoint
         if op.persistent_keepalive is not None:
             self.set_persistent_keepalive(peer, op.persistent_keepalive)
         if op.replace_allowed_ips or op.allowed_ips:
@@ -432,6 +439,8 @@ class WireGuardFront:
         if out.events:
             for event in out.events:
                 self._log_event(event)
+                if isinstance(event, EndpointChanged):
+                    self._routes_changed()  # a route may now hold the new endpoint
         self._poke_timers()
 
     def _send_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
