@@ -7,6 +7,9 @@ those routes in step with the WireGuard front while the server runs. Two kinds a
 added, as they would take the server's own traffic into the tunnel: a default route, and a
 network that holds a peer's endpoint (the tunnel's datagrams to that peer would loop back into
 the tunnel: `0.0.0.0/1` given to a server-side peer would cut every client off).
+
+The same networks fill the routed sets of trivpn's nftables table (trivpn.net.nft), so that a
+site's LAN reaches the outside through the server, masqueraded, as the tunnel subnets do.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import NamedTuple, Protocol
 import trio
 
 from trivpn.config import IPAddress, IPNetwork
-from trivpn.net import link
+from trivpn.net import link, nft
 from trivpn.ratelimit import LogLimiter
 
 log = logging.getLogger("trivpn")
@@ -28,6 +31,7 @@ SETTLE_SECONDS = 0.05
 FAILURE_LOG_INTERVAL = 60.0
 
 RouteFunction = Callable[[str, IPNetwork], None]
+SetFunction = Callable[[frozenset[IPNetwork]], None]
 ThreadRunner = Callable[[Callable[[], None]], Awaitable[object]]
 
 
@@ -92,6 +96,7 @@ class KernelRoutes:
         *,
         add_route: RouteFunction = link.add_route,
         delete_route: RouteFunction = link.delete_route,
+        set_routed: SetFunction = nft.set_routed_networks,
         run_in_thread: ThreadRunner = trio.to_thread.run_sync,
     ) -> None:
         self.ifname = ifname
@@ -100,6 +105,8 @@ class KernelRoutes:
         self.installed: set[IPNetwork] = set()  # routes this task added and did not delete
         self._add = add_route
         self._delete = delete_route
+        self._set_routed = set_routed
+        self.in_nft: frozenset[IPNetwork] = frozenset()  # what the routed sets hold
         self._run_in_thread = run_in_thread
         self._dirty = trio.Event()
         self._warned: set[IPNetwork] = set()
@@ -134,9 +141,11 @@ class KernelRoutes:
         self._warn_capturing(plan.capturing)
         to_delete = sorted(self.installed - plan.routes, key=_order)
         to_add = sorted(plan.routes - self.installed, key=_order)
-        if not to_delete and not to_add:
+        sets_due = plan.routes != self.in_nft
+        if not to_delete and not to_add and not sets_due:
             return
         failures: list[tuple[str, IPNetwork, Exception]] = []
+        nft_failure: list[Exception] = []
 
         def apply() -> None:
             # In a worker thread, as netlink blocks; it touches only these lists.
@@ -149,9 +158,24 @@ class KernelRoutes:
                         func(self.ifname, network)
                     except Exception as exc:  # one route's failure is not fatal
                         failures.append((action, network, exc))
+            if sets_due:
+                try:
+                    self._set_routed(plan.routes)
+                except Exception as exc:
+                    nft_failure.append(exc)
 
         await self._run_in_thread(apply)
         self._record(to_delete, to_add, failures)
+        if sets_due and not nft_failure:
+            self.in_nft = plan.routes
+        for exc in nft_failure:
+            self._limiter.warning(
+                "nft",
+                trio.current_time(),
+                "nftables: cannot set the routed peer networks (tried again at the next peer "
+                "change): %s",
+                exc,
+            )
 
     def _record(
         self,

@@ -30,6 +30,7 @@ import ipaddress
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DB_NAME: Final = "peers.db"
 SCHEMA_VERSION: Final = 3
 DEFAULT_TIMEOUT: Final = 10.0  # seconds to wait for another writer before giving up
+_OPEN_RETRY_SECONDS: Final = 0.02
 
 
 class RegistryError(Exception):
@@ -341,16 +343,30 @@ class Registry:
             raise RegistryError(f"{path}: cannot open the peer registry: {e}") from e
         registry = cls(db, path)
         try:
-            with _errors(path):
-                db.execute("PRAGMA journal_mode = WAL")
-                # FULL: a commit survives a power cut too, not only a crashed process
-                db.execute("PRAGMA synchronous = FULL")
-                db.execute("PRAGMA foreign_keys = ON")
-                registry._migrate()
+            registry._prepare(timeout)
         except BaseException:
             db.close()
             raise
         return registry
+
+    def _prepare(self, timeout: float) -> None:
+        """WAL mode, the pragmas, the migrations. Several processes opening a new file at
+        once can meet SQLite's deadlock guard while it switches to WAL: it answers "locked"
+        at once instead of waiting, so a busy answer is retried here until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with _errors(self.path):
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                    # FULL: a commit survives a power cut too, not only a crashed process
+                    self._db.execute("PRAGMA synchronous = FULL")
+                    self._db.execute("PRAGMA foreign_keys = ON")
+                    self._migrate()
+                return
+            except RegistryBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_OPEN_RETRY_SECONDS)
 
     def close(self) -> None:
         self._db.close()

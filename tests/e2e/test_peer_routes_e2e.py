@@ -3,7 +3,8 @@
 client ns (wireguard-go 10.8.0.2, its "LAN" 192.168.77.1 on lo) ── server ns (trivpn serve)
 ── internet ns. The server's static peer has allowed_ips 10.8.0.2/32, 192.168.77.0/24 and
 fd00:77::/64: trivpn adds kernel routes for the last two through its TUN, so the server's own
-ping reaches the client's LAN; a `wg set` that drops them deletes those routes.
+ping reaches the client's LAN and the LAN reaches the internet host (masqueraded); a `wg set`
+that drops them deletes those routes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def test_a_peer_network_is_routed_into_the_tunnel_while_it_is_the_peers(
     assert kernel_route(lab.server, "10.8.0.2/32") == ""  # inside the connected 10.8.0.0/24
     ping = lab.server.run("ping", "-c", "1", "-W", "2", LAN_HOST, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+    # The LAN reaches the outside through the server: the internet host has no route back to
+    # it, so only the masquerade of the routed set makes the reply come back.
+    from_lan = ["ping", "-c", "1", "-W", "2", "-I", LAN_HOST, netlab.INTERNET_HOST]
+    ping = site.run(*from_lan, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
 
     server.wg("set", server.ifname, "peer", client.public_key, "allowed-ips", "10.8.0.2/32")
     netlab.wait_for(
@@ -60,6 +66,7 @@ def test_a_peer_network_is_routed_into_the_tunnel_while_it_is_the_peers(
         what=f"the routes to {LAN} and {LAN6} gone",
     )
     assert wglab.reaches_internet(site)  # the peer itself is untouched
+    assert site.run(*from_lan, check=False).returncode != 0  # the LAN is no longer the peer's
 
     assert proc.stop() == 0, proc.log()
     log = proc.log()

@@ -142,6 +142,7 @@ CALLABLES: dict[str, Callable[..., Any]] = {
     "nft.apply_ruleset": nft.apply_ruleset,
     "nft.delete_table": nft.delete_table,
     "nft.list_table": nft.list_table,
+    "nft.set_routed_networks": nft.set_routed_networks,
     "nft.forward_blockers": lambda tunnel: nft.forward_blockers(nft.list_ruleset(), tunnel),
     "sysctl.enable_forwarding": sysctl.enable_forwarding,
     "sysctl.restore": sysctl.restore,

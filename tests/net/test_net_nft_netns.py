@@ -40,7 +40,18 @@ def summary(items: list[dict[str, Any]]) -> dict[str, Any]:
         if "rule" in item:
             rules[item["rule"]["chain"]].append(describe(item["rule"]["expr"]))
     tables = [(i["table"]["family"], i["table"]["name"]) for i in items if "table" in i]
-    return {"tables": tables, "chains": chains, "rules": rules}
+    sets = {
+        i["set"]["name"]: [_element(e) for e in i["set"].get("elem", [])]
+        for i in items
+        if "set" in i
+    }
+    return {"tables": tables, "chains": chains, "rules": rules, "sets": sets}
+
+
+def _element(element: Any) -> str:
+    if isinstance(element, dict) and "prefix" in element:
+        return f"{element['prefix']['addr']}/{element['prefix']['len']}"
+    return str(element)  # a single address
 
 
 def describe(expr: list[dict[str, Any]]) -> tuple[Any, ...]:
@@ -51,7 +62,9 @@ def describe(expr: list[dict[str, Any]]) -> tuple[Any, ...]:
     for statement in expr:
         if "match" in statement:
             left, right = statement["match"]["left"], statement["match"]["right"]
-            if "payload" in left:
+            if "payload" in left and isinstance(right, str):  # "@set"
+                source = f"{left['payload']['protocol']} {right}"
+            elif "payload" in left:
                 prefix = right["prefix"]
                 source = f"{left['payload']['protocol']} {prefix['addr']}/{prefix['len']}"
             elif left.get("meta", {}).get("key") == "oifname":
@@ -73,13 +86,18 @@ EXPECTED = {
         "nat": [
             ("ip 10.9.0.0/24", "inet0", "masquerade"),
             ("ip6 fd00:9::/64", "inet0", "masquerade"),
+            ("ip @routed4", "inet0", "masquerade"),
+            ("ip6 @routed6", "inet0", "masquerade"),
         ],
         "filter": [
             ("ct established,related", None, "accept"),
             ("ip 10.9.0.0/24", "inet0", "accept"),
             ("ip6 fd00:9::/64", "inet0", "accept"),
+            ("ip @routed4", "inet0", "accept"),
+            ("ip6 @routed6", "inet0", "accept"),
         ],
     },
+    "sets": {"routed4": [], "routed6": []},
 }
 
 
@@ -110,8 +128,11 @@ def test_apply_replaces_a_stale_table(netns: Netns, ns_call: NsCall) -> None:
             "filter": [
                 ("ct established,related", None, "accept"),
                 ("ip 10.9.0.0/24", "eth9", "accept"),
+                ("ip @routed4", "eth9", "accept"),
+                ("ip6 @routed6", "eth9", "accept"),
             ],
         },
+        "sets": EXPECTED["sets"],
     }
 
 
@@ -173,3 +194,20 @@ def test_forward_blockers_finds_a_drop_policy_and_a_final_reject(
     netns.run("nft", "add chain ip filter DOCKER-USER")
     netns.run("nft", 'add rule ip filter DOCKER-USER iifname "tv*" accept')
     assert ns_call(netns, "nft.forward_blockers", "tv0") == {"ok": ["inet fw filter_FORWARD"]}
+
+
+def test_the_routed_sets_follow_the_peer_networks(netns: Netns, ns_call: NsCall) -> None:
+    ns_call(netns, "nft.apply", SUBNETS, "inet0")
+    networks = [
+        IPv4Network("192.168.50.0/24"),
+        IPv4Network("192.168.0.0/16"),
+        IPv4Network("10.77.0.5/32"),
+        IPv6Network("fd00:77::/64"),
+    ]
+    assert ns_call(netns, "nft.set_routed_networks", networks) == {"ok": None}
+    assert summary(nft_list(netns))["sets"] == {
+        "routed4": ["10.77.0.5", "192.168.0.0/16"],
+        "routed6": ["fd00:77::/64"],
+    }
+    assert ns_call(netns, "nft.set_routed_networks", networks[:1]) == {"ok": None}
+    assert summary(nft_list(netns))["sets"] == {"routed4": ["192.168.50.0/24"], "routed6": []}

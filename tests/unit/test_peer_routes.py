@@ -90,7 +90,14 @@ class FakeNetlink:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, IPNetwork]] = []
         self.failing: set[IPNetwork] = set()
+        self.sets: list[frozenset[IPNetwork]] = []  # what the nft routed sets were set to
+        self.nft_failing = False
         self.syncs = 0
+
+    def set_routed(self, networks: frozenset[IPNetwork]) -> None:
+        self.sets.append(networks)
+        if self.nft_failing:
+            raise OSError("no table inet trivpn")
 
     def add(self, ifname: str, network: IPNetwork) -> None:
         self._call("add", ifname, network)
@@ -127,6 +134,7 @@ def routes_of(front: FakeFront, netlink: FakeNetlink) -> KernelRoutes:
         front,
         add_route=netlink.add,
         delete_route=netlink.delete,
+        set_routed=netlink.set_routed,
         run_in_thread=netlink.run_in_thread,
     )
 
@@ -278,3 +286,24 @@ async def test_a_route_that_comes_to_hold_a_peer_endpoint_is_deleted_and_named(
     assert netlink.take() == [("delete", "192.168.50.0/24")]
     assert task.installed == frozenset()
     assert "192.168.50.0/24 is routed to a peer inside the tunnel only: it holds" in caplog.text
+
+
+async def test_the_nft_routed_sets_follow_and_a_failure_is_retried(
+    autojump_clock: trio.testing.MockClock,
+    netlink: FakeNetlink,
+    running: tuple[FakeFront, KernelRoutes],
+) -> None:
+    front, task = running
+    assert netlink.sets == [nets("192.168.50.0/24")] and task.in_nft == nets("192.168.50.0/24")
+    netlink.nft_failing = True
+    front.set("10.8.0.2/32", "192.168.50.0/24", "10.7.0.0/16")
+    await trio.sleep(1)
+    assert task.in_nft == nets("192.168.50.0/24")  # not applied: asked again next time
+    netlink.nft_failing = False
+    front.set("10.8.0.2/32", "192.168.50.0/24", "10.7.0.0/16", "10.8.0.3/32")  # same routes
+    await trio.sleep(1)
+    assert netlink.sets[-1] == nets("192.168.50.0/24", "10.7.0.0/16") == task.in_nft
+    calls = len(netlink.sets)
+    front.set("10.8.0.2/32", "192.168.50.0/24", "10.7.0.0/16")  # routes as they are
+    await trio.sleep(1)
+    assert len(netlink.sets) == calls

@@ -7,8 +7,8 @@ the libnftables binding, in the network namespace of the calling thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses
 from typing import Any
 
 import nftables
@@ -17,6 +17,10 @@ TABLE = "trivpn"
 FAMILY = "inet"  # one table for IPv4 and IPv6
 NAT_CHAIN = "nat"
 FILTER_CHAIN = "filter"
+# Networks routed to peers outside the tunnel subnets (a site's LAN), masqueraded and
+# forwarded as the subnets are; trivpn.peer_routes fills them while the server runs.
+ROUTED_SETS = {4: "routed4", 6: "routed6"}
+_SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 _SRCNAT_PRIORITY = 100
 _FILTER_PRIORITY = 0
 _IFNAMSIZ = 16
@@ -38,7 +42,7 @@ def build_ruleset(
     "add, delete, add" works whether or not the table exists, and since the whole list is
     one transaction no packet ever sees a half-built table. Both chains have policy
     accept: the table only adds what the tunnel needs and never blocks the host's other
-    forwarding.
+    forwarding. The sets of routed peer networks start empty (`update_routed_sets`).
     """
     if not egress or len(egress.encode()) >= _IFNAMSIZ:
         raise ValueError(f"egress interface name {egress!r} is not a valid interface name")
@@ -49,12 +53,13 @@ def build_ruleset(
         {"add": {"table": table_ref}},
         _chain(table, NAT_CHAIN, "nat", "postrouting", _SRCNAT_PRIORITY),
         _chain(table, FILTER_CHAIN, "filter", "forward", _FILTER_PRIORITY),
+        *(_set(table, version) for version in ROUTED_SETS),
     ]
+    sources = [_saddr(subnet) for subnet in subnets]
+    sources += [_saddr_in_set(version) for version in ROUTED_SETS]
     if masquerade:
-        for subnet in subnets:
-            commands.append(
-                _rule(table, NAT_CHAIN, _saddr(subnet), _oifname(egress), {"masquerade": None})
-            )
+        for source in sources:
+            commands.append(_rule(table, NAT_CHAIN, source, _oifname(egress), {"masquerade": None}))
     established = {
         "match": {
             "op": "in",
@@ -63,11 +68,56 @@ def build_ruleset(
         }
     }
     commands.append(_rule(table, FILTER_CHAIN, established, {"accept": None}))
-    for subnet in subnets:
-        commands.append(
-            _rule(table, FILTER_CHAIN, _saddr(subnet), _oifname(egress), {"accept": None})
-        )
+    for source in sources:
+        commands.append(_rule(table, FILTER_CHAIN, source, _oifname(egress), {"accept": None}))
     return {"nftables": commands}
+
+
+def update_routed_sets(
+    networks: Iterable[IPv4Network | IPv6Network], *, table: str = TABLE
+) -> dict[str, Any]:
+    """One transaction that makes the routed sets hold exactly ``networks`` (nested and
+    adjacent ones merged first: an interval set refuses overlapping elements)."""
+    networks = list(networks)
+    commands: list[dict[str, Any]] = []
+    for version, name in ROUTED_SETS.items():
+        ref = {"family": FAMILY, "table": table, "name": name}
+        commands.append({"flush": {"set": ref}})
+        same = sorted(n for n in networks if n.version == version)
+        if same:
+            merged = collapse_addresses(same)  # type: ignore[type-var]  # one version, checked
+            elements = [_prefix(n) for n in merged]
+            commands.append({"add": {"element": {**ref, "elem": elements}}})
+    return {"nftables": commands}
+
+
+def _set(table: str, version: int) -> dict[str, Any]:
+    return {
+        "add": {
+            "set": {
+                "family": FAMILY,
+                "table": table,
+                "name": ROUTED_SETS[version],
+                "type": _SET_TYPES[version],
+                "flags": ["interval"],
+            }
+        }
+    }
+
+
+def _saddr_in_set(version: int) -> dict[str, Any]:
+    protocol = "ip" if version == 4 else "ip6"
+    return {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": protocol, "field": "saddr"}},
+            "right": "@" + ROUTED_SETS[version],
+        }
+    }
+
+
+def _prefix(network: IPv4Network | IPv6Network) -> dict[str, Any]:
+    return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
 
 
 def _chain(table: str, name: str, kind: str, hook: str, priority: int) -> dict[str, Any]:
@@ -97,7 +147,7 @@ def _saddr(subnet: IPv4Network | IPv6Network) -> dict[str, Any]:
             "left": {
                 "payload": {"protocol": "ip" if subnet.version == 4 else "ip6", "field": "saddr"}
             },
-            "right": {"prefix": {"addr": str(subnet.network_address), "len": subnet.prefixlen}},
+            "right": _prefix(subnet),
         }
     }
 
@@ -211,3 +261,8 @@ def _drops_everything(expr: Any) -> bool:
 def list_ruleset() -> Any:
     """The parsed JSON of ``list ruleset`` (every table of this namespace)."""
     return _run({"nftables": [{"list": {"ruleset": None}}]})
+
+
+def set_routed_networks(networks: Iterable[IPv4Network | IPv6Network], table: str = TABLE) -> None:
+    """Make the routed sets of the running table hold exactly ``networks`` (atomically)."""
+    _run(update_routed_sets(networks, table=table))
