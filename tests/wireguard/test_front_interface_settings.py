@@ -1,7 +1,8 @@
 """`wg set` private-key, listen-port and fwmark on a running WireGuard front.
 
 The front listens on a real loopback UDP socket; its client is a sans-IO Device behind another
-loopback socket. Waits on sockets are bounded (trio.fail_after); nothing sleeps.
+loopback socket. A wait for what the other end received polls that condition in 1 ms steps
+under a bound (trio.fail_after); no test waits for time to pass.
 """
 
 from __future__ import annotations
