@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 import attrs
 import trio
 
+from trivpn import uapi
 from trivpn.config import Config, ConfigError, WireGuardPeerConfig, load_config
 from trivpn.frontends.wireguard import WireGuardFront, peer_config
 from trivpn.peersync import PeerSync
@@ -36,6 +37,7 @@ LIVE_KEYS: Final = frozenset(
         "wireguard.public_endpoint",
         "wireguard.client_dns",
         "wireguard.client_allowed_ips",
+        "wireguard.fwmark",
         "toyvpn.keepalive",
         "toyvpn.idle_timeout",
         "toyvpn.dns",
@@ -121,6 +123,19 @@ def apply_static_peers(
     return done
 
 
+def _apply_fwmark(front: WireGuardFront, plan: ReloadPlan, running: int) -> ReloadPlan:
+    """The file's fwmark on the socket; if the kernel refuses, the running one stays."""
+    mark = plan.config.wireguard.fwmark
+    try:
+        front.set_fwmark(mark, from_config=True)
+    except uapi.UapiError as e:
+        log.error("reload: wireguard.fwmark: %s; the running value stays", e)
+        wireguard = attrs.evolve(plan.config.wireguard, fwmark=running)
+        live = tuple(k for k in plan.live if k != "wireguard.fwmark")
+        return attrs.evolve(plan, live=live, config=attrs.evolve(plan.config, wireguard=wireguard))
+    return plan
+
+
 def apply_toyvpn(server: toyvpn.ToyVpnServer, cfg: Config) -> None:
     """The ToyVPN parameters for sessions that start from now on."""
     toy = cfg.toyvpn
@@ -139,7 +154,7 @@ class ReloadTarget(Protocol):
 
 
 def apply_reload(target: ReloadTarget, new: Config) -> ReloadPlan:
-    """Apply a valid new config to the running server (no I/O); logs what it did."""
+    """Apply a valid new config to the running server (no blocking I/O); logs what it did."""
     front = target.wireguard
     running_key = front.device.identity.private_key if front is not None else None
     plan = plan_reload(target.cfg, new, running_key)
@@ -154,6 +169,8 @@ def apply_reload(target: ReloadTarget, new: Config) -> ReloadPlan:
             target.peersync,
             address_plan,
         )
+        if "wireguard.fwmark" in plan.live:
+            plan = _apply_fwmark(front, plan, target.cfg.wireguard.fwmark)
     if target.toyvpn is not None:
         apply_toyvpn(target.toyvpn, plan.config)
     target.cfg = plan.config

@@ -68,8 +68,17 @@ class FakeTun:
 
 
 class FakeSocket:
+    def __init__(self) -> None:
+        self.fwmark = 0
+        self.refuse = False  # as the kernel does without CAP_NET_ADMIN
+
     def send_many(self, datagrams: list[bytes], addr: object) -> None:
         pass
+
+    def set_mark(self, mark: int) -> None:
+        if self.refuse:
+            raise PermissionError(1, "Operation not permitted")
+        self.fwmark = mark
 
 
 @attrs.define
@@ -283,3 +292,27 @@ async def test_a_static_peer_with_the_running_key_is_skipped_after_a_runtime_key
     assert await reload_config(target) is True
     assert set(front.device.peers) == {ALICE}
     assert "reload: static peer 'carol' skipped: it has the server's own public key" in caplog.text
+
+
+async def test_a_new_fwmark_applies_and_a_refused_one_keeps_the_running_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "trivpn.toml"
+    text = config_text(peer("alice", ALICE, "10.8.0.2/32"))
+    target = start(path, text)
+    front = target.wireguard
+    assert front is not None
+    sock = cast(FakeSocket, front.sock)
+    caplog.set_level(logging.INFO)
+    path.write_text(text.replace("[wireguard]\n", "[wireguard]\nfwmark = 0x51\n"))
+    assert await reload_config(target) is True
+    assert sock.fwmark == 0x51 == target.cfg.wireguard.fwmark
+    assert "reload: applied wireguard.fwmark" in caplog.text
+
+    sock.refuse = True
+    path.write_text(text.replace("[wireguard]\n", "[wireguard]\nfwmark = 0x52\n"))
+    assert await reload_config(target) is True  # the rest of the file still applies
+    assert sock.fwmark == 0x51 == target.cfg.wireguard.fwmark
+    assert "reload: wireguard.fwmark: cannot set the fwmark: Operation not permitted" in (
+        caplog.text
+    )

@@ -455,6 +455,7 @@ class FakeUdp:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sent: list[tuple[list[bytes], Any]] = []
+        self.fwmark = 0
 
     def send_many(self, datagrams: list[bytes], addr: Any) -> None:
         self.sent.append((datagrams, addr))

@@ -489,7 +489,7 @@ class WireGuardFront:
     @property
     def fwmark(self) -> int:
         """The SO_MARK of the listening socket (0: none), as `wg show` reports it."""
-        return DatagramSocket.mark_of(self.sock.sock)
+        return self.sock.fwmark
 
     def set_private_key(self, private_key: bytes) -> bool:
         """A new static key (wireguard-go's SetPrivateKey): every peer's sessions end, a peer
@@ -525,15 +525,20 @@ class WireGuardFront:
             old,
         )
 
-    def set_fwmark(self, mark: int) -> None:
-        """SO_MARK on the UDP socket (0 clears it); it moves with the socket to a new port."""
+    def set_fwmark(self, mark: int, *, from_config: bool = False) -> None:
+        """SO_MARK on the UDP socket (0 clears it); it moves with the socket to a new port.
+        ``from_config``: a reload's, which the file keeps (else `wg set`'s, which it does not).
+        UapiError if the kernel refuses (nothing changed then)."""
         if mark == self.fwmark:
             return
         self._check_socket_change(lambda: self.sock.set_mark(mark), "set the fwmark")
-        log.info(
-            "wireguard: fwmark %s until a restart; to keep it, set [wireguard] fwmark",
-            f"{mark:#x}" if mark else "off",
-        )
+        shown = f"{mark:#x}" if mark else "off"
+        if from_config:
+            log.info("wireguard: fwmark %s", shown)
+        else:
+            log.info(
+                "wireguard: fwmark %s until a restart; to keep it, set [wireguard] fwmark", shown
+            )
 
     def _check_socket_change(self, change: Callable[[], None], what: str) -> None:
         """Run a socket change (or its dry run); an OSError becomes the UAPI's errno."""
