@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 import trio
 
-from trivpn.config import IPAddress, IPNetwork
+from trivpn.config import IPAddress, IPNetwork, by_version
 from trivpn.net import link, nft
 from trivpn.ratelimit import LogLimiter
 
@@ -137,10 +137,17 @@ class KernelRoutes:
         """Add the routes wanted and not installed; delete those installed and not wanted."""
         front = self.front
         plan = plan_routes(front.routed_networks(), self.subnets, front.peer_endpoints())
-        self._warn_defaults(plan.defaults)
-        self._warn_capturing(plan.capturing)
-        to_delete = sorted(self.installed - plan.routes, key=_order)
-        to_add = sorted(plan.routes - self.installed, key=_order)
+        self._warn_left_out(
+            plan.defaults,
+            "; trivpn adds no default route to {ifname}, which would take the server's own traffic",
+        )
+        self._warn_left_out(
+            plan.capturing,
+            ": it holds a peer's endpoint, and a route to it through {ifname} would loop the "
+            "tunnel's own datagrams",
+        )
+        to_delete = sorted(self.installed - plan.routes, key=by_version)
+        to_add = sorted(plan.routes - self.installed, key=by_version)
         sets_due = plan.routes != self.in_nft
         if not to_delete and not to_add and not sets_due:
             return
@@ -204,26 +211,12 @@ class KernelRoutes:
                 exc,
             )
 
-    def _warn_capturing(self, capturing: frozenset[IPNetwork]) -> None:
-        for network in sorted(capturing - self._warned, key=_order):
+    def _warn_left_out(self, networks: frozenset[IPNetwork], why: str) -> None:
+        """Once per network: it is routed to its peer, but not by the kernel into the TUN."""
+        for network in sorted(networks - self._warned, key=by_version):
             self._warned.add(network)
             log.warning(
-                "kernel route: %s is routed to a peer inside the tunnel only: it holds a peer's "
-                "endpoint, and a route to it through %s would loop the tunnel's own datagrams",
+                "kernel route: %s is routed to a peer inside the tunnel only%s",
                 network,
-                self.ifname,
+                why.format(ifname=self.ifname),
             )
-
-    def _warn_defaults(self, defaults: frozenset[IPNetwork]) -> None:
-        for network in sorted(defaults - self._warned, key=_order):
-            self._warned.add(network)
-            log.warning(
-                "kernel route: %s is routed to a peer inside the tunnel only; trivpn adds no "
-                "default route to %s, which would take the server's own traffic",
-                network,
-                self.ifname,
-            )
-
-
-def _order(network: IPNetwork) -> tuple[int, int, int]:
-    return (network.version, int(network.network_address), network.prefixlen)

@@ -33,13 +33,12 @@ from typing import Final, Protocol, TypeVar
 import attrs
 import trio
 
-from trivpn.config import Endpoint, WireGuardPeerConfig
+from trivpn.config import Endpoint, WireGuardPeerConfig, by_version
 from trivpn.frontends.wireguard import PeerChange, PeerChangeHandler, peer_config
 from trivpn.proto.wireguard import PeerConfig
 from trivpn.ratelimit import LogLimiter
 from trivpn.registry import (
     AddressPlan,
-    IPAddress,
     IPNetwork,
     LivePeer,
     Registry,
@@ -143,15 +142,11 @@ def live_peer(change: PeerChange) -> LivePeer:
     return LivePeer(
         change.public_key,
         change.preshared_key,
-        tuple(sorted(hosts, key=_by_version)),
-        tuple(sorted(routes, key=_by_version)),
+        tuple(sorted(hosts, key=by_version)),
+        tuple(sorted(routes, key=by_version)),
         endpoint,
         change.persistent_keepalive,
     )
-
-
-def _by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:
-    return value.version, value
 
 
 def wg_names(public_key: bytes) -> list[str]:

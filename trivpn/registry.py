@@ -38,7 +38,14 @@ from typing import Final
 
 import attrs
 
-from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, Endpoint, WireGuardPeerConfig
+from trivpn.config import (
+    PEER_NAME,
+    PEER_NAME_ALLOWED,
+    Config,
+    Endpoint,
+    WireGuardPeerConfig,
+    by_version,
+)
 from trivpn.proto.wireguard import crypto, keys
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -434,9 +441,9 @@ class Registry:
                 name=name,
                 public_key=keys.parse_key(public_key),
                 preshared_key=None if psk is None else keys.parse_key(psk),
-                addresses=tuple(sorted(addresses[peer_id], key=_by_version)),
+                addresses=tuple(sorted(addresses[peer_id], key=by_version)),
                 created_at=datetime.datetime.fromisoformat(created_at),
-                routes=tuple(sorted(routes[peer_id], key=_by_version)),
+                routes=tuple(sorted(routes[peer_id], key=by_version)),
                 endpoint=None if endpoint is None else Endpoint.parse(endpoint),
                 persistent_keepalive=keepalive,
             )
@@ -482,9 +489,9 @@ class Registry:
                 name=name,
                 public_key=public_key,
                 preshared_key=preshared_key,
-                addresses=tuple(sorted(chosen, key=_by_version)),
+                addresses=tuple(sorted(chosen, key=by_version)),
                 created_at=created,
-                routes=tuple(sorted(set(routes), key=_by_version)),
+                routes=tuple(sorted(set(routes), key=by_version)),
             )
             peer_id = self._insert_peer(name, public_key, preshared_key, created)
             self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
@@ -718,10 +725,6 @@ def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
     keepalive = peer.persistent_keepalive
     if keepalive is not None and not 1 <= keepalive <= 65535:
         raise RegistryError(f"persistent keepalive {keepalive}: expected 1 to 65535 seconds")
-
-
-def _by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:
-    return value.version, value
 
 
 def _version(db: sqlite3.Connection) -> int:

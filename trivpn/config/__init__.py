@@ -27,7 +27,14 @@ from trivpn.config.overlaps import find_duplicates, find_overlaps
 from trivpn.config.root import Config
 from trivpn.config.state import DEFAULT_STATE_DIR, StateConfig
 from trivpn.config.toyvpn import PLACEHOLDER_SECRET, ToyVpnConfig
-from trivpn.config.values import Endpoint, IPAddress, IPInterface, IPNetwork, PublicEndpoint
+from trivpn.config.values import (
+    Endpoint,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    PublicEndpoint,
+    by_version,
+)
 from trivpn.config.wireguard import DEFAULT_PRIVATE_KEY_FILE, WireGuardConfig, WireGuardPeerConfig
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "ToyVpnConfig",
     "WireGuardConfig",
     "WireGuardPeerConfig",
+    "by_version",
     "default_config",
     "find_duplicates",
     "find_overlaps",

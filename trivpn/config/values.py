@@ -11,6 +11,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:
+    """A sort key for mixed addresses or networks: IPv4 before IPv6 (the two do not compare),
+    then in address order (a network: by address, then by prefix length)."""
+    return value.version, value
+
+
 @attrs.frozen
 class Endpoint:
     """A UDP address to listen on, written ``host:port`` or ``[v6]:port``."""

@@ -253,15 +253,8 @@ def add_host_route(
 def delete_host_route(address: IPv4Address | IPv6Address) -> None:
     """Remove the /32 or /128 route to ``address``; nothing to remove is fine."""
     with _netlink() as ipr:
-        try:
-            spec: dict[str, Any] = {"dst": _host_prefix(address), "table": _MAIN_TABLE}
-            if address.version == 4:
-                spec["scope"] = _RT_SCOPE_NOWHERE  # any scope, as `ip route del`: pyroute2 says 0
-            ipr.route("del", **spec)
-        except NetlinkError as exc:
-            if exc.code in (errno.ESRCH, errno.ENOENT):
-                return
-            raise LinkError(f"cannot delete the route to {address}: {_reason(exc)}") from exc
+        spec: dict[str, Any] = {"dst": _host_prefix(address), "table": _MAIN_TABLE}
+        _delete_route(ipr, spec, address.version, f"the route to {address}")
 
 
 def delete_route(name: str, network: IPv4Network | IPv6Network) -> None:
@@ -276,14 +269,17 @@ def delete_route(name: str, network: IPv4Network | IPv6Network) -> None:
             raise LinkError(f"cannot look up interface {name!r}: {_reason(exc)}") from exc
         if not found:
             return
-        try:
-            spec: dict[str, Any] = {"dst": str(network), "oif": int(found[0]), "table": _MAIN_TABLE}
-            if network.version == 4:
-                spec["scope"] = _RT_SCOPE_NOWHERE  # any scope, as `ip route del`: pyroute2 says 0
-            ipr.route("del", **spec)
-        except NetlinkError as exc:
-            if exc.code in (errno.ESRCH, errno.ENOENT):
-                return
-            raise LinkError(
-                f"cannot delete the route to {network} via {name!r}: {_reason(exc)}"
-            ) from exc
+        spec: dict[str, Any] = {"dst": str(network), "oif": int(found[0]), "table": _MAIN_TABLE}
+        _delete_route(ipr, spec, network.version, f"the route to {network} via {name!r}")
+
+
+def _delete_route(ipr: IPRoute, spec: dict[str, Any], version: int, what: str) -> None:
+    """Delete the route ``spec`` describes; a route already gone is fine."""
+    if version == 4:
+        spec = {**spec, "scope": _RT_SCOPE_NOWHERE}  # any scope, as `ip route del`: pyroute2 says 0
+    try:
+        ipr.route("del", **spec)
+    except NetlinkError as exc:
+        if exc.code in (errno.ESRCH, errno.ENOENT):
+            return
+        raise LinkError(f"cannot delete {what}: {_reason(exc)}") from exc

@@ -106,14 +106,7 @@ def _set(table: str, version: int) -> dict[str, Any]:
 
 
 def _saddr_in_set(version: int) -> dict[str, Any]:
-    protocol = "ip" if version == 4 else "ip6"
-    return {
-        "match": {
-            "op": "==",
-            "left": {"payload": {"protocol": protocol, "field": "saddr"}},
-            "right": "@" + ROUTED_SETS[version],
-        }
-    }
+    return _saddr_is(version, "@" + ROUTED_SETS[version])
 
 
 def _prefix(network: IPv4Network | IPv6Network) -> dict[str, Any]:
@@ -141,15 +134,14 @@ def _rule(table: str, chain: str, *expr: dict[str, Any]) -> dict[str, Any]:
 
 
 def _saddr(subnet: IPv4Network | IPv6Network) -> dict[str, Any]:
-    return {
-        "match": {
-            "op": "==",
-            "left": {
-                "payload": {"protocol": "ip" if subnet.version == 4 else "ip6", "field": "saddr"}
-            },
-            "right": _prefix(subnet),
-        }
-    }
+    return _saddr_is(subnet.version, _prefix(subnet))
+
+
+def _saddr_is(version: int, right: Any) -> dict[str, Any]:
+    """``ip saddr <right>`` (``ip6`` for version 6): a prefix or a set reference."""
+    protocol = "ip" if version == 4 else "ip6"
+    left = {"payload": {"protocol": protocol, "field": "saddr"}}
+    return {"match": {"op": "==", "left": left, "right": right}}
 
 
 def _oifname(egress: str) -> dict[str, Any]:
