@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "tests"))  # the shared helpers: `from support import netlab`
 
 IN_CI = bool(os.environ.get("CI"))
 

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import netlab
-import wglab
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import netlab, wglab
 
 from trivpn.net import nft
 

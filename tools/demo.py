@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import netlab
-import wglab
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import netlab, wglab
 
 DEMO_SECRET = "demo-secret-not-for-production"
 WG_CLIENT_ADDRESS = "10.8.0.2"

@@ -1,3 +1,3 @@
-from trivpn.cli import main
+from trivpn.cli.main import main
 
 raise SystemExit(main())

@@ -11,9 +11,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 
 def pytest_configure(config: pytest.Config) -> None:

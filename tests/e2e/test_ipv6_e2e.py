@@ -11,9 +11,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tv6")]
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvr", clients=1)]
 

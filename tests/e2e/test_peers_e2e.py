@@ -15,9 +15,8 @@ import signal
 import time
 from collections.abc import Callable
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvp", clients=2)]
 

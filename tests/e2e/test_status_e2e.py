@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import netlab
 import pytest
-import wglab
 from prometheus_client.parser import text_string_to_metric_families
+from support import netlab, wglab
 
-from trivpn import control
+from trivpn.control import status_socket
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvst", clients=2)]
 
@@ -153,4 +152,4 @@ def test_status_and_metrics_of_a_running_server(
 
     # the control socket goes with the server
     assert proc.stop(signal.SIGTERM) == 0, proc.log()
-    assert not control.socket_path(server.ifname).exists()
+    assert not status_socket.socket_path(server.ifname).exists()

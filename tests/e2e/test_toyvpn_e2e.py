@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import netlab
 import pytest
+from support import netlab
 
 pytestmark = pytest.mark.root
 

@@ -13,9 +13,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvi", clients=1)]
 

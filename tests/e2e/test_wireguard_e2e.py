@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import netlab
 import pytest
-import wglab
+from support import netlab, wglab
 
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvw", clients=1)]
 

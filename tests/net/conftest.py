@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Netns, unique_name
+from support.netlab import Netns, unique_name
 
 CHILD = Path(__file__).with_name("net_ns_child.py")
 

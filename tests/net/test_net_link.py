@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from typing import Any
 
 import pytest
-from netlab import Netns, veth
+from support.netlab import Netns, veth
 
 NsCall = Callable[..., dict[str, Any]]
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import pytest
-from netlab import Netns
+from support.netlab import Netns
 
 pytestmark = pytest.mark.root
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from netlab import Netns, veth
+from support.netlab import Netns, veth
 
 CHILD = Path(__file__).with_name("offload_tun_child.py")
 TUN = "tvo0"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netlab import Netns
+from support.netlab import Netns
 
 from trivpn.net import sysctl
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from netlab import Netns
+from support.netlab import Netns
 
 from trivpn.net.tun import Tun, TunError
 

@@ -9,8 +9,7 @@ import socket
 
 import trio
 
-from trivpn import udp
-from trivpn.net import link
+from trivpn.net import link, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
 

@@ -18,7 +18,7 @@ FAMILY = "inet"  # one table for IPv4 and IPv6
 NAT_CHAIN = "nat"
 FILTER_CHAIN = "filter"
 # Networks routed to peers outside the tunnel subnets (a site's LAN), masqueraded and
-# forwarded as the subnets are; trivpn.peer_routes fills them while the server runs.
+# forwarded as the subnets are; trivpn.daemon.peer_routes fills them while the server runs.
 ROUTED_SETS = {4: "routed4", 6: "routed6"}
 _SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 _SRCNAT_PRIORITY = 100

@@ -1,0 +1,1 @@
+"""Helpers the tests share: namespace labs, the WireGuard lab, the in-memory device pair."""

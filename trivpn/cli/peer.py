@@ -1,0 +1,456 @@
+"""`trivpn peer add | list | show | remove`: the peer registry from the command line.
+
+`peer add` prints the client's wg-quick config once: its private key is made here and never
+stored, so a lost config cannot be shown again (remove the peer and add it anew, or add it
+with ``--public-key`` of a key the user keeps). Output that holds a private key goes to
+stdout or to a file created 0600 that must not exist yet.
+
+Endpoint, latest handshake and transfer come from the running server, through its control
+socket (root only); when it cannot be reached they are "-", and `peer list` says why on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from trivpn.cli import status
+from trivpn.cli.main import EXIT_CONFIG, CliError, _warn_if_world_readable_stdout
+from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, ConfigError, load_config
+from trivpn.proto.wireguard import crypto, keys
+from trivpn.registry import clientconf, store
+
+if TYPE_CHECKING:
+    import segno
+
+NOT_YET: Final = "-"  # a live column the running server did not fill in
+
+
+def add_parsers(sub: Any, default_config: str) -> None:
+    """Register `peer` and its subcommands on the top-level subparsers."""
+    peer = sub.add_parser("peer", help="add, list, show or remove WireGuard peers (the registry)")
+    psub = peer.add_subparsers(dest="peer_command", required=True, metavar="PEER_COMMAND")
+
+    p = psub.add_parser(
+        "add",
+        help="register a peer and print its client config (wg-quick format)",
+        description="Register a peer with the next free address(es) and print its client "
+        "config. The private key is not stored: keep the config, it cannot be shown again.",
+    )
+    p.add_argument("name", help="1 to 64 of A-Z a-z 0-9 _ . @ -")
+    p.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="A",
+        help="the peer's address instead of the next free one (once per IP version; a "
+        "version not given is still allocated)",
+    )
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network behind the peer that the server routes to it (a site's LAN, e.g. "
+        "192.168.50.0/24); repeat or separate with commas",
+    )
+    p.add_argument(
+        "--public-key",
+        metavar="K",
+        help="the client's own public key; no key pair is made and the printed config "
+        "leaves PrivateKey for the user to fill in",
+    )
+    p.add_argument("--qr", action="store_true", help="also print the config as a QR code")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the config to FILE (mode 0600, must not exist) instead of stdout; "
+        "a FILE ending in .png gets a QR code image",
+    )
+    p.add_argument("-c", "--config", default=default_config)
+    p.set_defaults(func=cmd_peer_add)
+
+    p = psub.add_parser("list", help="the peers of the registry and of the config file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-c", "--config", default=default_config)
+    p.set_defaults(func=cmd_peer_list)
+
+    p = psub.add_parser("show", help="one peer's details")
+    p.add_argument("name")
+    p.add_argument("-c", "--config", default=default_config)
+    p.set_defaults(func=cmd_peer_show)
+
+    p = psub.add_parser("remove", help="delete a peer from the registry; its address is freed")
+    p.add_argument("name")
+    p.add_argument("-c", "--config", default=default_config)
+    p.set_defaults(func=cmd_peer_remove)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise CliError(str(e), EXIT_CONFIG) from e
+
+
+def _registry_error(e: store.RegistryError) -> CliError:
+    mistake = isinstance(e, store.PeerExists | store.PeerNotFound | store.AddressUnavailable)
+    return CliError(str(e), EXIT_CONFIG if mistake else 1)
+
+
+@contextmanager
+def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | None]:
+    """The registry of the config's state dir; None when it does not exist and not `create`."""
+    path = store.registry_path(cfg.state.dir)
+    if not create and not path.exists():
+        yield None
+        return
+    try:
+        reg = store.Registry.open(path, create=create)
+    except store.RegistryError as e:
+        raise _registry_error(e) from e
+    with reg:
+        try:
+            yield reg
+        except store.RegistryError as e:
+            raise _registry_error(e) from e
+
+
+# --- peer add -------------------------------------------------------------------------------
+
+
+def _parse_addresses(texts: Sequence[str]) -> list[store.IPAddress]:
+    addresses: list[store.IPAddress] = []
+    for text in (t.strip() for arg in texts for t in arg.split(",")):
+        try:
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            raise CliError(
+                f"--address: {text!r} — expected an IP address, e.g. 10.8.0.5", 2
+            ) from None
+        if iface.network.num_addresses != 1 and "/" in text:
+            raise CliError(f"--address: {text!r} — expected one host address (/32 or /128)", 2)
+        addresses.append(iface.ip)
+    return addresses
+
+
+def _parse_routes(texts: Sequence[str]) -> list[store.IPNetwork]:
+    routes: list[store.IPNetwork] = []
+    for text in (t.strip() for arg in texts for t in arg.split(",")):
+        try:
+            routes.append(ipaddress.ip_network(text))
+        except ValueError:
+            raise CliError(
+                f"--route: {text!r} — expected a network with its prefix, e.g. 192.168.50.0/24",
+                2,
+            ) from None
+    return routes
+
+
+def _server_public_key(cfg: Config) -> bytes:
+    """The server's public key; like `serve`, makes the key file on first use."""
+    private = cfg.wireguard.private_key
+    if private is None:
+        from trivpn.daemon.keyfile import KeyFileError, load_or_create_private_key
+
+        file = cfg.wireguard.private_key_file
+        if file is None:
+            raise CliError("wireguard.private_key: (not set) — required by `peer add`", 2)
+        try:
+            private = load_or_create_private_key(file)
+        except (KeyFileError, OSError) as e:
+            raise CliError(str(e)) from e
+    return crypto.public_key(private)
+
+
+@contextmanager
+def _new_private_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file, mode 0600 from the start; removed again if the block fails."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise CliError(f"--output: {path} exists; choose another name or remove it", 2) from None
+    except OSError as e:
+        raise CliError(f"--output: cannot create {path}: {e.strerror}", 2) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _qr(text: str) -> segno.QRCode:
+    import segno  # here: the other commands must not need it
+
+    # a full QR code, never a Micro QR, which the WireGuard apps' scanners do not read
+    return segno.make_qr(text, error="l")
+
+
+def cmd_peer_add(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    wg = cfg.wireguard
+    if wg.public_endpoint is None:
+        raise CliError(
+            "wireguard.public_endpoint: (not set) — required by `peer add`: the host:port "
+            "clients dial, e.g. vpn.example.com:51820",
+            EXIT_CONFIG,
+        )
+    if not PEER_NAME.fullmatch(args.name):
+        raise CliError(f"name: {args.name!r} — {PEER_NAME_ALLOWED}", 2)
+    addresses = _parse_addresses(args.address)
+    routes = _parse_routes(args.route)
+    output = Path(args.output) if args.output else None
+    as_png = output is not None and output.suffix.lower() == ".png"
+    client_private: bytes | None
+    if args.public_key is not None:
+        try:
+            client_public = keys.parse_key(args.public_key)
+        except ValueError as e:
+            raise CliError(f"--public-key: {e}", 2) from e
+        if args.qr or as_png:
+            raise CliError(
+                "--public-key: the config has no private key to put in a QR code; "
+                "without --qr or a .png, the printed config says where to add it",
+                2,
+            )
+        client_private = None
+    else:
+        client_private = keys.generate_private_key()
+        client_public = crypto.public_key(client_private)
+    if not wg.enabled:
+        print(
+            "trivpn: note: wireguard.enabled is false; the peer can connect once it is on",
+            file=sys.stderr,
+        )
+    server_public = _server_public_key(cfg)
+    plan = store.AddressPlan.from_config(cfg, server_public)
+    psk = os.urandom(crypto.KEY_LEN)  # as `wg genpsk`
+
+    with _maybe_file(output) as out, _open_registry(cfg, create=True) as reg:
+        assert reg is not None
+        peer = reg.add(args.name, client_public, psk, plan, addresses=addresses, routes=routes)
+        text = clientconf.render(
+            clientconf.ClientConfig(
+                private_key=client_private,
+                public_key=client_public,
+                addresses=peer.addresses,
+                dns=wg.client_dns,
+                server_public_key=server_public,
+                preshared_key=psk,
+                endpoint=wg.public_endpoint,
+                allowed_ips=wg.client_allowed_ips,
+            ),
+            name=peer.name,
+        )
+        _emit(text, out, as_png=as_png, qr=args.qr)
+    shown = ", ".join(map(str, peer.addresses + peer.routes))
+    where = f" in {output}" if output else ""
+    print(
+        f"trivpn: added peer {peer.name!r} ({shown}); its config{where} is shown only now: "
+        "the private key is not stored",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@contextmanager
+def _maybe_file(path: Path | None) -> Iterator[IO[bytes] | None]:
+    if path is None:
+        yield None
+    else:
+        with _new_private_file(path) as f:
+            yield f
+
+
+def _emit(text: str, out: IO[bytes] | None, *, as_png: bool, qr: bool) -> None:
+    if out is None:
+        _warn_if_world_readable_stdout()
+        sys.stdout.write(text)
+    elif as_png:
+        _qr(text).save(out, kind="png", scale=6, border=4)
+    else:
+        out.write(text.encode())
+    if qr:
+        if out is None:
+            sys.stdout.write("\n")
+        sys.stdout.write(_terminal_qr(text, colored=sys.stdout.isatty()))
+    sys.stdout.flush()
+
+
+def _terminal_qr(text: str, *, colored: bool) -> str:
+    """Half-block characters, two modules a line; the blocks are the light modules, so on a
+    terminal the code is drawn white on black whatever the terminal's own colours."""
+    terminal = io.StringIO()
+    _qr(text).terminal(out=terminal, compact=True)
+    if not colored:
+        return terminal.getvalue()
+    white_on_black, reset = "\x1b[97;40m", "\x1b[0m"
+    return "".join(f"{white_on_black}{line}{reset}\n" for line in terminal.getvalue().splitlines())
+
+
+# --- peer list / show / remove --------------------------------------------------------------
+
+
+def _rows(cfg: Config) -> list[dict[str, Any]]:
+    """Every peer, static (config file) ones first, as plain values (live columns None)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "name": p.name,
+            "source": "config",
+            "addresses": [str(n) for n in p.allowed_ips],
+            "public_key": keys.encode_key(p.public_key),
+            "created": None,
+        }
+        for p in cfg.wireguard.peers
+    ]
+    with _open_registry(cfg, create=False) as reg:
+        peers = [] if reg is None else reg.peers()
+    rows += [
+        {
+            "name": p.name,
+            "source": "registry",
+            "addresses": [str(a) for a in p.addresses] + [str(n) for n in p.routes],
+            "public_key": keys.encode_key(p.public_key),
+            "created": p.created_at.isoformat(),
+        }
+        for p in peers
+    ]
+    for row in rows:
+        row.update(endpoint=None, latest_handshake=None, received=None, sent=None)
+    return rows
+
+
+def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    """Endpoint, latest handshake and transfer from the running server, when it answers.
+
+    A server that is not running leaves them None quietly; any other reason is said on stderr.
+    """
+    from trivpn.control import status_socket
+
+    try:
+        document = status_socket.query_status(status_socket.socket_path(cfg.interface.name))
+    except status_socket.NotRunning:
+        return
+    except status_socket.ControlUnavailable as e:
+        print(f"trivpn: live status unavailable: {e}", file=sys.stderr)
+        return
+    wireguard = document.get("wireguard") or {}
+    live = {peer["public_key"]: peer for peer in wireguard.get("peers", [])}
+    for row in rows:
+        peer = live.get(row["public_key"])
+        if peer is not None:
+            row.update(
+                endpoint=peer["endpoint"],
+                latest_handshake=peer["latest_handshake"],
+                received=peer["rx_bytes"],
+                sent=peer["tx_bytes"],
+            )
+
+
+_COLUMNS: Final = (
+    ("NAME", "name"),
+    ("ADDRESS", "addresses"),
+    ("PUBLIC KEY", "public_key"),
+    ("ENDPOINT", "endpoint"),
+    ("LATEST HANDSHAKE", "latest_handshake"),
+    ("RECEIVED", "received"),
+    ("SENT", "sent"),
+)
+
+
+def _display(row: dict[str, Any], now: float) -> dict[str, Any]:
+    """The row with handshake time and byte counts as a person reads them."""
+    shown = dict(row)
+    if row["latest_handshake"] is not None:
+        shown["latest_handshake"] = status.format_handshake(row["latest_handshake"], now)
+    elif row["endpoint"] is not None or row["received"] is not None:
+        shown["latest_handshake"] = "never"  # the server knows the peer: no handshake yet
+    for key in ("received", "sent"):
+        if row[key] is not None:
+            shown[key] = status.format_bytes(row[key])
+    return shown
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return NOT_YET
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or NOT_YET
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cells = [[title for title, _ in _COLUMNS]]
+    cells += [[_cell(row[key]) for _, key in _COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
+
+
+def cmd_peer_list(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    rows = _rows(cfg)
+    _fill_live(cfg, rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        now = time.time()
+        print(_table([_display(row, now) for row in rows]))
+    else:
+        print("no peers (add one with `trivpn peer add NAME`)")
+    return 0
+
+
+def cmd_peer_show(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    found = [row for row in _rows(cfg) if row["name"] == args.name]
+    if not found:
+        raise CliError(f"no peer named {args.name!r}", EXIT_CONFIG)
+    _fill_live(cfg, found[:1])
+    row = _display(found[0], time.time())
+    transfer = None
+    if row["received"] is not None:
+        transfer = f"{row['received']} received, {row['sent']} sent"
+    fields = [
+        ("peer", row["name"]),
+        ("source", "config file" if row["source"] == "config" else "registry"),
+        ("public key", row["public_key"]),
+        ("addresses", row["addresses"]),
+        ("created", row["created"]),
+        ("endpoint", row["endpoint"]),
+        ("latest handshake", row["latest_handshake"]),
+        ("transfer", transfer),
+    ]
+    for label, value in fields:
+        print(f"{label}: {_cell(value)}")
+    return 0
+
+
+def cmd_peer_remove(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if any(p.name == args.name for p in cfg.wireguard.peers):
+        raise CliError(
+            f"{args.name!r} is a peer of the config file ({cfg.source}); remove it there",
+            EXIT_CONFIG,
+        )
+    with _open_registry(cfg, create=False) as reg:
+        if reg is None:
+            raise CliError(f"no peer named {args.name!r} in the registry", EXIT_CONFIG)
+        peer = reg.remove(args.name)
+    shown = ", ".join(map(str, peer.addresses))
+    print(
+        f"trivpn: removed peer {peer.name!r}; its address(es) {shown} are free again",
+        file=sys.stderr,
+    )
+    return 0

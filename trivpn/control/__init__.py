@@ -1,0 +1,1 @@
+"""The control plane: unix sockets (status, the `wg` UAPI) and Prometheus metrics."""

@@ -1,0 +1,260 @@
+"""The control socket: `trivpn status` (and `peer list`) ask the running server how it is.
+
+The server listens on ``/run/trivpn/<ifname>.sock`` (directory 0700, socket 0600; clients must
+be root or the server's own user, checked with SO_PEERCRED). A client sends one request line,
+``status``, and reads one JSON document (:func:`status_document`), then the server closes the
+connection. Requests are bounded in size and time, connections in number. A stale socket that
+a killed predecessor left is removed at start; a live one means another trivpn serves an
+interface of that name, and then the control socket stays off while the VPN runs on.
+
+The document never holds key material except public keys. Its shape (version 1)::
+
+    {"version": 1, "time": <server wall clock, epoch seconds>,
+     "interface": {"name", "address": [..], "mtu"},
+     "nat": {"masquerade": bool, "egress": str},
+     "wireguard": null | {"listen": "host:port", "listen_port", "public_key",
+                          "peers": [{"name", "public_key", "endpoint", "latest_handshake",
+                                     "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
+                                     "handshakes", "allowed_ips",
+                                     "persistent_keepalive"}]},
+     "toyvpn": null | {"listen", "listen_port", "pool": {"network", "size", "in_use"},
+                       "sessions": [{"endpoint", "address", "rx_bytes", "tx_bytes",
+                                     "rx_packets", "tx_packets", "idle_seconds"}]},
+     "counters": {"server": {..}, "wireguard": {..}, "toyvpn": {..}}}
+
+``latest_handshake`` is epoch seconds or null (never); endpoints are ``host:port`` strings
+(``[v6]:port``) or null.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from trivpn.control import unixsock
+from trivpn.proto.endpoints import format_endpoint
+from trivpn.proto.wireguard import encode_key
+
+if TYPE_CHECKING:
+    from trivpn.daemon.server import Server
+
+log = logging.getLogger("trivpn")
+
+SOCKET_DIR: Final = Path("/run/trivpn")
+DOCUMENT_VERSION: Final = 1
+REQUEST_TIMEOUT: Final = 5.0  # seconds a client has to send its request and read the answer
+MAX_REQUEST: Final = 256  # bytes; the only request is one short line
+MAX_CONNECTIONS: Final = 8
+MAX_ANSWER: Final = 64 << 20  # a client's bound on the document (tens of thousands of peers)
+STATUS_REQUEST: Final = b"status\n"
+
+
+class ControlUnavailable(Exception):
+    """No running server answers on the control socket; the message says why."""
+
+
+class NotRunning(ControlUnavailable):
+    """There is no control socket: no server runs on that interface (or it is starting)."""
+
+
+def socket_path(ifname: str, directory: Path | None = None) -> Path:
+    return (SOCKET_DIR if directory is None else directory) / f"{ifname}.sock"
+
+
+# --- the document -----------------------------------------------------------------------------
+
+
+def show_endpoint(addr: tuple[Any, ...] | None) -> str | None:
+    return None if addr is None else format_endpoint(addr)
+
+
+def status_document(server: Server, ifname: str, *, now: float, wallclock: float) -> dict[str, Any]:
+    """The server's state as plain JSON values: ``now`` is trio's clock, ``wallclock`` epoch."""
+    cfg = server.cfg
+    counters: dict[str, dict[str, int]] = {"server": dict(server.counters)}
+    doc: dict[str, Any] = {
+        "version": DOCUMENT_VERSION,
+        "time": wallclock,
+        "interface": {
+            "name": ifname,
+            "address": [str(a) for a in cfg.interface.address],
+            "mtu": cfg.interface.mtu,
+        },
+        "nat": {"masquerade": cfg.nat.masquerade, "egress": server.egress},
+        "wireguard": None,
+        "toyvpn": None,
+        "counters": counters,
+    }
+    front = server.wireguard
+    if front is not None:
+        doc["wireguard"] = {
+            "listen": str(cfg.wireguard.listen),
+            "listen_port": front.listen_port,
+            "public_key": front.public_key,
+            "peers": [
+                {
+                    "name": peer.name,
+                    "public_key": encode_key(peer.public_key),
+                    "endpoint": show_endpoint(peer.endpoint),
+                    "latest_handshake": peer.last_handshake_time,
+                    "rx_bytes": peer.rx_bytes,
+                    "tx_bytes": peer.tx_bytes,
+                    "rx_packets": peer.rx_packets,
+                    "tx_packets": peer.tx_packets,
+                    "handshakes": peer.handshakes,
+                    "allowed_ips": [str(n) for n in peer.allowed_ips],
+                    "persistent_keepalive": peer.persistent_keepalive or 0,
+                }
+                for peer in front.device
+            ],
+        }
+        counters["wireguard"] = dict(front.device.counters)
+    toy = server.toyvpn
+    if toy is not None:
+        doc["toyvpn"] = {
+            "listen": str(cfg.toyvpn.listen),
+            "listen_port": cfg.toyvpn.listen.port,
+            "pool": {
+                "network": str(cfg.toyvpn.pool),
+                "size": toy.pool.size,
+                "in_use": toy.pool.in_use,
+            },
+            "sessions": [
+                {
+                    "endpoint": show_endpoint(s.addr),
+                    "address": str(s.address),
+                    "rx_bytes": s.rx_bytes,
+                    "tx_bytes": s.tx_bytes,
+                    "rx_packets": s.rx_packets,
+                    "tx_packets": s.tx_packets,
+                    "idle_seconds": max(0.0, now - s.last_recv),
+                }
+                for s in toy.sessions.values()
+            ],
+        }
+        counters["toyvpn"] = dict(toy.counters)
+    return doc
+
+
+def live_document(server: Server, ifname: str) -> dict[str, Any]:
+    """The document now (call it from the trio thread that runs the server)."""
+    return status_document(server, ifname, now=trio.current_time(), wallclock=time.time())
+
+
+# --- the server side --------------------------------------------------------------------------
+
+
+async def serve_control(
+    server: Server,
+    ifname: str,
+    *,
+    directory: Path | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer `trivpn status` on the interface's control socket until cancelled.
+
+    A socket that cannot be set up is logged and the task ends: the VPN itself runs on.
+    """
+    path = socket_path(ifname, directory)
+    await unixsock.serve_unix(
+        path,
+        functools.partial(_exchange, server, ifname),
+        name="control",
+        ready=f"`trivpn status` answers on {path}",
+        unavailable=f"`trivpn status` cannot reach {ifname}",
+        directory_rule=unixsock.DirectoryRule.PRIVATE,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout,
+        task_status=task_status,
+    )
+
+
+async def _exchange(
+    server: Server, ifname: str, stream: trio.SocketStream, _deadline: trio.CancelScope
+) -> None:
+    """One request, one answer, all within the connection's deadline."""
+    request = await _read_request(stream)
+    if request is not None:
+        await stream.send_all(_answer(request, server, ifname))
+
+
+async def _read_request(stream: trio.SocketStream) -> bytes | None:
+    """One line of at most MAX_REQUEST bytes; None if the client hung up or sent too much."""
+    data = b""
+    while b"\n" not in data:
+        chunk = await stream.receive_some(MAX_REQUEST)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            log.warning("control: a request over %d bytes; closed", MAX_REQUEST)
+            return None
+    return data.partition(b"\n")[0].strip()
+
+
+def _answer(request: bytes, server: Server, ifname: str) -> bytes:
+    if request == STATUS_REQUEST.strip():
+        document = live_document(server, ifname)
+    else:
+        document = {"version": DOCUMENT_VERSION, "error": "unknown request; expected 'status'"}
+    return json.dumps(document, separators=(",", ":")).encode() + b"\n"
+
+
+# --- the client side --------------------------------------------------------------------------
+
+
+def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
+    """Ask the server on ``path`` for its status document (blocking, bounded in time and size).
+
+    Raises ControlUnavailable when nobody answers or the answer is not a status document.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+            sock.sendall(STATUS_REQUEST)
+            data = _receive_all(sock)
+        except FileNotFoundError:
+            raise NotRunning(f"no server is running ({path} does not exist)") from None
+        except ConnectionRefusedError:
+            raise ControlUnavailable(f"no server answers on {path} (stale socket)") from None
+        except PermissionError:
+            raise ControlUnavailable(f"{path}: permission denied (run as root)") from None
+        except TimeoutError:
+            raise ControlUnavailable(f"the server on {path} did not answer in time") from None
+        except OSError as e:
+            raise ControlUnavailable(f"{path}: {e.strerror or e}") from None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise ControlUnavailable(f"the server on {path} sent something other than JSON") from None
+    if not isinstance(document, dict):
+        raise ControlUnavailable(f"the server on {path} sent no status document")
+    if "error" in document:
+        raise ControlUnavailable(f"the server on {path} refused: {document['error']}")
+    if document.get("version") != DOCUMENT_VERSION:
+        raise ControlUnavailable(
+            f"the server on {path} speaks status version {document.get('version')!r}, "
+            f"this trivpn reads {DOCUMENT_VERSION}"
+        )
+    return document
+
+
+def _receive_all(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise OSError(f"the answer is over {MAX_ANSWER} bytes")
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""The server process: the supervising nursery, reload, the key file, kernel routes."""

@@ -1,0 +1,312 @@
+"""The trio server: one nursery that owns every task, cancellation as the only shutdown path.
+
+Tasks: the signal watcher; the nftables manager (table + forwarding sysctls, removed on the
+way out); the TUN reader (dispatches by destination through the router); one receiver per UDP
+listener; the protocol fronts' tasks (trivpn/frontends/: per-session timer tasks for ToyVPN,
+one timer task for all WireGuard peers); the status, UAPI and metrics sockets.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from trivpn.config import Config, Endpoint
+from trivpn.control import metrics, status_socket
+from trivpn.control.uapi_server import serve_uapi
+from trivpn.daemon.keyfile import load_or_create_private_key
+from trivpn.daemon.peer_routes import KernelRoutes
+from trivpn.daemon.reload import reload_config
+from trivpn.dataplane.router import Router
+from trivpn.dataplane.toyvpn import ToyVpnFront
+from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.net import link, nft, sysctl, udp
+from trivpn.net.tun import Tun
+from trivpn.proto import toyvpn
+from trivpn.registry.store import AddressPlan
+from trivpn.registry.sync import PeerSync, registry_opener
+
+log = logging.getLogger("trivpn")
+
+TUN_BATCH = 128
+CLEANUP_SECONDS = 5.0
+
+# What the router maps a destination to: "send these IP packets (in order) to that client, now".
+Sender = Callable[[list[bytes], float], None]
+
+
+class ServerError(Exception):
+    """Start-up failed for a reason the operator can fix; the message says which."""
+
+
+def resolve_egress(cfg: Config) -> str:
+    """The egress interface name, resolving "auto" through the default route."""
+    if cfg.nat.egress != "auto":
+        return cfg.nat.egress
+    families = {net.version for net in cfg.interface.subnets}
+    for family in (socket.AF_INET, socket.AF_INET6):
+        if (4 if family == socket.AF_INET else 6) not in families:
+            continue
+        name = link.default_route_interface(family)
+        if name:
+            return name
+    raise ServerError(
+        "nat.egress: 'auto' — there is no default route to take the interface from; "
+        "name the egress interface"
+    )
+
+
+def _listen(key: str, endpoint: Endpoint) -> udp.DatagramSocket:
+    try:
+        return udp.open_listener(endpoint)
+    except OSError as e:
+        raise ServerError(f"{key}: cannot listen on {endpoint}: {e.strerror}") from e
+
+
+def _set_fwmark(sock: udp.DatagramSocket, mark: int) -> None:
+    if not mark:
+        return
+    try:
+        sock.set_mark(mark)
+    except OSError as e:
+        raise ServerError(f"wireguard.fwmark: cannot set {mark:#x}: {e.strerror}") from e
+
+
+class Server:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.router: Router[Sender] = Router()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.egress = ""
+        self.toyvpn: toyvpn.ToyVpnServer | None = None
+        self.wireguard: WireGuardFront | None = None
+        self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
+        # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
+        # WireGuard one to a new OS socket inside the same object, so the count carries on.
+        self._sockets: list[udp.DatagramSocket] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (SIGINT/SIGTERM cancel it), releasing all on the way out."""
+        cfg = self.cfg
+        self.egress = resolve_egress(cfg) if cfg.nat.masquerade else cfg.nat.egress
+        if cfg.nat.masquerade and not link.link_exists(self.egress):
+            log.warning("egress interface %s does not exist (yet)", self.egress)
+        # The signal watcher outlives the serving scope: a second Ctrl-C or SIGTERM during the
+        # clean-up is absorbed instead of killing the process before the nft table and the
+        # sysctls are restored.
+        serving = trio.CancelScope()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_signals, signals, serving)
+                with serving:
+                    await self._serve(task_status)
+                outer.cancel_scope.cancel()
+        self._log_counters()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        cfg = self.cfg
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._nft_manager)
+            with contextlib.ExitStack() as stack:
+                tun = Tun.open(cfg.interface.name, offload=True)
+                stack.callback(tun.close)
+                link.configure_interface(tun.name, cfg.interface.address, cfg.interface.mtu)
+                log.info(
+                    "interface %s up: %s, mtu %d",
+                    tun.name,
+                    ", ".join(map(str, cfg.interface.address)),
+                    cfg.interface.mtu,
+                )
+                async with trio.open_nursery() as data_plane:
+                    data_plane.start_soon(self._tun_reader, tun)
+                    if cfg.wireguard.enabled:
+                        sock = _listen("wireguard.listen", cfg.wireguard.listen)
+                        stack.callback(sock.close)  # the socket a `wg set listen-port` made too
+                        _set_fwmark(sock, cfg.wireguard.fwmark)
+                        self._sockets.append(sock)
+                        self._start_wireguard(data_plane, sock, tun)
+                    if cfg.toyvpn.enabled:
+                        sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
+                        stack.callback(sock.close)
+                        self._sockets.append(sock)
+                        self._start_toyvpn(data_plane, sock, tun)
+                    self._start_status(data_plane, tun.name)
+                    if cfg.metrics.listen is not None:
+                        await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
+                    log.info("trivpn serving (nat egress %s)", self.egress or "off")
+                    task_status.started()
+
+    # -- the control plane -------------------------------------------------------------------
+
+    def _start_status(self, nursery: trio.Nursery, ifname: str) -> None:
+        """`trivpn status` through the control socket (off, with an error logged, if unusable)."""
+        nursery.start_soon(status_socket.serve_control, self, ifname)
+
+    async def _serve_metrics(
+        self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        render = metrics.renderer(lambda: status_socket.live_document(self, ifname))
+        await metrics.serve_metrics(render, listen, task_status=task_status)
+
+    async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if serving.cancel_called:
+                log.info("%s: already shutting down", name)
+            elif signum == signal.SIGHUP:
+                await reload_config(self)  # logs its own errors; never stops the server
+            else:
+                log.info("%s: shutting down", name)
+                serving.cancel()
+
+    async def _nft_manager(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Forwarding on and the `inet trivpn` table in place while the server runs."""
+        subnets = self.cfg.interface.subnets
+        saved = sysctl.enable_forwarding(
+            ipv4=any(n.version == 4 for n in subnets), ipv6=any(n.version == 6 for n in subnets)
+        )
+        try:
+            ruleset = nft.build_ruleset(subnets, self.egress, masquerade=self.cfg.nat.masquerade)
+            nft.apply_ruleset(ruleset)
+            log.info("nftables: table inet %s applied", nft.TABLE)
+            _warn_forward_blockers(self.cfg.interface.name)
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            with trio.move_on_after(CLEANUP_SECONDS, shield=True) as scope:
+                await trio.to_thread.run_sync(nft.delete_table, abandon_on_cancel=True)
+                log.info("nftables: table inet %s removed", nft.TABLE)
+            if scope.cancelled_caught:
+                log.error("nftables: removing table inet %s timed out", nft.TABLE)
+            sysctl.restore(saved)
+
+    def _log_counters(self) -> None:
+        counts = collections.Counter(self.counters)
+        counts["udp_send_dropped"] += sum(sock.dropped for sock in self._sockets)
+        if self.toyvpn is not None:
+            counts.update({f"toyvpn_{k}": v for k, v in self.toyvpn.counters.items()})
+        if self.wireguard is not None:
+            counts.update({f"wireguard_{k}": v for k, v in self.wireguard.device.counters.items()})
+        counts = +counts  # only the counters that counted something
+        if counts:
+            log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+    # -- the data plane ----------------------------------------------------------------------
+
+    async def _tun_reader(self, tun: Tun) -> None:
+        """Drain the TUN in batches; each packet goes to the owner of its destination.
+
+        Consecutive packets for one owner go to it as one run, so that a bulk transfer
+        leaves in few (GSO) sends.
+        """
+        lookup = self.router.lookup_packet
+        counters = self.counters
+        while True:
+            await trio.lowlevel.wait_readable(tun.fd)
+            batch = tun.read_batch(TUN_BATCH)
+            now = trio.current_time()
+            run: list[bytes] = []
+            run_sender: Sender | None = None
+            for packet in batch:
+                sender = lookup(packet)
+                if sender is None:
+                    counters["tun_no_route"] += 1
+                    continue
+                if sender is not run_sender:
+                    if run_sender is not None:
+                        self._send_run(run_sender, run, now)
+                    run_sender, run = sender, []
+                run.append(packet)
+            if run_sender is not None:
+                self._send_run(run_sender, run, now)
+
+    def _send_run(self, sender: Sender, run: list[bytes], now: float) -> None:
+        try:
+            sender(run, now)
+        except Exception:
+            self.counters["send_error"] += 1
+            log.exception("sending packets failed")
+
+    def _start_wireguard(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
+        cfg = self.cfg.wireguard
+        if cfg.private_key is not None:
+            private_key = cfg.private_key
+        else:
+            assert cfg.private_key_file is not None  # config guarantees one of the two
+            private_key = load_or_create_private_key(cfg.private_key_file)
+        front = WireGuardFront(
+            cfg,
+            private_key,
+            router=self.router,
+            tun=tun,
+            sock=sock,
+            mtu=self.cfg.interface.mtu,
+            counters=self.counters,
+        )
+        self.wireguard = front
+        log.info(
+            "wireguard: listening on %s, public key %s, %d peer(s)%s",
+            cfg.listen,
+            front.public_key,
+            len(cfg.peers),
+            f", fwmark {cfg.fwmark:#x}" if cfg.fwmark else "",
+        )
+        nursery.start_soon(front.receive_loop)
+        nursery.start_soon(front.timer_loop)
+        nursery.start_soon(serve_uapi, front, tun.name)  # `wg show`, `wg set` on this interface
+        # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
+        nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
+        self.peersync = PeerSync(
+            front,
+            registry_opener(self.cfg.state.dir),
+            cfg.peers,
+            AddressPlan.from_config(self.cfg, front.device.public_key),
+        )
+        nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
+
+    def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
+        cfg = self.cfg.toyvpn
+        log.warning(
+            "ToyVPN is enabled on %s: it is UNENCRYPTED and its shared secret travels in "
+            "cleartext; use it only for compatibility and labs",
+            cfg.listen,
+        )
+        front = ToyVpnFront(
+            cfg,
+            mtu=self.cfg.interface.mtu,
+            reserved=[a.ip for a in self.cfg.interface.address],
+            router=self.router,
+            tun=tun,
+            sock=sock,
+            counters=self.counters,
+        )
+        self.toyvpn = front.protocol
+        nursery.start_soon(front.receive_loop, nursery)
+
+
+def _warn_forward_blockers(tunnel: str) -> None:
+    """Name another table's forward chain that would drop the tunnel's traffic (Docker's,
+    firewalld's): our accept cannot override it, and "clients connect but reach nothing" is
+    hard to diagnose otherwise."""
+    try:
+        blockers = nft.forward_blockers(nft.list_ruleset(), tunnel)
+    except nft.NftError as e:
+        log.debug("nftables: cannot list the ruleset: %s", e)
+        return
+    for chain in blockers:
+        log.warning(
+            "nftables: chain %s drops forwarded packets that none of its table's rules accept, "
+            "so clients' traffic through %s is probably dropped there; accept it in that table "
+            '(e.g. iifname "%s" accept; oifname "%s" ct state established,related accept)',
+            chain,
+            tunnel,
+            tunnel,
+            tunnel,
+        )

@@ -1,0 +1,149 @@
+"""The ToyVPN front: one UDP socket, the sans-IO ToyVpnServer, the shared router and TUN.
+
+A session's /32 is routed to a sender that hands packets back to that client; a timer task
+per session sends keepalives while we are silent and ends the session when the client is.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from trivpn.config import ToyVpnConfig
+from trivpn.dataplane.loglimit import LogLimiter
+from trivpn.dataplane.router import Router
+from trivpn.net.tun import Tun
+from trivpn.net.udp import DatagramSocket
+from trivpn.proto import toyvpn
+from trivpn.proto.endpoints import format_endpoint
+
+log = logging.getLogger("trivpn")
+
+Sender = Callable[[list[bytes], float], None]
+
+
+class ToyVpnFront:
+    def __init__(
+        self,
+        cfg: ToyVpnConfig,
+        *,
+        mtu: int,
+        reserved: list[toyvpn.IPAddress],
+        router: Router[Sender],
+        tun: Tun,
+        sock: DatagramSocket,
+        counters: collections.Counter[str],
+    ) -> None:
+        self.protocol = toyvpn.ToyVpnServer(
+            secret=cfg.secret,
+            pool=cfg.pool,
+            mtu=mtu,
+            dns=cfg.dns,
+            routes=cfg.routes,
+            search_domain=cfg.search_domain,
+            keepalive=cfg.keepalive,
+            idle_timeout=cfg.idle_timeout,
+            reserved=reserved,
+        )
+        self.router = router
+        self.tun = tun
+        self.sock = sock
+        self.counters = counters
+        self._limiter = LogLimiter(log)
+
+    async def receive_loop(self, nursery: trio.Nursery) -> None:
+        """Datagrams in: handshakes answered (sessions start in ``nursery``), data to the TUN."""
+        receive = self.protocol.receive
+        write_batch = self.tun.write_batch
+        counters = self.counters
+        sock = self.sock
+        while True:
+            await sock.wait_readable()
+            batch = sock.drain()
+            now = trio.current_time()
+            to_tun: list[bytes] = []
+            for data, addr in batch:
+                try:
+                    result = receive(data, addr, now)
+                    if type(result) is bytes:
+                        to_tun.append(result)
+                    elif isinstance(result, toyvpn.Handshake):
+                        self._handshake(nursery, result)
+                    elif isinstance(result, toyvpn.Refused):
+                        self._refused(result, addr, now)
+                except Exception:
+                    counters["receive_error"] += 1
+                    log.exception(
+                        "toyvpn: handling a datagram from %s failed", format_endpoint(addr)
+                    )
+            if to_tun:
+                # The UDP checksum already covered each packet in transit: no re-verifying.
+                counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
+
+    def _handshake(self, nursery: trio.Nursery, hs: toyvpn.Handshake) -> None:
+        session = hs.session
+        sock = self.sock
+        for reply in hs.replies:
+            sock.send(reply, session.addr)
+        if not hs.new:
+            return
+        addr = session.addr
+        encapsulate = session.encapsulate
+
+        def send(packets: list[bytes], now: float) -> None:
+            sock.send_many([encapsulate(p, now) for p in packets], addr)
+
+        self.router.add(ipaddress.ip_network(session.address), send)
+        log.info("toyvpn: client %s connected as %s", format_endpoint(addr), session.address)
+        nursery.start_soon(self._session, session)
+
+    def _refused(self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float) -> None:
+        if refused.reason == "bad_secret":
+            self._limiter.warning(
+                "toyvpn_bad_secret", now, "toyvpn: wrong secret from %s", format_endpoint(addr)
+            )
+        elif refused.reason == "pool_full":
+            self._limiter.warning(
+                "toyvpn_pool_full",
+                now,
+                "toyvpn: address pool full (%d in use); refusing %s",
+                self.protocol.pool.in_use,
+                format_endpoint(addr),
+            )
+
+    async def _session(self, session: toyvpn.Session) -> None:
+        network = ipaddress.ip_network(session.address)
+        try:
+            await run_timers(
+                self.protocol, session, lambda: self.sock.send(toyvpn.KEEPALIVE, session.addr)
+            )
+            log.info(
+                "toyvpn: client %s (%s) idle; session ended",
+                format_endpoint(session.addr),
+                session.address,
+            )
+        finally:
+            self.router.remove(network)
+            self.protocol.close(session)
+
+
+async def run_timers(
+    protocol: toyvpn.ToyVpnServer, session: toyvpn.Session, send_keepalive: Callable[[], object]
+) -> None:
+    """A client session's timers: keepalives while we are silent; returns when it expires.
+
+    Sleeping to the deadline computed before new traffic is safe: traffic only ever moves the
+    deadlines later, so waking early just recomputes.
+    """
+    while True:
+        await trio.sleep_until(session.next_deadline())
+        action = protocol.tick(session, trio.current_time())
+        if action == toyvpn.TICK_KEEPALIVE:
+            send_keepalive()
+        elif action == toyvpn.TICK_EXPIRED:
+            return
