@@ -4,31 +4,39 @@ Every problem becomes one line ``<key path>: <bad value> — <what is allowed>``
 reports as many of them as it can at once, so checks come in three tiers:
 
 - value checks (types, address syntax, ranges) run per key while cattrs structures, so each bad
-  key is reported whatever else is wrong (`checks`, `hooks`);
+  key is reported whatever else is wrong (`values` structures, `checks` checks);
 - section checks relate the keys of one section; they run once that section's keys are valid;
 - cross-section checks run once every section is valid (`root`).
 
-To add a section: a module with an attrs class whose fields all have defaults (value checks in
-field metadata via `fields.checked`), a field on `Config`, and its section check in
-``loader._SECTION_CHECKS``. Classes that are list items (``[[wireguard.peers]]``) may have
-required fields: a missing one is reported as ``(not set) — required``. Keys whose meaning needs
-more than one key and the file system (the WireGuard private key) are read by a loader in
-``loader._LOADERS`` before cattrs runs.
+Modules: `errors` (what goes wrong), `values` (value types, structure hooks, field metadata),
+`checks` (shared value checks, overlap rules), `sections` (the small sections), `wireguard`,
+`root` (the whole `Config`), `files` (keys naming files), `loader` (TOML in, problem lines out).
+
+To add a section: an attrs class whose fields all have defaults (value checks in field metadata
+via `values.checked`), a field on `Config`, and its section check in ``loader._SECTION_CHECKS``.
+Classes that are list items (``[[wireguard.peers]]``) may have required fields: a missing one is
+reported as ``(not set) — required``. Keys whose meaning needs more than one key and the file
+system (the WireGuard private key) are read by a loader from `files` in ``loader._LOADERS``
+before cattrs runs.
 """
 
-from trivpn.config.checks import PEER_NAME, PEER_NAME_ALLOWED
+from trivpn.config.checks import PEER_NAME, PEER_NAME_ALLOWED, find_duplicates, find_overlaps
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
-from trivpn.config.fields import Hook, Loaded
-from trivpn.config.interface import InterfaceConfig
+from trivpn.config.files import Loaded
 from trivpn.config.loader import default_config, load_config, parse_config
-from trivpn.config.metrics import MetricsConfig
-from trivpn.config.nat import NatConfig
-from trivpn.config.overlaps import find_duplicates, find_overlaps
 from trivpn.config.root import Config
-from trivpn.config.state import DEFAULT_STATE_DIR, StateConfig
-from trivpn.config.toyvpn import PLACEHOLDER_SECRET, ToyVpnConfig
+from trivpn.config.sections import (
+    DEFAULT_STATE_DIR,
+    PLACEHOLDER_SECRET,
+    InterfaceConfig,
+    MetricsConfig,
+    NatConfig,
+    StateConfig,
+    ToyVpnConfig,
+)
 from trivpn.config.values import (
     Endpoint,
+    Hook,
     IPAddress,
     IPInterface,
     IPNetwork,

@@ -1,10 +1,12 @@
-"""Value checks, run on a key right after it is structured: each raises InvalidValue."""
+"""Checks shared by the sections: value checks, run on a key right after it is structured (each
+raises InvalidValue), and the overlap rules for address ranges."""
 
 import ipaddress
 import re
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-from trivpn.config.errors import InvalidValue
+from trivpn.config.errors import InvalidValue, Problems
 from trivpn.config.values import Endpoint, IPAddress, IPInterface, IPNetwork
 
 _IFNAMSIZ: Final = 16  # Linux interface names: 15 bytes plus the terminating NUL
@@ -93,3 +95,43 @@ def check_peer_endpoint(endpoint: Endpoint) -> None:
 def check_fwmark(mark: int) -> None:
     if not 0 <= mark <= 0xFFFFFFFF:
         raise InvalidValue(mark, "expected 0 (none) to 4294967295 (0xffffffff)")
+
+
+# --- overlaps: which address ranges may share addresses, and which may not -----------------
+# - Ranges handed out dynamically (the ToyVPN pool) overlap nothing else: a WireGuard route
+#   inside the pool would take a client's address, one around it would let a peer send from an
+#   address the pool has not handed out.
+# - WireGuard allowed_ips are a routing table, as in every WireGuard: a network belongs to one
+#   peer (the same network twice is refused), but networks may nest (10.0.0.0/8 on a gateway
+#   peer, 10.1.0.0/16 on another); the longest prefix decides, for routing and for the check
+#   of a decrypted packet's source alike.
+
+
+def find_overlaps(
+    networks: Iterable[tuple[str, IPNetwork]],
+    against: Sequence[tuple[str, IPNetwork]] | None = None,
+) -> Problems:
+    """Report every network that overlaps one of ``against``, or without it an earlier one
+    of its own list; keyed by its own key path."""
+    problems: Problems = []
+    seen = list(against or ())
+    for key, net in networks:
+        for other_key, other in seen:
+            if net.overlaps(other):  # False across address families
+                problems.append((key, InvalidValue(net, f"overlaps {other_key} ({other})")))
+                break
+        if against is None:
+            seen.append((key, net))
+    return problems
+
+
+def find_duplicates(networks: Iterable[tuple[str, IPNetwork]]) -> Problems:
+    """Report every network listed before, under another key: one owner per network."""
+    problems: Problems = []
+    first: dict[IPNetwork, str] = {}
+    for key, net in networks:
+        owner = first.setdefault(net, key)
+        if owner != key:
+            why = f"also {owner}; a network is routed to one peer (nested ones may differ)"
+            problems.append((key, InvalidValue(net, why)))
+    return problems

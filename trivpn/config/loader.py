@@ -1,4 +1,5 @@
-"""Reading a configuration: the cattrs converter, the tiers of checks, the entry points."""
+"""Reading a configuration: the cattrs converter, the tiers of checks, one line per problem,
+the entry points."""
 
 import os
 import pathlib
@@ -9,20 +10,38 @@ from typing import Any, Final
 
 import attrs
 import cattrs
-from cattrs.errors import AttributeValidationNote, ClassValidationError
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 from cattrs.gen import make_dict_structure_fn, override
 
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
-from trivpn.config.fields import BY_LOADER, CHECK, FILE_KEY, HOOK, NOT_IN_FILE, Hook, Loaded
-from trivpn.config.hooks import VALUE_HOOKS, is_tuple_of_any_length, tuple_hook
-from trivpn.config.interface import InterfaceConfig, interface_problems
-from trivpn.config.problem_lines import describe
+from trivpn.config.files import Loaded, load_private_key, load_state_dir, read_secret_file
 from trivpn.config.root import Config, config_problems
-from trivpn.config.secret_files import read_secret_file
-from trivpn.config.state import StateConfig, load_state_dir
-from trivpn.config.toyvpn import ToyVpnConfig, toyvpn_problems
-from trivpn.config.values import Endpoint, PublicEndpoint
-from trivpn.config.wireguard import WireGuardConfig, load_private_key, wireguard_problems
+from trivpn.config.sections import (
+    InterfaceConfig,
+    StateConfig,
+    ToyVpnConfig,
+    interface_problems,
+    toyvpn_problems,
+)
+from trivpn.config.values import (
+    BY_LOADER,
+    CHECK,
+    FILE_KEY,
+    HOOK,
+    NOT_IN_FILE,
+    VALUE_HOOKS,
+    Endpoint,
+    Hook,
+    PublicEndpoint,
+    is_tuple_of_any_length,
+    tuple_hook,
+)
+from trivpn.config.wireguard import WireGuardConfig, wireguard_problems
 
 
 def _is_section(t: Any) -> bool:
@@ -134,6 +153,58 @@ def _converter(base_dir: pathlib.Path | None) -> cattrs.Converter:
     conv.register_structure_hook_factory(is_tuple_of_any_length, lambda t: tuple_hook(t, conv))
     conv.register_structure_hook_factory(_is_section, lambda t: _section_hook(t, conv, base_dir))
     return conv
+
+
+# --- cattrs' tree of errors -> one line per problem ----------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(path: str, key: str) -> str:
+    if "." in key or "[" in key:  # already a path, from a cross-section check
+        return f"{path}.{key}" if path else key
+    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.replace('"', '\\"') + '"'
+    return f"{path}.{shown}" if path else shown
+
+
+def _keys_of(cl: Any) -> list[str]:
+    keys: list[str] = []
+    for f in attrs.fields(cl):
+        if not f.metadata.get(NOT_IN_FILE):
+            keys.append(f.name)
+        if FILE_KEY in f.metadata:
+            keys.append(f.metadata[FILE_KEY])
+    return keys
+
+
+def describe(error: BaseException, path: str, hidden: bool = False) -> list[str]:
+    """One line per problem in cattrs' tree of errors; `hidden` keeps secrets out of them."""
+    lines: list[str] = []
+    if isinstance(error, ClassValidationError):
+        fields = attrs.fields_dict(error.cl)
+        with_key, without_key = error.group_exceptions()
+        for sub, note in with_key:
+            field = fields.get(note.name)
+            hide = hidden or (field is not None and not field.repr)
+            lines += describe(sub, _join(path, note.name), hide)
+        for sub in without_key:
+            lines += describe(sub, path, hidden)
+    elif isinstance(error, IterableValidationError):
+        with_index, without_index = error.group_exceptions()
+        for sub, inote in with_index:
+            lines += describe(sub, f"{path}[{inote.index}]", hidden)
+        for sub in without_index:
+            lines += describe(sub, path, hidden)
+    elif isinstance(error, ForbiddenExtraKeysError):
+        allowed = ", ".join(_keys_of(error.cl))
+        for key in sorted(error.extra_fields):
+            lines.append(f"{_join(path, key)}: unknown key — allowed: {allowed}")
+    elif isinstance(error, InvalidValue):
+        shown = "(hidden)" if hidden and not error.shown_by_caller else error.shown
+        lines.append(f"{path or '(top level)'}: {shown} — {error.allowed}")
+    else:
+        raise error  # not a bad value but a bug here: let it surface
+    return lines
 
 
 # --- entry points ---------------------------------------------------------------------------

@@ -4,14 +4,16 @@ import ipaddress
 
 import attrs
 
+from trivpn.config.checks import find_overlaps
 from trivpn.config.errors import InvalidValue, Problems
-from trivpn.config.fields import NOT_IN_FILE
-from trivpn.config.interface import InterfaceConfig
-from trivpn.config.metrics import MetricsConfig
-from trivpn.config.nat import NatConfig
-from trivpn.config.overlaps import find_overlaps
-from trivpn.config.state import StateConfig
-from trivpn.config.toyvpn import ToyVpnConfig
+from trivpn.config.sections import (
+    InterfaceConfig,
+    MetricsConfig,
+    NatConfig,
+    StateConfig,
+    ToyVpnConfig,
+)
+from trivpn.config.values import NOT_IN_FILE
 from trivpn.config.wireguard import WireGuardConfig, peer_allowed_ips
 
 

@@ -2,7 +2,7 @@
 
 import ipaddress
 import pathlib
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -13,13 +13,23 @@ from trivpn.config.checks import (
     check_peer_name,
     check_persistent_keepalive,
     check_rate,
+    find_duplicates,
 )
 from trivpn.config.errors import InvalidValue, Problems
-from trivpn.config.fields import BY_LOADER, FILE_KEY, HOOK, Loaded, checked, hooked
-from trivpn.config.hooks import endpoint_hook, networks_hook, structure_key
-from trivpn.config.overlaps import find_duplicates
-from trivpn.config.secret_files import read_secret, secret_path
-from trivpn.config.values import Endpoint, IPAddress, IPNetwork, PublicEndpoint
+from trivpn.config.values import (
+    BY_LOADER,
+    FILE_KEY,
+    HOOK,
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    PublicEndpoint,
+    checked,
+    endpoint_hook,
+    hooked,
+    networks_hook,
+    structure_key,
+)
 from trivpn.proto.wireguard import crypto, keys
 
 DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
@@ -58,7 +68,7 @@ class WireGuardConfig:
         default=Endpoint("0.0.0.0", 51820),
         metadata=hooked(endpoint_hook("0.0.0.0:51820 or [::]:51820")),
     )
-    # Both keys are read by load_private_key. A private_key_file that does not exist yet is
+    # Both keys are read by files.load_private_key. A private_key_file that does not exist yet is
     # fine (`serve` creates it, mode 0600): then private_key is None. A file readable by others
     # is not refused here; the server warns about it when it reads the key.
     private_key: bytes | None = attrs.field(default=None, repr=False, metadata={BY_LOADER: True})
@@ -115,40 +125,3 @@ def peer_allowed_ips(wg: WireGuardConfig) -> list[tuple[str, IPNetwork]]:
         for i, peer in enumerate(wg.peers)
         for j, net in enumerate(peer.allowed_ips)
     ]
-
-
-def load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
-    """[wireguard] private_key or private_key_file, which defaults to DEFAULT_PRIVATE_KEY_FILE.
-
-    A file that does not exist is no problem (`serve` generates it); "" means no file.
-    """
-    inline = table.pop("private_key", None)
-    file_value = table.pop("private_key_file", None)
-    if inline is not None:
-        problems: Problems = []
-        if file_value is not None:
-            both = "set either private_key or private_key_file, not both"
-            problems.append(("private_key_file", InvalidValue(file_value, both)))
-        try:
-            return {"private_key": structure_key(inline, None), "private_key_file": None}, problems
-        except InvalidValue as e:
-            return {}, [*problems, ("private_key", e)]
-    if file_value is None:
-        file_value = str(DEFAULT_PRIVATE_KEY_FILE)
-    if file_value == "":
-        return {"private_key_file": None}, []
-    try:
-        path = secret_path(file_value, base_dir)
-        try:
-            data = read_secret(file_value, path)
-        except FileNotFoundError:
-            return {"private_key_file": path}, []
-        except OSError as e:
-            raise InvalidValue(file_value, f"cannot read {path}: {e.strerror or e}") from None
-        try:
-            key = structure_key(data, None)
-        except InvalidValue as e:
-            raise InvalidValue(file_value, f"{path}: {e.allowed}") from None
-    except InvalidValue as e:
-        return {}, [("private_key_file", e)]
-    return {"private_key": key, "private_key_file": path}, []

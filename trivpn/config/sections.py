@@ -1,0 +1,155 @@
+"""The small sections: [interface], [nat], [toyvpn], [state] and [metrics], each with its
+section check. [wireguard] has a module of its own; `root` holds them all."""
+
+import ipaddress
+import pathlib
+from typing import Final
+
+import attrs
+
+from trivpn.config.checks import (
+    check_addresses,
+    check_egress,
+    check_ifname,
+    check_mtu,
+    check_search_domain,
+    check_seconds,
+)
+from trivpn.config.errors import InvalidValue, Problems, show
+from trivpn.config.values import (
+    BY_LOADER,
+    FILE_KEY,
+    Endpoint,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    checked,
+    endpoint_hook,
+    hooked,
+)
+
+# --- [interface]: the TUN device ------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class InterfaceConfig:
+    """The TUN device; its addresses' subnets are the VPN."""
+
+    name: str = attrs.field(default="trivpn0", metadata=checked(check_ifname))
+    address: tuple[IPInterface, ...] = attrs.field(
+        default=(ipaddress.IPv4Interface("10.8.0.1/24"),), metadata=checked(check_addresses)
+    )
+    mtu: int = attrs.field(default=1420, metadata=checked(check_mtu))
+
+    @property
+    def subnets(self) -> tuple[IPNetwork, ...]:
+        return tuple(dict.fromkeys(a.network for a in self.address))
+
+
+def interface_problems(iface: InterfaceConfig) -> Problems:
+    if iface.mtu < 1280 and any(a.version == 6 for a in iface.address):
+        return [("mtu", InvalidValue(iface.mtu, "expected 1280 or more with an IPv6 address"))]
+    return []
+
+
+# --- [nat]: masquerading of tunnel traffic toward the outside -------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class NatConfig:
+    masquerade: bool = True
+    egress: str = attrs.field(default="auto", metadata=checked(check_egress))
+
+
+# --- [toyvpn]: the cleartext ToyVPN protocol ------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ToyVpnConfig:
+    """The cleartext ToyVPN protocol (Android's ToyVpn sample); off unless enabled."""
+
+    enabled: bool = False
+    listen: Endpoint = Endpoint("0.0.0.0", 8000)  # noqa: RUF009 (frozen)
+    # from `secret` or the file named by `secret_file`; never shown
+    secret: bytes = attrs.field(default=b"", repr=False, metadata={FILE_KEY: "secret_file"})
+    pool: ipaddress.IPv4Network = attrs.field(default=ipaddress.IPv4Network("10.8.0.128/25"))
+    dns: tuple[IPAddress, ...] = (ipaddress.IPv4Address("1.1.1.1"),)
+    routes: tuple[IPNetwork, ...] = (ipaddress.IPv4Network("0.0.0.0/0"),)
+    search_domain: str = attrs.field(default="", metadata=checked(check_search_domain))
+    keepalive: float = attrs.field(default=15.0, metadata=checked(check_seconds))
+    idle_timeout: float = attrs.field(default=60.0, metadata=checked(check_seconds))
+
+
+# The secret in the shipped conf/trivpn.toml: known to everyone, so never accepted in use.
+PLACEHOLDER_SECRET = b"change-me"
+
+
+def toyvpn_problems(toy: ToyVpnConfig) -> Problems:
+    problems: Problems = []
+    if toy.enabled and not toy.secret:
+        problems.append(
+            (
+                "secret",
+                InvalidValue(
+                    None, "required when enabled: set secret or secret_file", shown="(not set)"
+                ),
+            )
+        )
+    elif toy.secret and len(toy.secret) < 8:
+        problems.append(
+            ("secret", InvalidValue(None, "secret under 8 bytes; use at least 8", shown="(hidden)"))
+        )
+    elif toy.enabled and toy.secret == PLACEHOLDER_SECRET:
+        problems.append(
+            (
+                "secret",
+                InvalidValue(
+                    None,
+                    "the shipped placeholder; choose your own secret before enabling",
+                    shown=repr(PLACEHOLDER_SECRET.decode()),
+                ),
+            )
+        )
+    if toy.idle_timeout <= toy.keepalive:
+        problems.append(
+            (
+                "idle_timeout",
+                InvalidValue(
+                    toy.idle_timeout, f"must be greater than keepalive ({show(toy.keepalive)})"
+                ),
+            )
+        )
+    return problems
+
+
+# --- [state]: where trivpn keeps what it changes at runtime ---------------------------------
+
+DEFAULT_STATE_DIR: Final = pathlib.Path("/var/lib/trivpn")
+
+
+@attrs.frozen(kw_only=True)
+class StateConfig:
+    """What trivpn changes at runtime and keeps across restarts: the peer registry."""
+
+    # read by files.load_state_dir: relative to the config file's directory, like the key files
+    dir: pathlib.Path = attrs.field(default=DEFAULT_STATE_DIR, metadata={BY_LOADER: True})
+
+
+# --- [metrics]: Prometheus metrics over HTTP ------------------------------------------------
+
+_metrics_endpoint = endpoint_hook('127.0.0.1:9586 or [::1]:9586; "" turns metrics off')
+
+
+def _structure_metrics_listen(value: object, t: object) -> Endpoint | None:
+    """A TCP host:port to serve /metrics on, or None for the empty string (metrics off)."""
+    if value == "":
+        return None
+    endpoint: Endpoint = _metrics_endpoint(value, t)
+    return endpoint
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (GET /metrics); off unless ``listen`` is set."""
+
+    listen: Endpoint | None = attrs.field(default=None, metadata=hooked(_structure_metrics_listen))
