@@ -49,6 +49,24 @@ def test_toyvpn_connect_rejects_a_bad_server_argument(capsys: pytest.CaptureFixt
     assert "HOST:PORT" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [
+        ("2001:db8::1:8000", "an IPv6 host needs brackets"),
+        ("[vpn.example.com]:8000", "brackets are only for IPv6 addresses"),
+        ("vpn.example.com:0", "the port must be 1 to 65535"),
+    ],
+)
+def test_toyvpn_connect_says_what_is_wrong_with_the_server(
+    server: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["toyvpn-connect", server, "--secret", "x" * 8]) == 2
+    assert (
+        f"server: {server!r} — {reason} (HOST:PORT, e.g. 198.51.100.1:8000)"
+        in capsys.readouterr().err
+    )
+
+
 @pytest.mark.root
 def test_check_in_namespaces_with_and_without_a_default_route() -> None:
     shipped = str(REPO / "conf" / "trivpn.toml")

@@ -204,6 +204,7 @@ def test_bad_device_lines(line: str) -> None:
         "endpoint=2001:db8::1:51820",
         "endpoint=[2001:db8::1]51820",
         "endpoint=[2001:db8::1]:",
+        "endpoint=[192.0.2.1]:51820",  # brackets only for IPv6, as wireguard-go's netip
         "endpoint=",
         "allowed_ip=10.8.0.2",
         "allowed_ip=10.8.0.0/33",

@@ -135,10 +135,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"server: {text!r} — expected HOST:PORT, e.g. 198.51.100.1:8000", 2)
-    return host.strip("[]"), int(port)
+    from trivpn.proto.endpoints import EndpointSyntaxError, parse_host_port
+
+    try:
+        return parse_host_port(text, names=True)
+    except EndpointSyntaxError as e:
+        raise CliError(f"server: {text!r} — {e} (HOST:PORT, e.g. 198.51.100.1:8000)", 2) from None
 
 
 def cmd_toyvpn_connect(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 import attrs
 
-from trivpn.proto.endpoints import format_endpoint
+from trivpn.proto.endpoints import EndpointSyntaxError, format_endpoint, parse_host_port
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = tuple[str, int]
@@ -223,21 +223,14 @@ def _parse_ip(key: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
 
 def parse_endpoint(value: str) -> Address:
     """``1.2.3.4:51820`` or ``[2001:db8::1]:51820`` (wg resolves names before sending)."""
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-        if not sep:
-            raise _invalid("endpoint: expected [ipv6]:port")
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep or ":" in host:
-            raise _invalid("endpoint: expected ipv4:port or [ipv6]:port")
-    address = _parse_ip("endpoint", host)
+    try:
+        host, port = parse_host_port(value)
+    except EndpointSyntaxError as e:
+        raise _invalid(f"endpoint: {e}") from None
+    address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # as received addresses are shown (udp.plain_address)
-    number = _parse_uint("endpoint port", port, 65535)
-    if number == 0:
-        raise _invalid("endpoint: port 0 cannot be reached")
-    return str(address), number
+    return str(address), port
 
 
 def parse_allowed_ip(value: str) -> IPNetwork:
