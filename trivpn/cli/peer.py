@@ -27,6 +27,7 @@ from trivpn.cli import configfile, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config
+from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import clientconf, store
 
@@ -120,8 +121,8 @@ def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | No
 # --- peer add -------------------------------------------------------------------------------
 
 
-def _parse_addresses(texts: Sequence[str]) -> list[store.IPAddress]:
-    addresses: list[store.IPAddress] = []
+def _parse_addresses(texts: Sequence[str]) -> list[IPAddress]:
+    addresses: list[IPAddress] = []
     for text in (t.strip() for arg in texts for t in arg.split(",")):
         try:
             iface = ipaddress.ip_interface(text)
@@ -135,8 +136,8 @@ def _parse_addresses(texts: Sequence[str]) -> list[store.IPAddress]:
     return addresses
 
 
-def _parse_routes(texts: Sequence[str]) -> list[store.IPNetwork]:
-    routes: list[store.IPNetwork] = []
+def _parse_routes(texts: Sequence[str]) -> list[IPNetwork]:
+    routes: list[IPNetwork] = []
     for text in (t.strip() for arg in texts for t in arg.split(",")):
         try:
             routes.append(ipaddress.ip_network(text))

@@ -36,10 +36,10 @@ import trio
 from trivpn.config import Endpoint, WireGuardPeerConfig, by_version
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.dataplane.wireguard.front import PeerChange, PeerChangeHandler, peer_config
+from trivpn.proto.ip import IPNetwork
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (
     AddressPlan,
-    IPNetwork,
     LivePeer,
     Registry,
     RegistryError,
