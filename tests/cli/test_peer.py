@@ -6,6 +6,7 @@ import configparser
 import ipaddress
 import json
 import logging
+import os
 import re
 import shutil
 import stat
@@ -199,7 +200,7 @@ def test_a_refused_add_leaves_no_output_file(
 
 
 def test_public_key_of_the_users_own(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    own = keys.pubkey(keys.genkey())
+    own = keys.pubkey(keys.genkey(os.urandom))
     assert peer(conf, "add", "carol", "--public-key", own, "--address", "10.8.0.50") == 0
     out = capsys.readouterr().out
     ini = parse_wg_quick(out)
@@ -208,7 +209,9 @@ def test_public_key_of_the_users_own(conf: Path, capsys: pytest.CaptureFixture[s
     assert ini["Interface"]["Address"] == "10.8.0.50/32, fd00:8::2/128"
     assert keys.encode_key(in_registry(conf, "carol").public_key) == own
     # a QR code without the private key could not be imported: refused
-    assert peer(conf, "add", "dave", "--public-key", keys.pubkey(keys.genkey()), "--qr") == 2
+    assert (
+        peer(conf, "add", "dave", "--public-key", keys.pubkey(keys.genkey(os.urandom)), "--qr") == 2
+    )
     assert "--public-key" in capsys.readouterr().err
 
 
@@ -243,6 +246,16 @@ def test_add_needs_the_public_endpoint(conf: Path, capsys: pytest.CaptureFixture
     conf.write_text(conf.read_text().replace('public_endpoint = "vpn.example.com:51820"\n', ""))
     assert peer(conf, "add", "alice") == 2
     assert capsys.readouterr().err.startswith("wireguard.public_endpoint: (not set) — required")
+    assert not (conf.parent / "state").exists()
+
+
+def test_add_needs_a_server_key(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a server with WireGuard off needs no key, so the config is valid without one
+    text = conf.read_text().replace('private_key_file = "server.key"', 'private_key_file = ""')
+    conf.write_text(text.replace("enabled = true", "enabled = false"))
+    assert peer(conf, "add", "alice") == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\nwireguard.private_key: (not set) — required by `peer add`\n")
     assert not (conf.parent / "state").exists()
 
 

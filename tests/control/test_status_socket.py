@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -47,7 +48,7 @@ allowed_ips = ["10.8.0.2/32"]
 def fake_server() -> Any:
     """What status_document reads of a Server: config, counters, the two fronts."""
     cfg = parse_config(CONFIG.format(alice=encode_key(ALICE), server=encode_key(SERVER_KEY)))
-    device = Device(SERVER_KEY)
+    device = Device(SERVER_KEY, rng=os.urandom, wallclock=time.time)
     peer = device.add_peer(
         PeerConfig(
             public_key=ALICE,

@@ -1,11 +1,20 @@
+"""The server's private key: one loader for `serve` and `peer add`, the key file made 0600."""
+
 import logging
+import os
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from trivpn.daemon.keyfile import KeyFileError, load_or_create_private_key
+from trivpn.config import WireGuardConfig, load_config
+from trivpn.daemon.keyfile import (
+    KeyFileError,
+    PrivateKeyNotSet,
+    load_or_create_private_key,
+    server_private_key,
+)
 from trivpn.proto.wireguard import keys
 
 
@@ -40,7 +49,31 @@ def test_a_world_readable_key_file_is_used_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "server.key"
-    path.write_text(keys.genkey() + "\n")
+    path.write_text(keys.genkey(os.urandom) + "\n")
     path.chmod(0o644)
     load_or_create_private_key(path)
     assert "readable by others (mode 644)" in caplog.text
+
+
+def test_server_key_inline_is_used_and_no_file_is_made(tmp_path: Path) -> None:
+    inline = keys.generate_private_key(lambda n: b"\x05" * n)
+    wg = WireGuardConfig(private_key=inline, private_key_file=tmp_path / "server.key")
+    assert server_private_key(wg) == inline
+    assert not (tmp_path / "server.key").exists()
+
+
+def test_server_key_file_is_made_once_and_then_read_by_the_config(tmp_path: Path) -> None:
+    conf = tmp_path / "trivpn.toml"
+    conf.write_text('[wireguard]\nenabled = true\nprivate_key_file = "server.key"\n')
+    first = load_config(conf).wireguard
+    assert first.private_key is None  # the file does not exist yet
+    made = server_private_key(first)
+    assert stat.S_IMODE((tmp_path / "server.key").stat().st_mode) == 0o600
+    again = load_config(conf).wireguard
+    assert again.private_key == made  # the loader now reads it; no second key is made
+    assert server_private_key(again) == made
+
+
+def test_server_key_not_set_is_its_own_error(tmp_path: Path) -> None:
+    with pytest.raises(PrivateKeyNotSet, match=r"^wireguard.private_key: \(not set\)$"):
+        server_private_key(WireGuardConfig(private_key=None, private_key_file=None))

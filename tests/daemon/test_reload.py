@@ -164,7 +164,7 @@ async def test_a_valid_file_applies_static_peer_changes(
     assert front.device.peers[CAROL].allowed_ips == (net("10.8.0.4/32"),)
     assert front.router.lookup_bytes(ipaddress.ip_address("10.8.0.2").packed) is None
     assert target.toyvpn is not None and target.toyvpn.keepalive == 25.0
-    assert target.toyvpn._template[1] == (ipaddress.ip_address("192.0.2.53"),)  # dns
+    assert target.toyvpn._template.dns == (ipaddress.ip_address("192.0.2.53"),)
     assert [p.name for p in target.cfg.wireguard.peers] == ["alice", "bob", "carol"]
     assert "'bob'" not in caplog.text
     for line in (

@@ -30,6 +30,11 @@ from trivpn.net import offload
 _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
+# TSO for reads, which trivpn does not enable, so that segment() gets real GSO frames. No
+# TUN_F_USO4/6: segment() refuses UDP_L4 frames, so the kernel must not send them.
+_TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+_TUN_F_CSUM, _TUN_F_TSO4, _TUN_F_TSO6 = 0x01, 0x02, 0x04
+_TUN_OFFLOADS = _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6
 
 
 def open_vnet_tun(name: str) -> int:
@@ -37,7 +42,7 @@ def open_vnet_tun(name: str) -> int:
     flags = _IFF_TUN | _IFF_NO_PI | offload.IFF_VNET_HDR
     fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
     fcntl.ioctl(fd, offload.TUNSETVNETHDRSZ, struct.pack("i", offload.VNET_HDR_LEN))
-    fcntl.ioctl(fd, offload.TUNSETOFFLOAD, offload.TUN_OFFLOADS)
+    fcntl.ioctl(fd, _TUNSETOFFLOAD, _TUN_OFFLOADS)
     return fd
 
 

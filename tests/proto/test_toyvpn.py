@@ -59,6 +59,15 @@ def test_handshake_replies_with_parameters_three_times_padded_to_1024() -> None:
     assert params.routes == (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("fd00::/8"))
 
 
+def test_new_client_parameters_reach_new_sessions_and_keep_the_mtu() -> None:
+    server = make_server()
+    connect(server, A)
+    server.set_client_parameters([ipaddress.ip_address("192.0.2.54")], [], "")
+    result = server.receive(b"\x00" + SECRET, B, 1.0)
+    assert isinstance(result, toyvpn.Handshake) and result.new
+    assert result.replies[0][1:].rstrip(b" ") == b" m,1400 a,10.8.0.130,32 d,192.0.2.54"
+
+
 def test_parameters_without_search_domain_have_no_s_field() -> None:
     reply = connect_reply = make_server(search_domain="").receive(b"\x00" + SECRET, A, 0.0)
     assert isinstance(connect_reply, toyvpn.Handshake)

@@ -23,19 +23,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from trivpn.cli import status
-from trivpn.cli.main import EXIT_CONFIG, CliError, _warn_if_world_readable_stdout
-from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config, ConfigError, load_config
+from trivpn.cli import configfile, status
+from trivpn.cli.errors import EXIT_CONFIG, CliError
+from trivpn.cli.keys import warn_if_world_readable_stdout
+from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config
+from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import clientconf, store
 
 if TYPE_CHECKING:
     import segno
 
-NOT_YET: Final = "-"  # a live column the running server did not fill in
 
-
-def add_parsers(sub: Any, default_config: str) -> None:
+def add_parsers(sub: Any) -> None:
     """Register `peer` and its subcommands on the top-level subparsers."""
     peer = sub.add_parser("peer", help="add, list, show or remove WireGuard peers (the registry)")
     psub = peer.add_subparsers(dest="peer_command", required=True, metavar="PEER_COMMAND")
@@ -76,30 +76,23 @@ def add_parsers(sub: Any, default_config: str) -> None:
         help="write the config to FILE (mode 0600, must not exist) instead of stdout; "
         "a FILE ending in .png gets a QR code image",
     )
-    p.add_argument("-c", "--config", default=default_config)
+    configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_add)
 
     p = psub.add_parser("list", help="the peers of the registry and of the config file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-c", "--config", default=default_config)
+    configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_list)
 
     p = psub.add_parser("show", help="one peer's details")
     p.add_argument("name")
-    p.add_argument("-c", "--config", default=default_config)
+    configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_show)
 
     p = psub.add_parser("remove", help="delete a peer from the registry; its address is freed")
     p.add_argument("name")
-    p.add_argument("-c", "--config", default=default_config)
+    configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_remove)
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        raise CliError(str(e), EXIT_CONFIG) from e
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
@@ -128,8 +121,8 @@ def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | No
 # --- peer add -------------------------------------------------------------------------------
 
 
-def _parse_addresses(texts: Sequence[str]) -> list[store.IPAddress]:
-    addresses: list[store.IPAddress] = []
+def _parse_addresses(texts: Sequence[str]) -> list[IPAddress]:
+    addresses: list[IPAddress] = []
     for text in (t.strip() for arg in texts for t in arg.split(",")):
         try:
             iface = ipaddress.ip_interface(text)
@@ -143,8 +136,8 @@ def _parse_addresses(texts: Sequence[str]) -> list[store.IPAddress]:
     return addresses
 
 
-def _parse_routes(texts: Sequence[str]) -> list[store.IPNetwork]:
-    routes: list[store.IPNetwork] = []
+def _parse_routes(texts: Sequence[str]) -> list[IPNetwork]:
+    routes: list[IPNetwork] = []
     for text in (t.strip() for arg in texts for t in arg.split(",")):
         try:
             routes.append(ipaddress.ip_network(text))
@@ -158,17 +151,14 @@ def _parse_routes(texts: Sequence[str]) -> list[store.IPNetwork]:
 
 def _server_public_key(cfg: Config) -> bytes:
     """The server's public key; like `serve`, makes the key file on first use."""
-    private = cfg.wireguard.private_key
-    if private is None:
-        from trivpn.daemon.keyfile import KeyFileError, load_or_create_private_key
+    from trivpn.daemon.keyfile import KeyFileError, PrivateKeyNotSet, server_private_key
 
-        file = cfg.wireguard.private_key_file
-        if file is None:
-            raise CliError("wireguard.private_key: (not set) — required by `peer add`", 2)
-        try:
-            private = load_or_create_private_key(file)
-        except (KeyFileError, OSError) as e:
-            raise CliError(str(e)) from e
+    try:
+        private = server_private_key(cfg.wireguard)
+    except PrivateKeyNotSet as e:
+        raise CliError(f"{e} — required by `peer add`", EXIT_CONFIG) from e
+    except (KeyFileError, OSError) as e:
+        raise CliError(str(e)) from e
     return crypto.public_key(private)
 
 
@@ -197,7 +187,7 @@ def _qr(text: str) -> segno.QRCode:
 
 
 def cmd_peer_add(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = configfile.load(args.config)
     wg = cfg.wireguard
     if wg.public_endpoint is None:
         raise CliError(
@@ -225,7 +215,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
             )
         client_private = None
     else:
-        client_private = keys.generate_private_key()
+        client_private = keys.generate_private_key(os.urandom)
         client_public = crypto.public_key(client_private)
     if not wg.enabled:
         print(
@@ -274,7 +264,7 @@ def _maybe_file(path: Path | None) -> Iterator[IO[bytes] | None]:
 
 def _emit(text: str, out: IO[bytes] | None, *, as_png: bool, qr: bool) -> None:
     if out is None:
-        _warn_if_world_readable_stdout()
+        warn_if_world_readable_stdout()
         sys.stdout.write(text)
     elif as_png:
         _qr(text).save(out, kind="png", scale=6, border=4)
@@ -382,24 +372,21 @@ def _display(row: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def _cell(value: object) -> str:
+    """A value as shown; "-" for a live column the running server did not fill in."""
     if value is None:
-        return NOT_YET
+        return status.NONE
     if isinstance(value, list):
-        return ", ".join(map(str, value)) or NOT_YET
+        return ", ".join(map(str, value)) or status.NONE
     return str(value)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    cells = [[title for title, _ in _COLUMNS]]
-    cells += [[_cell(row[key]) for _, key in _COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
-    )
+    headers = [title for title, _ in _COLUMNS]
+    return status.table(headers, ([_cell(row[key]) for _, key in _COLUMNS] for row in rows))
 
 
 def cmd_peer_list(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = configfile.load(args.config)
     rows = _rows(cfg)
     _fill_live(cfg, rows)
     if args.json:
@@ -413,7 +400,7 @@ def cmd_peer_list(args: argparse.Namespace) -> int:
 
 
 def cmd_peer_show(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = configfile.load(args.config)
     found = [row for row in _rows(cfg) if row["name"] == args.name]
     if not found:
         raise CliError(f"no peer named {args.name!r}", EXIT_CONFIG)
@@ -438,7 +425,7 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
 
 
 def cmd_peer_remove(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = configfile.load(args.config)
     if any(p.name == args.name for p in cfg.wireguard.peers):
         raise CliError(
             f"{args.name!r} is a peer of the config file ({cfg.source}); remove it there",

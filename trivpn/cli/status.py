@@ -1,13 +1,21 @@
-"""`trivpn status` as a person reads it: the control socket's document as text tables.
+"""`trivpn status`: the running server's control socket document, as JSON or as text tables.
 
 Times read like `wg show`'s ("1 minute, 3 seconds ago"), sizes in binary units ("1.50 MiB").
-Everything here is pure: the document and the present moment in, text out.
+The rendering is pure: the document and the present moment in, text out; `trivpn peer` uses
+its formats and its table too.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
+
+from trivpn.cli import configfile
+from trivpn.cli.errors import CliError
 
 NONE: Final = "-"
 _UNITS: Final = (
@@ -18,6 +26,29 @@ _UNITS: Final = (
     ("second", 1),
 )
 _BYTE_UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("status", help="show the running server: peers, sessions, transfer")
+    configfile.add_config_option(p)
+    p.add_argument("--json", action="store_true", help="the server's status document as JSON")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from trivpn.control import status_socket
+
+    cfg = configfile.load(args.config)
+    path = status_socket.socket_path(cfg.interface.name)
+    try:
+        document = status_socket.query_status(path)
+    except status_socket.ControlUnavailable as e:
+        raise CliError(f"status of {cfg.interface.name}: {e}") from e
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(render(document, time.time()))
+    return 0
 
 
 def format_duration(seconds: float) -> str:

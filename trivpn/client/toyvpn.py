@@ -12,6 +12,7 @@ import trio
 from trivpn.net import link, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
+from trivpn.proto.ip import IPNetwork
 
 log = logging.getLogger("trivpn.client")
 
@@ -20,7 +21,7 @@ HANDSHAKE_TIMEOUT = 2.0
 MAX_BACKOFF = 30.0
 
 
-def _split_default(route: toyvpn.IPNetwork) -> list[toyvpn.IPNetwork]:
+def _split_default(route: IPNetwork) -> list[IPNetwork]:
     """A default route as two halves, so it wins over the existing default without replacing it."""
     if route.prefixlen == 0:
         return list(route.subnets(prefixlen_diff=1))

@@ -1,4 +1,5 @@
-"""The server's private key file: read it, or create it (mode 0600) on first start."""
+"""The server's private key: inline in the config, or its key file, created (mode 0600) on first
+use; `serve` and `peer add` both take it from here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+from trivpn.config import WireGuardConfig
 from trivpn.proto.wireguard import keys
 
 log = logging.getLogger("trivpn")
@@ -14,6 +16,20 @@ log = logging.getLogger("trivpn")
 
 class KeyFileError(Exception):
     """The key file exists but cannot be used; the message names it."""
+
+
+class PrivateKeyNotSet(KeyFileError):
+    """The config has neither a private key nor a key file (private_key_file = "")."""
+
+
+def server_private_key(wg: WireGuardConfig) -> bytes:
+    """The server's private key: the config's own (inline, or read from its existing key file
+    by the loader), else a new one in ``private_key_file``."""
+    if wg.private_key is not None:
+        return wg.private_key
+    if wg.private_key_file is None:
+        raise PrivateKeyNotSet("wireguard.private_key: (not set)")
+    return load_or_create_private_key(wg.private_key_file)
 
 
 def load_or_create_private_key(path: Path) -> bytes:
@@ -31,7 +47,7 @@ def load_or_create_private_key(path: Path) -> bytes:
         return load_or_create_private_key(path)
     except OSError as e:
         raise KeyFileError(f"wireguard.private_key_file: cannot create {path}: {e.strerror}") from e
-    text = keys.genkey()
+    text = keys.genkey(os.urandom)
     with os.fdopen(fd, "w") as f:
         f.write(text + "\n")
     log.info(

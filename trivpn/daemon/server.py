@@ -21,7 +21,7 @@ import trio
 from trivpn.config import Config, Endpoint
 from trivpn.control import metrics, status_socket
 from trivpn.control.uapi_server import serve_uapi
-from trivpn.daemon.keyfile import load_or_create_private_key
+from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
 from trivpn.dataplane.router import Router
@@ -236,14 +236,9 @@ class Server:
 
     def _start_wireguard(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.wireguard
-        if cfg.private_key is not None:
-            private_key = cfg.private_key
-        else:
-            assert cfg.private_key_file is not None  # config guarantees one of the two
-            private_key = load_or_create_private_key(cfg.private_key_file)
         front = WireGuardFront(
             cfg,
-            private_key,
+            server_private_key(cfg),
             router=self.router,
             tun=tun,
             sock=sock,

@@ -21,6 +21,7 @@ from trivpn.net.tun import Tun
 from trivpn.net.udp import DatagramSocket
 from trivpn.proto import toyvpn
 from trivpn.proto.endpoints import format_endpoint
+from trivpn.proto.ip import IPAddress
 
 log = logging.getLogger("trivpn")
 
@@ -33,7 +34,7 @@ class ToyVpnFront:
         cfg: ToyVpnConfig,
         *,
         mtu: int,
-        reserved: list[toyvpn.IPAddress],
+        reserved: list[IPAddress],
         router: Router[Sender],
         tun: Tun,
         sock: DatagramSocket,

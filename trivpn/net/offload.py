@@ -32,28 +32,16 @@ ZERO_HDR: Final = bytes(VNET_HDR_LEN)
 _VNET = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 
 VIRTIO_NET_HDR_F_NEEDS_CSUM: Final = 1
-VIRTIO_NET_HDR_F_DATA_VALID: Final = 2
 VIRTIO_NET_HDR_GSO_NONE: Final = 0
 VIRTIO_NET_HDR_GSO_TCPV4: Final = 1
-VIRTIO_NET_HDR_GSO_UDP: Final = 3
 VIRTIO_NET_HDR_GSO_TCPV6: Final = 4
-VIRTIO_NET_HDR_GSO_UDP_L4: Final = 5
 VIRTIO_NET_HDR_GSO_ECN: Final = 0x80
 
-# The TUN side: open with IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, then TUNSETVNETHDRSZ with
-# VNET_HDR_LEN and TUNSETOFFLOAD with TUN_OFFLOADS. No TUN_F_USO*: segment() refuses
-# UDP_L4 frames, so the kernel must never be told it may send them.
+# The TUN side (tun.py): open with IFF_TUN | IFF_NO_PI | IFF_VNET_HDR, then TUNSETVNETHDRSZ
+# with VNET_HDR_LEN. No TUNSETOFFLOAD: without it the kernel sends no GSO frames; segment()
+# still handles TCP ones (a test enables TSO to check it) and refuses any other GSO type.
 IFF_VNET_HDR: Final = 0x4000
-TUNSETOFFLOAD: Final = 0x400454D0  # _IOW('T', 208, unsigned int)
 TUNSETVNETHDRSZ: Final = 0x400454D8  # _IOW('T', 216, int)
-TUN_F_CSUM: Final = 0x01
-TUN_F_TSO4: Final = 0x02
-TUN_F_TSO6: Final = 0x04
-TUN_F_TSO_ECN: Final = 0x08
-TUN_F_UFO: Final = 0x10
-TUN_F_USO4: Final = 0x20
-TUN_F_USO6: Final = 0x40
-TUN_OFFLOADS: Final = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 
 MAX_SEGMENTS: Final = 64  # as Linux GRO: at most 64 segments per frame
 MAX_FRAME_LEN: Final = 65535  # bytes of IP packet per frame (the IPv4 total length field)

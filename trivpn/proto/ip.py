@@ -1,7 +1,12 @@
-"""Minimal, allocation-light views of IP packet headers (just what the data path checks)."""
+"""IP for every layer: the address and network types, and minimal, allocation-light views of
+packet headers (just what the data path checks)."""
 
 from __future__ import annotations
 
+import ipaddress
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Packet = bytes | bytearray | memoryview
 
 
@@ -10,16 +15,3 @@ def source_v4(packet: Packet) -> bytes | None:
     if len(packet) < 20 or packet[0] >> 4 != 4 or (packet[0] & 0x0F) < 5:
         return None
     return bytes(packet[12:16])
-
-
-def source_address(packet: Packet) -> bytes | None:
-    """The source address (4 or 16 bytes) of a plausible IPv4/IPv6 packet, else None."""
-    n = len(packet)
-    if n < 20:
-        return None
-    version = packet[0] >> 4
-    if version == 4:
-        return bytes(packet[12:16]) if (packet[0] & 0x0F) >= 5 else None
-    if version == 6 and n >= 40:
-        return bytes(packet[8:24])
-    return None

@@ -18,15 +18,13 @@ from typing import Any
 
 import attrs
 
-from trivpn.proto.ip import source_v4
+from trivpn.proto.ip import IPAddress, IPNetwork, source_v4
 
 PARAMETERS_SIZE = 1024
 REPLY_COPIES = 3
 KEEPALIVE = b"\x00"
 
 Addr = tuple[Any, ...]  # a UDP endpoint as the socket reports it
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @attrs.frozen
@@ -84,6 +82,19 @@ class Parameters:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"bad MTU {mtu}")
         return cls(mtu, address, tuple(dns), tuple(routes), search)
+
+
+@attrs.frozen
+class ParameterTemplate:
+    """What the server tells every new session; each gets its own address added."""
+
+    mtu: int
+    dns: tuple[IPAddress, ...]
+    routes: tuple[IPNetwork, ...]
+    search_domain: str
+
+    def for_address(self, address: ipaddress.IPv4Address) -> Parameters:
+        return Parameters(self.mtu, address, self.dns, self.routes, self.search_domain)
 
 
 @attrs.define(eq=False)
@@ -177,7 +188,7 @@ class ToyVpnServer:
     ) -> None:
         self._handshake = b"\x00" + secret
         self._pool = AddressPool(pool, reserved)
-        self._template = (mtu, tuple(dns), tuple(routes), search_domain)
+        self._template = ParameterTemplate(mtu, tuple(dns), tuple(routes), search_domain)
         self.keepalive = keepalive
         self.idle_timeout = idle_timeout
         self.sessions: dict[Addr, Session] = {}
@@ -187,8 +198,9 @@ class ToyVpnServer:
         self, dns: Sequence[IPAddress], routes: Sequence[IPNetwork], search_domain: str
     ) -> None:
         """What sessions that start from now on are told (the MTU stays: it is the TUN's)."""
-        mtu = self._template[0]
-        self._template = (mtu, tuple(dns), tuple(routes), search_domain)
+        self._template = attrs.evolve(
+            self._template, dns=tuple(dns), routes=tuple(routes), search_domain=search_domain
+        )
 
     @property
     def pool(self) -> AddressPool:
@@ -241,8 +253,7 @@ class ToyVpnServer:
             self.counters["handshakes"] += 1
         session.last_recv = now
         session.last_send = now
-        mtu, dns, routes, search = self._template
-        reply = Parameters(mtu, session.address, dns, routes, search).encode()
+        reply = self._template.for_address(session.address).encode()
         return Handshake(session, [reply] * REPLY_COPIES, new)
 
     def tick(self, session: Session, now: float) -> str | None:

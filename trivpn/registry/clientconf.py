@@ -12,10 +12,8 @@ from typing import Final
 import attrs
 
 from trivpn.config import PublicEndpoint
+from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import keys
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # NAT mappings on home routers and phone networks commonly expire after 30 s or more of
 # silence; 25 s is what wg-quick's documentation and most generators suggest.

@@ -46,10 +46,8 @@ from trivpn.config import (
     WireGuardPeerConfig,
     by_version,
 )
+from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import crypto, keys
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DB_NAME: Final = "peers.db"
 SCHEMA_VERSION: Final = 3

@@ -36,10 +36,10 @@ import trio
 from trivpn.config import Endpoint, WireGuardPeerConfig, by_version
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.dataplane.wireguard.front import PeerChange, PeerChangeHandler, peer_config
-from trivpn.proto.wireguard import PeerConfig
+from trivpn.proto.ip import IPNetwork
+from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (
     AddressPlan,
-    IPNetwork,
     LivePeer,
     Registry,
     RegistryError,
@@ -154,10 +154,6 @@ def wg_names(public_key: bytes) -> list[str]:
     since a peer name has no "+" or "/"."""
     text = base64.urlsafe_b64encode(public_key).decode().rstrip("=")
     return [NAME_PREFIX + text[:n] for n in (8, 12, 16, 43)]
-
-
-def _label(public_key: bytes) -> str:
-    return base64.b64encode(public_key).decode()[:8] + "…"
 
 
 # --- the two ends, as protocols (the unit tests use fakes) --------------------------------
@@ -413,7 +409,7 @@ class PeerSync:
 
     async def persist(self, change: PeerChange) -> None:
         """Keep one `wg set` change in the registry; a refusal is logged, never raised."""
-        label = _label(change.public_key)
+        label = peer_label(change.public_key)
         static = next((s for s in self.static if s.public_key == change.public_key), None)
         if static is not None:
             what = "removed" if change.removed else "changed"

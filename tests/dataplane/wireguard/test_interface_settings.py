@@ -11,6 +11,7 @@ import collections
 import errno
 import ipaddress
 import logging
+import os
 import random
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -182,7 +183,9 @@ class Client:
         self.sock.bind((LOOPBACK, 0))
         self.sock.setblocking(False)
         # TAI64N stamps from trio's clock, so that a clock jump makes a fresh one
-        self.device = Device(CLIENT_KEY, mtu=1420, wallclock=lambda: 1.7e9 + trio.current_time())
+        self.device = Device(
+            CLIENT_KEY, mtu=1420, rng=os.urandom, wallclock=lambda: 1.7e9 + trio.current_time()
+        )
         self.peer = self._add_server(front.device.public_key, front.listen_port)
         self.packets: list[bytes] = []
         self.sources: list[tuple[str, int]] = []  # where the server's datagrams came from

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,11 +42,11 @@ def test_hint_never_later_than_the_earliest_timer(steps: list[str]) -> None:
 
 
 def test_next_deadline_looks_only_at_peers_touched_since(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    device = Device(keys.parse_key(keys.genkey()))
+    device = Device(keys.parse_key(keys.genkey(os.urandom)), rng=os.urandom, wallclock=time.time)
     peers = [
         device.add_peer(
             PeerConfig(
-                public_key=keys.parse_key(keys.pubkey(keys.genkey())),
+                public_key=keys.parse_key(keys.pubkey(keys.genkey(os.urandom))),
                 allowed_ips=(ipaddress.ip_network(f"10.9.{i // 250}.{i % 250 + 1}/32"),),
                 endpoint=("198.51.100.9", 51820),
                 name=f"p{i}",

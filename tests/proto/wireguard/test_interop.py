@@ -42,9 +42,9 @@ def test_handshakes_and_data_both_ways_with_wireguard_go(tmp_path: Path) -> None
             lambda: ns.run("wg", "show", ifname, check=False).returncode == 0,
             what="wireguard-go's interface",
         )
-        go_private = keys.parse_key(keys.genkey())
-        ours_1 = keys.parse_key(keys.genkey())
-        ours_2 = keys.parse_key(keys.genkey())
+        go_private = keys.parse_key(keys.genkey(os.urandom))
+        ours_1 = keys.parse_key(keys.genkey(os.urandom))
+        ours_2 = keys.parse_key(keys.genkey(os.urandom))
         key_file = tmp_path / "go.key"
         key_file.write_text(keys.encode_key(go_private) + "\n")
         key_file.chmod(0o600)

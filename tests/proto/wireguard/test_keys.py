@@ -38,7 +38,7 @@ def test_keys_from_wg_genkey_and_genpsk_parse() -> None:
 
 @needs_wg
 def test_our_genkey_is_accepted_by_wg() -> None:
-    private = keys.genkey()
+    private = keys.genkey(os.urandom)
     assert keys.parse_key(private) == crypto.clamp(keys.parse_key(private))  # clamped
     assert _wg("pubkey", stdin=private) == keys.pubkey(private)
 
@@ -73,3 +73,9 @@ def test_parse_key_accepts_surrounding_whitespace() -> None:
     assert keys.parse_key("  " + keys.encode_key(raw) + "\n") == raw
     with pytest.raises(ValueError):
         keys.encode_key(b"short")
+
+
+def test_peer_label_is_the_name_else_the_start_of_the_key() -> None:
+    key = bytes(range(32))
+    assert keys.peer_label(key, "alice") == "alice"
+    assert keys.peer_label(key) == keys.peer_label(key, "") == "AAECAwQF…"

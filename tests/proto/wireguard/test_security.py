@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 import pytest
 from support.wg_harness import A_ADDR, A_TUN, B_ADDR, B_TUN, Net, event_types, ip4
@@ -69,7 +70,7 @@ def test_response_with_wrong_mac1_is_dropped(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_initiation_from_unknown_key_is_refused() -> None:
     net = Net()
-    stranger = Device(os.urandom(32))
+    stranger = Device(os.urandom(32), rng=os.urandom, wallclock=time.time)
     peer = stranger.add_peer(PeerConfig(public_key=net.b.public_key, endpoint=B_ADDR))
     initiation = stranger.send(peer, ip4(A_TUN, B_TUN), 0.0).datagrams[0][0]
     assert net.inject("B", initiation, ("192.0.2.50", 1234)).is_empty()

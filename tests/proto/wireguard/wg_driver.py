@@ -10,6 +10,7 @@ handshake initiator). It prints one line per event and exits after 30 s.
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import struct
@@ -53,7 +54,7 @@ def main() -> None:
     our_ip, peer_ip = sys.argv[5], sys.argv[6]
     initiate = "--initiate" in sys.argv
 
-    device = Device(private)
+    device = Device(private, rng=os.urandom, wallclock=time.time)
     peer = device.add_peer(
         PeerConfig(
             public_key=peer_public,

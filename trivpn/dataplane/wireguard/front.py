@@ -17,6 +17,8 @@ import collections
 import errno
 import logging
 import math
+import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import ip_address
 
@@ -85,6 +87,8 @@ class WireGuardFront:
         self.counters = counters
         self.device = Device(
             private_key,
+            rng=os.urandom,
+            wallclock=time.time,
             under_load_rate=cfg.under_load_rate,
             mtu=mtu,
             source_filter=self._source_is_routed_to,

@@ -6,7 +6,7 @@ TAI64N handshake timestamp) are injected into :class:`Device`.
 
 Driving it (the server's side)::
 
-    device = Device(private_key, under_load_rate=500.0, mtu=1420)
+    device = Device(private_key, rng=os.urandom, wallclock=time.time, mtu=1420)
     peer = device.add_peer(PeerConfig(public_key=..., allowed_ips=(ip_network("10.8.0.2/32"),),
                                       endpoint=None, persistent_keepalive=None, name="phone"))
     out = device.receive(datagram, (host, port), now)   # every UDP datagram received
@@ -41,7 +41,7 @@ per-peer timers), ``peer`` (one peer), ``device`` (all peers), ``keys`` (wg key 
 """
 
 from .device import DEFAULT_UNDER_LOAD_RATE, Device
-from .keys import encode_key, genkey, genpsk, parse_key, pubkey
+from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
 from .peer import (
     EndpointChanged,
     Event,
@@ -72,5 +72,6 @@ __all__ = [
     "genkey",
     "genpsk",
     "parse_key",
+    "peer_label",
     "pubkey",
 ]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import heapq
 import hmac
 import itertools
-import os
 import struct
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
@@ -56,14 +54,18 @@ _Entry = tuple[float, int, Peer]
 
 
 class Device:
-    """The sans-IO WireGuard device. See the package docstring for how to drive it."""
+    """The sans-IO WireGuard device. See the package docstring for how to drive it.
+
+    ``rng`` (random bytes: key pairs, indices, cookie secrets) and ``wallclock`` (epoch
+    seconds, for the TAI64N timestamp of initiations) come from the caller: proto reads no OS.
+    """
 
     def __init__(
         self,
         private_key: bytes,
         *,
-        rng: RandomBytes = os.urandom,
-        wallclock: Callable[[], float] = time.time,
+        rng: RandomBytes,
+        wallclock: Callable[[], float],
         under_load_rate: float = DEFAULT_UNDER_LOAD_RATE,
         mtu: int | None = None,
         source_filter: SourceFilter = allowed_ips_contains,

@@ -1,21 +1,22 @@
 """Keys in wg(8)'s text format: 32 bytes as 44 characters of standard base64.
 
 ``genkey`` returns a clamped private key like ``wg genkey``; ``pubkey`` derives the public
-key like ``wg pubkey``; ``genpsk`` returns 32 random bytes like ``wg genpsk``. Error
-messages never repeat the key text (it may be a secret).
+key like ``wg pubkey``; ``genpsk`` returns 32 random bytes like ``wg genpsk``. Randomness is
+the caller's (``os.urandom`` outside proto/). Error messages never repeat the key text (it may
+be a secret). ``peer_label`` is how every log line names a peer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
-from collections.abc import Callable
 from typing import Final
 
 from . import crypto
+from .cookie import RandomBytes
 
 KEY_TEXT_LEN: Final = 44
+LABEL_LEN: Final = 8  # key characters in a peer's log label: enough to tell peers apart
 
 
 def encode_key(key: bytes) -> str:
@@ -43,11 +44,16 @@ def parse_key(text: str) -> bytes:
     return key
 
 
-def generate_private_key(rng: Callable[[int], bytes] = os.urandom) -> bytes:
+def peer_label(public_key: bytes, name: str | None = None) -> str:
+    """A peer as logs name it: its name, else the start of its public key ("hU4oBSu5…")."""
+    return name or encode_key(public_key)[:LABEL_LEN] + "…"
+
+
+def generate_private_key(rng: RandomBytes) -> bytes:
     return crypto.clamp(rng(crypto.KEY_LEN))
 
 
-def genkey(rng: Callable[[int], bytes] = os.urandom) -> str:
+def genkey(rng: RandomBytes) -> str:
     """A new private key, clamped, as text (``wg genkey``)."""
     return encode_key(generate_private_key(rng))
 
@@ -57,6 +63,6 @@ def pubkey(private_key_text: str) -> str:
     return encode_key(crypto.public_key(parse_key(private_key_text)))
 
 
-def genpsk(rng: Callable[[int], bytes] = os.urandom) -> str:
+def genpsk(rng: RandomBytes) -> str:
     """A new preshared key as text (``wg genpsk``)."""
     return encode_key(rng(crypto.KEY_LEN))

@@ -6,7 +6,6 @@ cookies, index lookup). Every method appends what must happen to an :class:`Outp
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -17,6 +16,7 @@ import attrs
 from . import crypto
 from .cookie import Address, CookieGenerator, RandomBytes
 from .keypair import Keypair
+from .keys import peer_label
 from .messages import INITIATION_LEN, RESPONSE_LEN, CookieReply, Response
 from .noise import Handshake, HandshakeError, OpenedInitiation, StaticIdentity
 from .timers import (
@@ -221,8 +221,7 @@ class Peer:
             self.timers.persistent_keepalive = float("-inf")
 
     def __repr__(self) -> str:
-        label = self.name or key_label(self.public_key)
-        return f"Peer({label})"
+        return f"Peer({peer_label(self.public_key, self.name)})"
 
     @property
     def keypairs(self) -> tuple[Keypair | None, Keypair | None, Keypair | None]:
@@ -586,8 +585,3 @@ class Peer:
         self.zero_key_material()
         self.timers.stop_all()
         self.removed = True
-
-
-def key_label(public_key: bytes) -> str:
-    """A short, non-secret label for logs: the first 8 base64 characters of the public key."""
-    return base64.b64encode(public_key).decode()[:8] + "..."

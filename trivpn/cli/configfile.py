@@ -1,0 +1,23 @@
+"""The config file every server-side command reads: its option and its loading."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Final
+
+from trivpn.cli.errors import EXIT_CONFIG, CliError
+from trivpn.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG: Final = "/etc/trivpn/trivpn.toml"
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+
+
+def load(path: str) -> Config:
+    """The config at ``path``; its problems become one CliError (exit code 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise CliError(str(e), EXIT_CONFIG) from e

@@ -1,0 +1,55 @@
+"""`trivpn serve` and `trivpn check`: run the server, or only validate what it would run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from trivpn.cli import configfile
+from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
+from trivpn.config import Config
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the VPN server in the foreground")
+    configfile.add_config_option(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", help="validate a config file and exit")
+    configfile.add_config_option(p)
+    p.set_defaults(func=cmd_check)
+
+
+def _system_problems(cfg: Config) -> list[str]:
+    """What the config asks of this machine that it cannot give (checked by check and serve)."""
+    from trivpn.daemon.server import ServerError, resolve_egress
+
+    if not cfg.nat.masquerade:
+        return []
+    try:
+        resolve_egress(cfg)
+    except ServerError as e:
+        return [str(e)]
+    return []
+
+
+def _load_checked(path: str) -> Config:
+    cfg = configfile.load(path)
+    problems = _system_problems(cfg)
+    if problems:
+        raise CliError("\n".join(problems), EXIT_CONFIG)
+    return cfg
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _load_checked(args.config)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trivpn.daemon.server import Server
+
+    cfg = _load_checked(args.config)
+    run_reporting(Server(cfg).run)
+    return 0
