@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from test_status import NOW, document
+from support.status_doc import NOW, document
 
 import trivpn
 from trivpn.config import Endpoint
