@@ -23,7 +23,7 @@ from trivpn.dataplane.wireguard.interface import InterfaceSettings
 from trivpn.dataplane.wireguard.io_protocols import TunWriter, UdpSocket
 from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop
 from trivpn.dataplane.wireguard.output import OutputSink
-from trivpn.dataplane.wireguard.peers import PeerSet, PeerUpdate, peer_config
+from trivpn.dataplane.wireguard.peers import Outcome, PeerSet, PeerUpdate, peer_config
 from trivpn.dataplane.wireguard.routes import PeerRoutes
 from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
@@ -89,7 +89,7 @@ class WireGuardFront:
         peer, _ = self.peers.add(peer_config(cfg))
         return peer
 
-    def apply_peer_config(self, config: PeerConfig, *, keepalive: bool = True) -> str | None:
+    def apply_peer_config(self, config: PeerConfig, *, keepalive: bool = True) -> Outcome:
         """Make the peer of ``config.public_key`` look like ``config``: "added", "changed",
         or None when it already did. An endpoint of None keeps the one the peer roamed to;
         ``keepalive=False`` keeps an existing peer's (the registry does not store one: a

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import Literal
 
 import attrs
 
@@ -15,6 +16,7 @@ from trivpn.dataplane.wireguard.routes import PeerRoute, PeerRoutes
 from trivpn.proto.wireguard import Device, Peer, PeerConfig
 
 Address = tuple[str, int]
+Outcome = Literal["added", "changed"] | None  # None: the peer looked like that already
 
 
 class Keep(enum.Enum):
@@ -41,7 +43,7 @@ class PeerUpdate:
 
 @attrs.frozen
 class UpdateResult:
-    outcome: str | None  # "added", "changed", or None: it looked like that already
+    outcome: Outcome
     took_from: tuple[bytes, ...] = ()  # the keys of peers that lost a network to it
 
 
@@ -57,7 +59,7 @@ def peer_config(cfg: WireGuardPeerConfig) -> PeerConfig:
     )
 
 
-def settings(peer: Peer) -> tuple[object, ...]:
+def _settings(peer: Peer) -> tuple[object, ...]:
     """What an update may change, but the name."""
     return (peer.preshared_key, peer.endpoint, peer.persistent_keepalive, peer.allowed_ips)
 
@@ -124,7 +126,7 @@ class PeerSet:
                 )
             )
             return UpdateResult("added", _keys(took_from))
-        before = settings(peer)
+        before = _settings(peer)
         if update.preshared_key is not KEEP:
             self.device.set_preshared_key(peer, update.preshared_key)
         if update.endpoint is not None and update.endpoint != peer.endpoint:
@@ -143,7 +145,7 @@ class PeerSet:
         if renamed:
             peer.name = update.name
         self._sink.wake_timers()
-        changed = renamed or settings(peer) != before
+        changed = renamed or _settings(peer) != before
         return UpdateResult("changed" if changed else None, _keys(losers))
 
 
