@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import collections
+import ast
 import ipaddress
 import logging
 from pathlib import Path
@@ -10,13 +10,12 @@ from typing import cast
 
 import attrs
 import pytest
+from support.fakes import fake_udp, make_front
 
 from trivpn.config import Config, load_config
+from trivpn.daemon import reload as reload_module
 from trivpn.daemon.reload import changed_keys, plan_reload, reload_config
-from trivpn.dataplane.router import Router
 from trivpn.dataplane.wireguard.front import WireGuardFront
-from trivpn.net.tun import Tun
-from trivpn.net.udp import DatagramSocket
 from trivpn.proto import toyvpn, uapi
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry.store import AddressPlan
@@ -61,25 +60,6 @@ private_key = "{keys.encode_key(private_key)}"
 """ + "".join(peers)
 
 
-class FakeTun:
-    def write_batch(self, packets: list[bytes], *, verify_checksums: bool = True) -> int:
-        return 0
-
-
-class FakeSocket:
-    def __init__(self) -> None:
-        self.fwmark = 0
-        self.refuse = False  # as the kernel does without CAP_NET_ADMIN
-
-    def send_many(self, datagrams: list[bytes], addr: object) -> None:
-        pass
-
-    def set_mark(self, mark: int) -> None:
-        if self.refuse:
-            raise PermissionError(1, "Operation not permitted")
-        self.fwmark = mark
-
-
 @attrs.define
 class Target:
     """Stands in for trivpn.daemon.server.Server."""
@@ -93,15 +73,7 @@ class Target:
 def start(path: Path, text: str) -> Target:
     path.write_text(text)
     cfg = load_config(path)
-    front = WireGuardFront(
-        cfg.wireguard,
-        SERVER_PRIVATE,
-        router=Router(),
-        tun=cast(Tun, FakeTun()),
-        sock=cast(DatagramSocket, FakeSocket()),
-        mtu=1420,
-        counters=collections.Counter(),
-    )
+    front = make_front(cfg=cfg.wireguard, private_key=SERVER_PRIVATE)
     toy = toyvpn.ToyVpnServer(
         secret=cfg.toyvpn.secret,
         pool=cfg.toyvpn.pool,
@@ -301,17 +273,28 @@ async def test_a_new_fwmark_applies_and_a_refused_one_keeps_the_running_value(
     target = start(path, text)
     front = target.wireguard
     assert front is not None
-    sock = cast(FakeSocket, front.sock)
+    sock = fake_udp(front)
     caplog.set_level(logging.INFO)
     path.write_text(text.replace("[wireguard]\n", "[wireguard]\nfwmark = 0x51\n"))
     assert await reload_config(target) is True
     assert sock.fwmark == 0x51 == target.cfg.wireguard.fwmark
     assert "reload: applied wireguard.fwmark" in caplog.text
 
-    sock.refuse = True
+    sock.refuse_mark = True  # as the kernel does without CAP_NET_ADMIN
     path.write_text(text.replace("[wireguard]\n", "[wireguard]\nfwmark = 0x52\n"))
     assert await reload_config(target) is True  # the rest of the file still applies
     assert sock.fwmark == 0x51 == target.cfg.wireguard.fwmark
     assert "reload: wireguard.fwmark: cannot set the fwmark: Operation not permitted" in (
         caplog.text
     )
+
+
+def test_reload_knows_the_domain_error_not_the_uapi() -> None:
+    names: set[str] = set()  # modules and names imported by trivpn.daemon.reload
+    for node in ast.walk(ast.parse(Path(reload_module.__file__).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update(alias.name for alias in node.names)
+    assert "InterfaceSettingError" in names
+    assert not [name for name in names if "uapi" in name], names

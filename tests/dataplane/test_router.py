@@ -95,3 +95,64 @@ def test_matches_brute_force_v6(nets: list, addr_int: int) -> None:
     for n in nets:
         r.add(n, n)
     assert r.lookup_packet(v6_packet(str(addr))) == brute_force(nets, addr)
+
+
+# --- owners: one per network, each with its networks indexed --------------------------------
+
+net = ipaddress.ip_network
+
+
+def test_a_network_has_one_owner_and_giving_it_again_takes_it() -> None:
+    r: Router[str] = Router()
+    assert r.add(net("10.8.0.2/32"), "a") is None
+    assert r.add(net("10.8.0.2/32"), "a") is None  # the same owner again: nothing taken
+    assert r.add(net("10.8.0.2/32"), "b") == "a"
+    assert r.owner_of(net("10.8.0.2/32")) == "b" and len(r) == 1
+    assert r.networks_of("a") == () and r.networks_of("b") == (net("10.8.0.2/32"),)
+
+
+def test_nested_networks_keep_their_owners_and_owner_of_is_exact() -> None:
+    r: Router[str] = Router()
+    r.set_networks("site", [net("10.0.0.0/8")])
+    r.set_networks("office", [net("10.1.0.0/16")])
+    assert r.lookup(ipaddress.ip_address("10.1.2.3")) == "office"
+    assert r.lookup(ipaddress.ip_address("10.2.0.1")) == "site"
+    assert r.owner_of(net("10.1.0.0/16")) == "office"
+    assert r.owner_of(net("10.1.2.0/24")) is None  # inside office's, but not routed itself
+    assert r.networks_of("site") == (net("10.0.0.0/8"),)
+
+
+def test_set_networks_replaces_in_the_order_given_and_reports_what_it_took() -> None:
+    r: Router[str] = Router()
+    r.set_networks("a", [net("10.8.0.2/32"), net("fd00::2/128"), net("10.9.0.0/24")])
+    r.set_networks("b", [net("10.8.0.3/32")])
+    taken = r.set_networks("a", [net("10.9.0.0/24"), net("10.8.0.3/32"), net("10.9.0.0/24")])
+    assert taken == {net("10.8.0.3/32"): "b"}
+    assert r.networks_of("a") == (net("10.9.0.0/24"), net("10.8.0.3/32"))
+    assert r.networks_of("b") == ()
+    assert r.lookup(ipaddress.ip_address("10.8.0.2")) is None
+    assert r.lookup(ipaddress.ip_address("fd00::2")) is None
+    assert len(r) == 2
+    assert r.set_networks("a", []) == {} and len(r) == 0 and r.networks_of("a") == ()
+
+
+def test_remove_owner_takes_only_its_own() -> None:
+    r: Router[str] = Router()
+    r.add(net("10.8.0.130/32"), "session")
+    r.add(net("10.8.0.130/32"), "peer")  # taken since
+    assert r.remove_owner("session") == []
+    assert r.owner_of(net("10.8.0.130/32")) == "peer"
+
+
+@given(st.lists(st.tuples(networks_v4, st.sampled_from("abc"), st.booleans()), max_size=30))
+def test_the_owner_index_agrees_with_the_table(steps: list) -> None:
+    r: Router[str] = Router()
+    for network, owner, add in steps:
+        if add:
+            r.add(network, owner)
+        else:
+            r.remove(network)
+    for owner in "abc":
+        for network in r.networks_of(owner):
+            assert r.owner_of(network) == owner
+    assert sum(len(r.networks_of(o)) for o in "abc") == len(r)

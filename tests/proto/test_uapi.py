@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import errno
 import ipaddress
 import os
@@ -12,7 +11,6 @@ import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 import trio
@@ -20,12 +18,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivpn.config import WireGuardConfig, WireGuardPeerConfig
 from trivpn.control import uapi_server
-from trivpn.dataplane.router import Router
-from trivpn.dataplane.wireguard.front import WireGuardFront
-from trivpn.net.tun import Tun
-from trivpn.net.udp import DatagramSocket
 from trivpn.proto import uapi
 from trivpn.proto.wireguard import crypto, keys
 
@@ -440,205 +433,6 @@ def test_respond() -> None:
     assert uapi.respond(req("set=1", "listen_port=1"), refused).data == b"errno=-95\n\n"
 
 
-# --- the front applies operations ---------------------------------------------------------------
-
-
-class FakeTun:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write_batch(self, packets: Sequence[bytes], *, verify_checksums: bool = True) -> int:
-        self.written.extend(packets)
-        return 0
-
-
-class FakeUdp:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sent: list[tuple[list[bytes], Any]] = []
-        self.fwmark = 0
-
-    def send_many(self, datagrams: list[bytes], addr: Any) -> None:
-        self.sent.append((datagrams, addr))
-
-
-@pytest.fixture
-def udp() -> Iterator[FakeUdp]:
-    fake = FakeUdp()
-    yield fake
-    fake.sock.close()
-
-
-def make_front(udp: FakeUdp, *peers: WireGuardPeerConfig) -> WireGuardFront:
-    return WireGuardFront(
-        WireGuardConfig(enabled=True, peers=peers),
-        private_key(1),
-        router=Router(),
-        tun=cast(Tun, FakeTun()),
-        sock=cast(DatagramSocket, udp),
-        mtu=1420,
-        counters=collections.Counter(),
-    )
-
-
-def alice(*allowed: str) -> WireGuardPeerConfig:
-    return WireGuardPeerConfig(
-        name="alice", public_key=PEER_A, allowed_ips=tuple(net(a) for a in allowed)
-    )
-
-
-def apply(front: WireGuardFront, *lines: str) -> None:
-    parsed = uapi.parse_request(req("set=1", *lines))
-    assert isinstance(parsed, uapi.Set)
-    front.uapi_apply(parsed.operations)
-
-
-def routed_to(front: WireGuardFront, address: str) -> bytes | None:
-    sender = front.router.lookup(ipaddress.ip_address(address))
-    for peer in front.device:
-        if front._senders[peer] is sender:
-            return peer.public_key
-    return None
-
-
-def test_snapshot_of_the_front(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    snap = front.uapi_snapshot()
-    assert snap.private_key == private_key(1)
-    assert snap.listen_port == udp.sock.getsockname()[1]
-    (peer,) = snap.peers
-    assert (peer.public_key, peer.allowed_ips, peer.endpoint) == (
-        PEER_A,
-        (net("10.8.0.2/32"),),
-        None,
-    )
-    assert (peer.preshared_key, peer.rx_bytes, peer.last_handshake_time) == (None, 0, None)
-
-
-def test_add_a_peer_at_runtime(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    apply(
-        front,
-        f"public_key={PEER_B.hex()}",
-        f"preshared_key={PSK.hex()}",
-        "endpoint=192.0.2.9:51820",
-        "replace_allowed_ips=true",
-        "allowed_ip=10.8.0.3/32",
-    )
-    assert routed_to(front, "10.8.0.3") == PEER_B
-    assert routed_to(front, "10.8.0.2") == PEER_A
-    peer = front.device.peers[PEER_B]
-    assert (peer.endpoint, peer.config.preshared_key) == (("192.0.2.9", 51820), PSK)
-    assert [p.public_key for p in front.uapi_snapshot().peers] == [PEER_A, PEER_B]
-
-
-def test_update_only_never_creates(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    apply(front, f"public_key={PEER_B.hex()}", "update_only=true", "allowed_ip=10.8.0.3/32")
-    assert PEER_B not in front.device.peers and routed_to(front, "10.8.0.3") is None
-    apply(front, f"public_key={PEER_A.hex()}", "update_only=true", "allowed_ip=10.8.0.4/32")
-    assert front.device.peers[PEER_A].allowed_ips == (net("10.8.0.2/32"), net("10.8.0.4/32"))
-
-
-def test_allowed_ips_add_replace_and_move(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32", "10.9.0.0/24"))
-    apply(front, f"public_key={PEER_A.hex()}", "allowed_ip=fd00::2/128")
-    assert routed_to(front, "fd00::2") == PEER_A and routed_to(front, "10.9.0.7") == PEER_A
-    apply(front, f"public_key={PEER_A.hex()}", "replace_allowed_ips=true", "allowed_ip=10.8.0.2/32")
-    assert routed_to(front, "fd00::2") is None and routed_to(front, "10.9.0.7") is None
-    assert len(front.router) == 1
-    # A network belongs to one peer: giving it to B takes it from A.
-    apply(front, f"public_key={PEER_B.hex()}", "allowed_ip=10.8.0.2/32")
-    assert routed_to(front, "10.8.0.2") == PEER_B
-    assert front.device.peers[PEER_A].allowed_ips == ()
-    assert front.device.peers[PEER_A].allowed_v4 == ()
-    assert front.device.peers[PEER_B].allowed_v4 == (
-        (int(ipaddress.ip_address("10.8.0.2")), 2**32 - 1),
-    )
-
-
-def test_remove_and_replace_peers(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    apply(front, f"public_key={PEER_B.hex()}", "allowed_ip=10.8.0.3/32")
-    peer_a = front.device.peers[PEER_A]
-    apply(front, f"public_key={PEER_A.hex()}", "remove=true")
-    assert PEER_A not in front.device.peers and peer_a.removed
-    assert routed_to(front, "10.8.0.2") is None and routed_to(front, "10.8.0.3") == PEER_B
-    apply(front, f"public_key={PEER_C.hex()}", "remove=true")  # unknown: nothing to do
-    apply(front, "replace_peers=true", f"public_key={PEER_C.hex()}", "allowed_ip=10.8.0.4/32")
-    assert list(front.device.peers) == [PEER_C] and len(front.router) == 1
-
-
-def test_the_values_the_device_has_are_accepted_and_a_zero_key_refused(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    port = udp.sock.getsockname()[1]
-    # The values the device already has are accepted (wg syncconf sends them).
-    apply(front, f"private_key={private_key(1).hex()}", f"listen_port={port}", "fwmark=0")
-    apply(front, "listen_port=0")  # "any port": the current one will do
-    assert front.listen_port == port
-    # An all-zero key would clamp to one everybody knows (tests/wireguard/
-    # test_front_interface_settings.py changes port, key and mark for real).
-    with pytest.raises(uapi.UapiError) as info:
-        apply(front, "replace_peers=true", f"private_key={'00' * 32}", f"public_key={PEER_B.hex()}")
-    assert info.value.errno == errno.EOPNOTSUPP
-    assert list(front.device.peers) == [PEER_A]  # nothing applied
-    assert len(front.router) == 1
-
-
-def test_own_key_is_ignored_and_a_low_order_key_refused(udp: FakeUdp) -> None:
-    front = make_front(udp)
-    apply(front, f"public_key={public_key(1).hex()}", "allowed_ip=10.8.0.9/32")
-    assert not front.device.peers and len(front.router) == 0
-    with pytest.raises(uapi.UapiError) as info:
-        apply(front, f"public_key={'00' * 32}", "allowed_ip=10.8.0.9/32")
-    assert info.value.errno == errno.EINVAL and not front.device.peers
-
-
-def test_a_network_routed_to_toyvpn_is_refused(udp: FakeUdp) -> None:
-    front = make_front(udp)
-
-    def toyvpn_session(packets: list[bytes], now: float) -> None: ...
-
-    front.router.add(net("10.8.0.130/32"), toyvpn_session)
-    with pytest.raises(uapi.UapiError) as info:
-        apply(front, f"public_key={PEER_B.hex()}", "allowed_ip=10.8.0.130/32")
-    assert info.value.errno == errno.EADDRINUSE and not front.device.peers
-    assert front.router.lookup(ipaddress.ip_address("10.8.0.130")) is toyvpn_session
-
-
-def test_preshared_key_change_renews_the_peer_but_keeps_its_state(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    old = front.device.peers[PEER_A]
-    old.rx_bytes, old.tx_bytes, old.last_handshake_time = 10, 20, 1700000000.0
-    apply(front, f"public_key={PEER_A.hex()}", "endpoint=192.0.2.1:1")
-    apply(front, f"public_key={PEER_A.hex()}", f"preshared_key={PSK.hex()}")
-    new = front.device.peers[PEER_A]
-    assert new is not old and old.removed
-    assert (new.rx_bytes, new.tx_bytes, new.last_handshake_time) == (10, 20, 1700000000.0)
-    assert (new.name, new.endpoint, new.allowed_ips) == (
-        "alice",
-        ("192.0.2.1", 1),
-        (net("10.8.0.2/32"),),
-    )
-    assert routed_to(front, "10.8.0.2") == PEER_A
-    apply(front, f"public_key={PEER_A.hex()}", f"preshared_key={PSK.hex()}")
-    assert front.device.peers[PEER_A] is new  # unchanged key: same peer
-    apply(front, f"public_key={PEER_A.hex()}", f"preshared_key={'00' * 32}")
-    assert front.device.peers[PEER_A].config.preshared_key is None
-
-
-def test_persistent_keepalive_on_sends_at_once_off_stops(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    peer = front.device.peers[PEER_A]
-    assert peer.next_deadline() is None
-    apply(front, f"public_key={PEER_A.hex()}", "persistent_keepalive_interval=25")
-    assert peer.persistent_keepalive == 25 and peer.next_deadline() == float("-inf")
-    apply(front, f"public_key={PEER_A.hex()}", "persistent_keepalive_interval=0")
-    assert peer.persistent_keepalive is None and peer.next_deadline() is None
-    assert front.uapi_snapshot().peers[0].persistent_keepalive is None
-
-
 # --- the socket ---------------------------------------------------------------------------------
 
 
@@ -779,18 +573,3 @@ async def test_unsafe_places_are_refused(sock_dir: Path, caplog: pytest.LogCaptu
 def test_socket_path() -> None:
     assert uapi_server.socket_path("wg0") == Path("/var/run/wireguard/wg0.sock")
     assert keys.encode_key(PEER_A)  # the test keys are valid public keys
-
-
-def test_route_and_endpoint_changes_are_reported_for_the_kernel_routes(udp: FakeUdp) -> None:
-    front = make_front(udp, alice("10.8.0.2/32"))
-    calls: list[frozenset[ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
-    front.on_routes_change = lambda: calls.append(front.routed_networks())
-    apply(front, f"public_key={PEER_A.hex()}", "allowed_ip=192.168.50.0/24")
-    assert calls[-1] == {net("10.8.0.2/32"), net("192.168.50.0/24")}
-    reported = len(calls)
-    apply(front, f"public_key={PEER_A.hex()}", "endpoint=198.51.100.7:4000")
-    assert len(calls) > reported  # the endpoint may now lie in a routed network
-    assert front.peer_endpoints() == {ipaddress.ip_address("198.51.100.7")}
-    reported = len(calls)
-    apply(front, f"public_key={PEER_A.hex()}", "endpoint=198.51.100.7:4000")  # as it is
-    assert len(calls) == reported

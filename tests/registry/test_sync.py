@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import collections
 import datetime
 import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import attrs
 import pytest
 import trio
 import trio.testing
+from support.fakes import make_front
 
 from trivpn.config import (
     PEER_NAME,
     Config,
     Endpoint,
     InterfaceConfig,
-    WireGuardConfig,
     WireGuardPeerConfig,
 )
-from trivpn.dataplane.router import Router
-from trivpn.dataplane.wireguard.front import PeerChange, WireGuardFront
-from trivpn.net.tun import Tun
-from trivpn.net.udp import DatagramSocket
+from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.uapi_target import PeerChange
 from trivpn.proto import uapi
 from trivpn.proto.wireguard import crypto
 from trivpn.registry.store import (
@@ -137,28 +134,6 @@ def test_wg_names() -> None:
 
 
 # --- the watcher, with a fake registry and a real front (no TUN, no socket used) --------
-
-
-class FakeTun:
-    def write_batch(self, packets: list[bytes], *, verify_checksums: bool = True) -> int:
-        return 0
-
-
-class FakeSocket:
-    def send_many(self, datagrams: list[bytes], addr: object) -> None:
-        pass
-
-
-def make_front(peers: Sequence[WireGuardPeerConfig] = ()) -> WireGuardFront:
-    return WireGuardFront(
-        WireGuardConfig(enabled=True, peers=tuple(peers)),
-        SERVER_PRIVATE,
-        router=Router(),
-        tun=cast(Tun, FakeTun()),
-        sock=cast(DatagramSocket, FakeSocket()),
-        mtu=1420,
-        counters=collections.Counter(),
-    )
 
 
 class FakeRegistry:
@@ -331,7 +306,7 @@ async def test_static_peers_win_and_a_reload_can_free_a_registry_peer(
 ) -> None:
     site = static("site", KEY_S, "10.8.0.2/32")
     registry = FakeRegistry(rpeer("alice", KEY_A, "10.8.0.2"))
-    front = make_front([site])
+    front = make_front(site)
     sync = make_sync(front, registry, [site])
     caplog.set_level(logging.WARNING)
     async with trio.open_nursery() as nursery:
@@ -445,7 +420,7 @@ async def test_a_static_peer_removed_through_wg_stays_out_of_the_registry(
 ) -> None:
     site = static("site", KEY_S, "10.8.0.16/28")
     registry = FakeRegistry()
-    front = make_front([site])
+    front = make_front(site)
     sync = make_sync(front, registry, [site])
     async with trio.open_nursery() as nursery:
         await nursery.start(sync.run)

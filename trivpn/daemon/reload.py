@@ -20,8 +20,10 @@ import attrs
 import trio
 
 from trivpn.config import Config, ConfigError, WireGuardPeerConfig, load_config
-from trivpn.dataplane.wireguard.front import WireGuardFront, peer_config
-from trivpn.proto import toyvpn, uapi
+from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.interface import InterfaceSettingError
+from trivpn.dataplane.wireguard.peers import peer_config
+from trivpn.proto import toyvpn
 from trivpn.proto.wireguard.crypto import clamp
 from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync
@@ -127,7 +129,7 @@ def _apply_fwmark(front: WireGuardFront, plan: ReloadPlan, running: int) -> Relo
     mark = plan.config.wireguard.fwmark
     try:
         front.set_fwmark(mark, from_config=True)
-    except uapi.UapiError as e:
+    except InterfaceSettingError as e:
         log.error("reload: wireguard.fwmark: %s; the running value stays", e)
         wireguard = attrs.evolve(plan.config.wireguard, fwmark=running)
         live = tuple(k for k in plan.live if k != "wireguard.fwmark")

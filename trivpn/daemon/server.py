@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -24,8 +24,9 @@ from trivpn.control.uapi_server import serve_uapi
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
-from trivpn.dataplane.router import Router
+from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.toyvpn import ToyVpnFront
+from trivpn.dataplane.tun_reader import tun_reader
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.net import link, nft, sysctl, udp
 from trivpn.net.tun import Tun
@@ -35,11 +36,7 @@ from trivpn.registry.sync import PeerSync, registry_opener
 
 log = logging.getLogger("trivpn")
 
-TUN_BATCH = 128
 CLEANUP_SECONDS = 5.0
-
-# What the router maps a destination to: "send these IP packets (in order) to that client, now".
-Sender = Callable[[list[bytes], float], None]
 
 
 class ServerError(Exception):
@@ -82,7 +79,7 @@ def _set_fwmark(sock: udp.DatagramSocket, mark: int) -> None:
 class Server:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.router: Router[Sender] = Router()
+        self.router: Router[RouteOwner] = Router()
         self.counters: collections.Counter[str] = collections.Counter()
         self.egress = ""
         self.toyvpn: toyvpn.ToyVpnServer | None = None
@@ -125,7 +122,7 @@ class Server:
                     cfg.interface.mtu,
                 )
                 async with trio.open_nursery() as data_plane:
-                    data_plane.start_soon(self._tun_reader, tun)
+                    data_plane.start_soon(tun_reader, tun, self.router, self.counters)
                     if cfg.wireguard.enabled:
                         sock = _listen("wireguard.listen", cfg.wireguard.listen)
                         stack.callback(sock.close)  # the socket a `wg set listen-port` made too
@@ -199,40 +196,6 @@ class Server:
             log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
     # -- the data plane ----------------------------------------------------------------------
-
-    async def _tun_reader(self, tun: Tun) -> None:
-        """Drain the TUN in batches; each packet goes to the owner of its destination.
-
-        Consecutive packets for one owner go to it as one run, so that a bulk transfer
-        leaves in few (GSO) sends.
-        """
-        lookup = self.router.lookup_packet
-        counters = self.counters
-        while True:
-            await trio.lowlevel.wait_readable(tun.fd)
-            batch = tun.read_batch(TUN_BATCH)
-            now = trio.current_time()
-            run: list[bytes] = []
-            run_sender: Sender | None = None
-            for packet in batch:
-                sender = lookup(packet)
-                if sender is None:
-                    counters["tun_no_route"] += 1
-                    continue
-                if sender is not run_sender:
-                    if run_sender is not None:
-                        self._send_run(run_sender, run, now)
-                    run_sender, run = sender, []
-                run.append(packet)
-            if run_sender is not None:
-                self._send_run(run_sender, run, now)
-
-    def _send_run(self, sender: Sender, run: list[bytes], now: float) -> None:
-        try:
-            sender(run, now)
-        except Exception:
-            self.counters["send_error"] += 1
-            log.exception("sending packets failed")
 
     def _start_wireguard(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.wireguard

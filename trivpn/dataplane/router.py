@@ -1,17 +1,29 @@
-"""Destination IP → owner, by longest-prefix match (IPv4 and IPv6).
+"""The server's one route table: destination network → owner, by longest-prefix match.
 
-The TUN reader asks this for every packet, so lookups work on the raw packet bytes and cost
-one dict probe per distinct prefix length in use (usually one: /32 or /128 host routes).
+Every network a client may be reached at lives here once, with its owner: a WireGuard peer's
+(trivpn.dataplane.wireguard.routes) or a ToyVPN session's (trivpn.dataplane.toyvpn). The TUN
+reader asks it for every packet, and the WireGuard front asks it whether a decrypted packet's
+source is its peer's, so lookups work on the raw address bytes and cost one dict probe per
+distinct prefix length in use (usually one: /32 or /128 host routes). Each owner's networks
+are indexed too, so that taking an owner's routes or listing them never walks the table.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Generic, TypeVar
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T")  # owners: compared and hashed by identity, or values in tests
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RouteOwner(Protocol):
+    """What a route leads to: ``send`` takes a run of IP packets for it, in order. Its
+    ``repr`` names it (a peer, a session) in logs and refusals."""
+
+    def send(self, packets: list[bytes], now: float) -> None: ...
 
 
 class _Table(Generic[T]):
@@ -35,6 +47,10 @@ class _Table(Generic[T]):
         else:
             self.by_len[plen][net] = owner
 
+    def get(self, plen: int, net: int) -> T | None:
+        entries = self.by_len.get(plen)
+        return None if entries is None else entries.get(net)
+
     def remove(self, plen: int, net: int) -> T | None:
         entries = self.by_len.get(plen)
         if entries is None:
@@ -55,36 +71,75 @@ class _Table(Generic[T]):
 
 
 class Router(Generic[T]):
-    """Longest-prefix routing table mapping networks to owners (sessions, peers)."""
+    """Longest-prefix routing table mapping networks to owners (sessions, peers).
+
+    A network has one owner; networks may nest (the longest prefix wins)."""
 
     def __init__(self) -> None:
         self._v4: _Table[T] = _Table(32)
         self._v6: _Table[T] = _Table(128)
+        # owner → its networks, in the order they were given (a dict as an ordered set)
+        self._by_owner: dict[T, dict[IPNetwork, None]] = {}
 
     def _table(self, network: IPNetwork) -> _Table[T]:
         return self._v4 if network.version == 4 else self._v6
 
-    def add(self, network: IPNetwork, owner: T) -> None:
-        """Route ``network`` to ``owner``, replacing any owner of exactly that network."""
-        self._table(network).add(network.prefixlen, int(network.network_address), owner)
+    def add(self, network: IPNetwork, owner: T) -> T | None:
+        """Route ``network`` to ``owner``; returns the owner it is taken from, if another."""
+        table, plen, net = self._table(network), network.prefixlen, int(network.network_address)
+        previous = table.get(plen, net)
+        if previous == owner:
+            return None
+        if previous is not None:
+            self._forget(previous, network)
+        table.add(plen, net, owner)
+        self._by_owner.setdefault(owner, {})[network] = None
+        return previous
 
     def remove(self, network: IPNetwork) -> T | None:
         """Forget exactly ``network``; returns its owner, or None if it was not routed."""
-        return self._table(network).remove(network.prefixlen, int(network.network_address))
+        owner = self._table(network).remove(network.prefixlen, int(network.network_address))
+        if owner is not None:
+            self._forget(owner, network)
+        return owner
+
+    def _forget(self, owner: T, network: IPNetwork) -> None:
+        networks = self._by_owner[owner]
+        del networks[network]
+        if not networks:
+            del self._by_owner[owner]
 
     def remove_owner(self, owner: T) -> list[IPNetwork]:
         """Forget every network routed to ``owner``; returns them."""
-        removed: list[IPNetwork] = []
-        for table, factory in (
-            (self._v4, ipaddress.IPv4Network),
-            (self._v6, ipaddress.IPv6Network),
-        ):
-            for plen, entries in list(table.by_len.items()):
-                for net, o in list(entries.items()):
-                    if o is owner:
-                        table.remove(plen, net)
-                        removed.append(factory((net, plen)))
+        removed = list(self._by_owner.get(owner, ()))
+        for network in removed:
+            self.remove(network)
         return removed
+
+    def set_networks(self, owner: T, networks: Iterable[IPNetwork]) -> dict[IPNetwork, T]:
+        """Route exactly ``networks`` (duplicates once) to ``owner``, in that order: its
+        others go, and those another owner had are taken from it. Returns the taken ones
+        with their previous owner."""
+        wanted = dict.fromkeys(networks)
+        for network in list(self._by_owner.get(owner, ())):
+            if network not in wanted:
+                self.remove(network)
+        taken: dict[IPNetwork, T] = {}
+        for network in wanted:
+            previous = self.add(network, owner)
+            if previous is not None:
+                taken[network] = previous
+        if wanted:
+            self._by_owner[owner] = wanted  # the order given, whatever it held before
+        return taken
+
+    def networks_of(self, owner: T) -> tuple[IPNetwork, ...]:
+        """The networks routed to ``owner``, in the order they were given."""
+        return tuple(self._by_owner.get(owner, ()))
+
+    def owner_of(self, network: IPNetwork) -> T | None:
+        """The owner of exactly ``network`` (not of a network holding it)."""
+        return self._table(network).get(network.prefixlen, int(network.network_address))
 
     def lookup(self, address: IPAddress) -> T | None:
         table = self._v4 if address.version == 4 else self._v6

@@ -1,7 +1,8 @@
 """The ToyVPN front: one UDP socket, the sans-IO ToyVpnServer, the shared router and TUN.
 
-A session's /32 is routed to a sender that hands packets back to that client; a timer task
-per session sends keepalives while we are silent and ends the session when the client is.
+A session's /32 is routed to its SessionRoute, which hands packets back to that client; a
+timer task per session sends keepalives while we are silent and ends the session when the
+client is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import trio
 
 from trivpn.config import ToyVpnConfig
 from trivpn.dataplane.loglimit import LogLimiter
-from trivpn.dataplane.router import Router
+from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.net.tun import Tun
 from trivpn.net.udp import DatagramSocket
 from trivpn.proto import toyvpn
@@ -25,7 +26,24 @@ from trivpn.proto.ip import IPAddress
 
 log = logging.getLogger("trivpn")
 
-Sender = Callable[[list[bytes], float], None]
+
+class SessionRoute:
+    """The route owner of one ToyVPN session: packets for its address go to its client."""
+
+    __slots__ = ("_addr", "_encapsulate", "_sock", "session")
+
+    def __init__(self, session: toyvpn.Session, sock: DatagramSocket) -> None:
+        self.session = session
+        self._addr = session.addr
+        self._encapsulate = session.encapsulate
+        self._sock = sock
+
+    def __repr__(self) -> str:
+        return f"ToyVPN session {self.session.address} ({format_endpoint(self._addr)})"
+
+    def send(self, packets: list[bytes], now: float) -> None:
+        encapsulate = self._encapsulate
+        self._sock.send_many([encapsulate(p, now) for p in packets], self._addr)
 
 
 class ToyVpnFront:
@@ -35,7 +53,7 @@ class ToyVpnFront:
         *,
         mtu: int,
         reserved: list[IPAddress],
-        router: Router[Sender],
+        router: Router[RouteOwner],
         tun: Tun,
         sock: DatagramSocket,
         counters: collections.Counter[str],
@@ -93,15 +111,12 @@ class ToyVpnFront:
             sock.send(reply, session.addr)
         if not hs.new:
             return
-        addr = session.addr
-        encapsulate = session.encapsulate
-
-        def send(packets: list[bytes], now: float) -> None:
-            sock.send_many([encapsulate(p, now) for p in packets], addr)
-
-        self.router.add(ipaddress.ip_network(session.address), send)
-        log.info("toyvpn: client %s connected as %s", format_endpoint(addr), session.address)
-        nursery.start_soon(self._session, session)
+        route = SessionRoute(session, sock)
+        self.router.add(ipaddress.ip_network(session.address), route)
+        log.info(
+            "toyvpn: client %s connected as %s", format_endpoint(session.addr), session.address
+        )
+        nursery.start_soon(self._session, session, route)
 
     def _refused(self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float) -> None:
         if refused.reason == "bad_secret":
@@ -117,8 +132,7 @@ class ToyVpnFront:
                 format_endpoint(addr),
             )
 
-    async def _session(self, session: toyvpn.Session) -> None:
-        network = ipaddress.ip_network(session.address)
+    async def _session(self, session: toyvpn.Session, route: SessionRoute) -> None:
         try:
             await run_timers(
                 self.protocol, session, lambda: self.sock.send(toyvpn.KEEPALIVE, session.addr)
@@ -129,7 +143,7 @@ class ToyVpnFront:
                 session.address,
             )
         finally:
-            self.router.remove(network)
+            self.router.remove_owner(route)  # its own routes only
             self.protocol.close(session)
 
 

@@ -35,7 +35,8 @@ import trio
 
 from trivpn.config import Endpoint, WireGuardPeerConfig, by_version
 from trivpn.dataplane.loglimit import LogLimiter
-from trivpn.dataplane.wireguard.front import PeerChange, PeerChangeHandler, peer_config
+from trivpn.dataplane.wireguard.peers import peer_config
+from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
 from trivpn.proto.ip import IPNetwork
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (

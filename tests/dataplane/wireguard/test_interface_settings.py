@@ -7,26 +7,23 @@ under a bound (trio.fail_after); no test waits for time to pass.
 
 from __future__ import annotations
 
-import collections
 import errno
 import ipaddress
 import logging
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import cast
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import trio
 import trio.testing
+from support.fakes import fake_tun, make_front
 from support.wg_harness import A_TUN, B_TUN, ip4
 
-from trivpn.config import Endpoint, WireGuardConfig, WireGuardPeerConfig
-from trivpn.dataplane.router import Router
+from trivpn.config import Endpoint, WireGuardPeerConfig
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.net import udp
-from trivpn.net.tun import Tun
 from trivpn.proto import uapi
 from trivpn.proto.wireguard import Device, Output, Peer, PeerConfig, crypto, encode_key
 from trivpn.proto.wireguard.timers import HANDSHAKE_INITIATION_RATE
@@ -40,15 +37,6 @@ def key(seed: int) -> bytes:
 
 
 SERVER_KEY, CLIENT_KEY, NEW_SERVER_KEY = key(1), key(2), key(3)
-
-
-class FakeTun:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write_batch(self, packets: Sequence[bytes], *, verify_checksums: bool = True) -> int:
-        self.written.extend(packets)
-        return 0
 
 
 def apply(front: WireGuardFront, *lines: str) -> None:
@@ -77,16 +65,8 @@ def listener() -> Iterator[udp.DatagramSocket]:
     sock.close()
 
 
-def make_front(sock: udp.DatagramSocket, *peers: WireGuardPeerConfig) -> WireGuardFront:
-    return WireGuardFront(
-        WireGuardConfig(enabled=True, peers=peers),
-        SERVER_KEY,
-        router=Router(),
-        tun=cast(Tun, FakeTun()),
-        sock=sock,
-        mtu=1420,
-        counters=collections.Counter(),
-    )
+def front_on(sock: udp.DatagramSocket, *peers: WireGuardPeerConfig) -> WireGuardFront:
+    return make_front(*peers, sock=sock, private_key=SERVER_KEY)
 
 
 def client_peer_config(seed: int = 2, network: str = f"{A_TUN}/32") -> WireGuardPeerConfig:
@@ -103,7 +83,7 @@ def client_peer_config(seed: int = 2, network: str = f"{A_TUN}/32") -> WireGuard
 async def test_listen_port_moves_the_socket_and_zero_or_the_same_port_keep_it(
     listener: udp.DatagramSocket,
 ) -> None:
-    front = make_front(listener, client_peer_config())
+    front = front_on(listener, client_peer_config())
     first = front.listen_port
     apply(front, "listen_port=0")
     apply(front, f"listen_port={first}")
@@ -122,7 +102,7 @@ async def test_listen_port_moves_the_socket_and_zero_or_the_same_port_keep_it(
 
 
 def test_a_port_in_use_is_refused_and_nothing_changes(listener: udp.DatagramSocket) -> None:
-    front = make_front(listener, client_peer_config())
+    front = front_on(listener, client_peer_config())
     public_key = front.public_key
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
         blocker.bind((LOOPBACK, 0))
@@ -233,7 +213,7 @@ class Client:
 
 @pytest.fixture
 async def running(listener: udp.DatagramSocket) -> AsyncIterator[tuple[WireGuardFront, Client]]:
-    front = make_front(listener, client_peer_config())
+    front = front_on(listener, client_peer_config())
     client = Client(front)
     try:
         async with trio.open_nursery() as nursery:
@@ -245,16 +225,16 @@ async def running(listener: udp.DatagramSocket) -> AsyncIterator[tuple[WireGuard
 
 
 async def tun_receives(front: WireGuardFront, packet: bytes) -> None:
-    tun = cast(FakeTun, front.tun)
+    tun = fake_tun(front)
     with trio.fail_after(BOUND):
         while packet not in tun.written:
             await trio.sleep(0.001)
 
 
 def reply(front: WireGuardFront, packet: bytes) -> None:
-    sender = front.router.lookup(ipaddress.ip_address(A_TUN))
-    assert sender is not None
-    sender([packet], trio.current_time())
+    owner = front.router.lookup(ipaddress.ip_address(A_TUN))
+    assert owner is not None
+    owner.send([packet], trio.current_time())
 
 
 async def test_a_session_survives_a_new_listen_port(
@@ -306,7 +286,7 @@ async def test_a_new_private_key_needs_the_clients_to_learn_it(
     with trio.fail_after(BOUND):
         while not front.device.counters["unknown_index"]:
             await trio.sleep(0.001)
-    assert cast(FakeTun, front.tun).written == [ip4(A_TUN, B_TUN, b"one")]
+    assert fake_tun(front).written == [ip4(A_TUN, B_TUN, b"one")]
 
     client.use_server(new_public, front.listen_port)
     clock.jump(HANDSHAKE_INITIATION_RATE * 2)
@@ -319,7 +299,7 @@ async def test_a_new_private_key_needs_the_clients_to_learn_it(
 def test_a_peer_with_the_new_own_key_is_removed_with_its_routes(
     listener: udp.DatagramSocket,
 ) -> None:
-    front = make_front(listener, client_peer_config(2), client_peer_config(4, "10.0.0.4/32"))
+    front = front_on(listener, client_peer_config(2), client_peer_config(4, "10.0.0.4/32"))
     apply(front, f"private_key={key(2).hex()}")
     assert list(front.device.peers) == [crypto.public_key(key(4))]
     assert front.router.lookup(ipaddress.ip_address(A_TUN)) is None
@@ -330,7 +310,7 @@ def test_a_peer_with_the_new_own_key_is_removed_with_its_routes(
 def test_the_same_key_changes_nothing_and_removing_the_key_is_refused(
     listener: udp.DatagramSocket,
 ) -> None:
-    front = make_front(listener, client_peer_config())
+    front = front_on(listener, client_peer_config())
     peer = front.device.peers[crypto.public_key(CLIENT_KEY)]
     apply(front, f"private_key={SERVER_KEY.hex()}")
     assert front.device.peers[peer.public_key] is peer
@@ -349,7 +329,7 @@ def mark_of(sock: socket.socket) -> int:
 async def test_fwmark_is_set_shown_kept_across_a_new_port_and_cleared(
     listener: udp.DatagramSocket,
 ) -> None:
-    front = make_front(listener)
+    front = front_on(listener)
     assert front.fwmark == 0 == front.uapi_snapshot().fwmark
     apply(front, f"fwmark={0x1234}")
     assert mark_of(listener.sock) == 0x1234 == front.uapi_snapshot().fwmark

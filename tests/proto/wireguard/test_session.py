@@ -14,7 +14,7 @@ from trivpn.proto.wireguard.messages import (
     MSG_RESPONSE,
     MSG_TRANSPORT,
 )
-from trivpn.proto.wireguard.peer import IndexTable
+from trivpn.proto.wireguard.peer import IndexEntry, IndexTable
 from trivpn.proto.wireguard.timers import (
     KEEPALIVE_TIMEOUT,
     REJECT_AFTER_MESSAGES,
@@ -330,7 +330,16 @@ def test_index_table_never_hands_out_zero_or_a_used_index() -> None:
     table = IndexTable(lambda n: next(values))
     assert table.new_index(net.a_peer) == 5  # 0 skipped
     assert table.new_index(net.a_peer) == 6  # 5 is taken
+    assert table.entries[5] == IndexEntry(peer=net.a_peer, keypair=None)  # handshaking
     stuck = IndexTable(lambda n: b"\x05\x00\x00\x00")
     stuck.new_index(net.a_peer)
     with pytest.raises(RuntimeError, match="used indices"):
         stuck.new_index(net.a_peer)
+
+
+def test_an_index_names_its_peer_and_keypair() -> None:
+    net = Net()
+    net.handshake()
+    entries = net.b._index.entries
+    (entry,) = [e for e in entries.values() if e.keypair is not None]
+    assert entry.peer is net.b_peer and entry.keypair is net.b_peer.current

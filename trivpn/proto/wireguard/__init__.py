@@ -30,10 +30,11 @@ just added sends its first keepalive, and so its handshake, on the next tick).
 ``expired_keypair``, ``decrypt_failed``, ``replay``, ``malformed_inner``,
 ``spoofed_source``, ``no_endpoint``, ``staged_dropped``, ``removed_peer``.
 
-The TUN -> peer longest-prefix lookup belongs to the server's router; the device only
-checks, on receive, that a decrypted packet's source is in that peer's ``allowed_ips``
-(``source_filter`` replaces that check, e.g. with "the router maps this source to this
-peer", which is what the reference implementations do).
+The TUN -> peer longest-prefix lookup belongs to the server's route table; the device only
+checks, on receive, that a decrypted packet's source is one of that peer's allowed_ips, as
+its ``allowed_ips`` (an :class:`AllowedIps`) says: by default each peer's PeerConfig
+(:class:`StaticAllowedIps`); the server passes its route table, where "the table maps this
+source to this peer" is the check, as in the reference implementations.
 
 Modules: ``messages`` (layouts), ``crypto`` (primitives), ``noise`` (handshake), ``cookie``
 (mac1/mac2/cookies/load), ``keypair`` (sessions, replay window), ``timers`` (constants and
@@ -43,6 +44,7 @@ per-peer timers), ``peer`` (one peer), ``device`` (all peers), ``keys`` (wg key 
 from .device import DEFAULT_UNDER_LOAD_RATE, Device
 from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
 from .peer import (
+    AllowedIps,
     EndpointChanged,
     Event,
     HandshakeCompleted,
@@ -52,11 +54,12 @@ from .peer import (
     Peer,
     PeerConfig,
     SessionExpired,
-    allowed_ips_contains,
+    StaticAllowedIps,
 )
 
 __all__ = [
     "DEFAULT_UNDER_LOAD_RATE",
+    "AllowedIps",
     "Device",
     "EndpointChanged",
     "Event",
@@ -67,7 +70,7 @@ __all__ = [
     "Peer",
     "PeerConfig",
     "SessionExpired",
-    "allowed_ips_contains",
+    "StaticAllowedIps",
     "encode_key",
     "genkey",
     "genpsk",

@@ -27,13 +27,13 @@ from .cookie import (
 )
 from .noise import HandshakeError, StaticIdentity, open_initiation
 from .peer import (
+    AllowedIps,
     DeviceContext,
     IndexTable,
     Output,
     Peer,
     PeerConfig,
-    SourceFilter,
-    allowed_ips_contains,
+    StaticAllowedIps,
 )
 
 # The timer heap is rebuilt from the schedule when stale entries make it this much larger.
@@ -68,7 +68,7 @@ class Device:
         wallclock: Callable[[], float],
         under_load_rate: float = DEFAULT_UNDER_LOAD_RATE,
         mtu: int | None = None,
-        source_filter: SourceFilter = allowed_ips_contains,
+        allowed_ips: AllowedIps | None = None,
     ) -> None:
         self.identity = StaticIdentity.from_private_key(private_key)
         self.counters: Counter[str] = Counter()
@@ -80,7 +80,7 @@ class Device:
             counters=self.counters,
             cipher=crypto.TransportCipher(),
             index=self._index,
-            source_filter=source_filter,
+            allowed_ips=StaticAllowedIps() if allowed_ips is None else allowed_ips,
             mtu=mtu,
         )
         self._checker = CookieChecker(self.identity.public_key, rng)
@@ -161,6 +161,15 @@ class Device:
         self._checker = CookieChecker(identity.public_key, self._ctx.rng)
         return True
 
+    def set_preshared_key(self, peer: Peer, preshared_key: bytes | None) -> bool:
+        """A new preshared key for ``peer``, in place (its counters go on); its sessions end
+        and the next handshake uses the key. Whether it changed."""
+        if preshared_key == peer.preshared_key:
+            return False
+        peer.change_preshared_key(preshared_key)
+        self._touched.add(peer)
+        return True
+
     def set_persistent_keepalive(self, peer: Peer, seconds: int | None) -> None:
         """0 or None turns it off; turning it on sends a keepalive at once, as wg(8) does."""
         was_on = bool(peer.persistent_keepalive)
@@ -184,11 +193,11 @@ class Device:
             kind, receiver, counter = _TRANSPORT.unpack_from(datagram)
             if kind == messages.MSG_TRANSPORT:
                 entry = self._index.entries.get(receiver)
-                if entry is None or entry[1] is None:
+                if entry is None or entry.keypair is None:
                     self.counters["unknown_index"] += 1
                 else:
-                    entry[0].receive_transport(entry[1], counter, datagram, addr, now, out)
-                    self._touched.add(entry[0])
+                    entry.peer.receive_transport(entry.keypair, counter, datagram, addr, now, out)
+                    self._touched.add(entry.peer)
                 return out
         try:
             kind = messages.message_type(datagram)
@@ -325,11 +334,11 @@ class Device:
     def _receive_response(self, datagram: bytes, addr: Address, now: float, out: Output) -> None:
         msg = messages.parse_response(datagram)
         entry = self._index.entries.get(msg.receiver)
-        if entry is None or entry[1] is not None:
+        if entry is None or entry.keypair is not None:
             self.counters["unknown_index"] += 1
             return
-        entry[0].receive_response(msg, addr, now, out)
-        self._touched.add(entry[0])
+        entry.peer.receive_response(msg, addr, now, out)
+        self._touched.add(entry.peer)
 
     def _receive_cookie_reply(self, datagram: bytes, now: float) -> None:
         reply = messages.parse_cookie_reply(datagram)
@@ -337,6 +346,6 @@ class Device:
         if entry is None:
             self.counters["unknown_index"] += 1
             return
-        if not entry[0].receive_cookie_reply(reply, now):
+        if not entry.peer.receive_cookie_reply(reply, now):
             self.counters["invalid_cookie_reply"] += 1
-        self._touched.add(entry[0])
+        self._touched.add(entry.peer)

@@ -120,6 +120,11 @@ class Handshake:
         self._static_static = static_static
         self.clear()
 
+    def change_preshared_key(self, preshared_key: bytes | None) -> None:
+        """A new preshared key for the next handshake; the one in progress is forgotten."""
+        self._psk = preshared_key or _NO_PSK
+        self.clear()
+
     # -- initiator --
 
     def create_initiation(self, local_index: int, timestamp: bytes, ephemeral: bytes) -> bytes:

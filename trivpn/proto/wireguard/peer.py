@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, NamedTuple, Protocol
 
 import attrs
 
@@ -36,7 +36,6 @@ from .timers import (
 )
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-SourceFilter = Callable[["Peer", bytes], bool]
 
 _IPV4_HEADER: Final = 20
 _IPV6_HEADER: Final = 40
@@ -80,6 +79,49 @@ class PeerConfig:
         default=None, converter=_keepalive_interval, validator=_check_keepalive
     )
     name: str = ""
+    # allowed_ips as (network, mask) ints per family, for StaticAllowedIps' source check
+    _masks_v4: tuple[tuple[int, int], ...] = attrs.field(init=False, eq=False, repr=False)
+    _masks_v6: tuple[tuple[int, int], ...] = attrs.field(init=False, eq=False, repr=False)
+
+    @_masks_v4.default
+    def _v4(self) -> tuple[tuple[int, int], ...]:
+        return _masks(self.allowed_ips, 4)
+
+    @_masks_v6.default
+    def _v6(self) -> tuple[tuple[int, int], ...]:
+        return _masks(self.allowed_ips, 6)
+
+    def allows_source(self, source: bytes) -> bool:
+        """Whether a packed address (4 or 16 bytes) is inside ``allowed_ips``."""
+        value = int.from_bytes(source, "big")
+        masks = self._masks_v4 if len(source) == 4 else self._masks_v6
+        return any(value & mask == net for net, mask in masks)
+
+
+def _masks(nets: tuple[IPNetwork, ...], version: int) -> tuple[tuple[int, int], ...]:
+    return tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == version)
+
+
+class AllowedIps(Protocol):
+    """Cryptokey routing as the device sees it: the networks each peer owns. The server's
+    route table (trivpn.dataplane.wireguard.routes) is one; StaticAllowedIps, the
+    configured allowed_ips, is the default of a device on its own."""
+
+    def allows(self, peer: Peer, source: bytes) -> bool:
+        """Whether a decrypted packet from ``peer`` may have this source (4 or 16 bytes)."""
+
+    def networks_of(self, peer: Peer) -> tuple[IPNetwork, ...]:
+        """The peer's allowed_ips, as `wg show` reports them."""
+
+
+class StaticAllowedIps:
+    """Each peer owns the allowed_ips of the PeerConfig it was added with."""
+
+    def allows(self, peer: Peer, source: bytes) -> bool:
+        return peer.config.allows_source(source)
+
+    def networks_of(self, peer: Peer) -> tuple[IPNetwork, ...]:
+        return peer.config.allowed_ips
 
 
 # --- what the protocol tells the server --------------------------------------------------
@@ -139,24 +181,32 @@ class Output:
 # --- shared device state the peers use ---------------------------------------------------
 
 
+class IndexEntry(NamedTuple):
+    """What one of our receiver indices stands for (a tuple: built per handshake, read per
+    datagram)."""
+
+    peer: Peer
+    keypair: Keypair | None  # None: a handshake in progress
+
+
 class IndexTable:
-    """Our random 32-bit receiver indices -> (peer, keypair or None while handshaking)."""
+    """Our random 32-bit receiver indices -> IndexEntry."""
 
     def __init__(self, rng: RandomBytes) -> None:
         self._rng = rng
-        self.entries: dict[int, tuple[Peer, Keypair | None]] = {}
+        self.entries: dict[int, IndexEntry] = {}
 
     def new_index(self, peer: Peer) -> int:
         # 0 is reserved to mean "no index"; a free one is found almost always at once.
         for _ in range(_INDEX_ATTEMPTS):
             index = int.from_bytes(self._rng(4), "little")
             if index and index not in self.entries:
-                self.entries[index] = (peer, None)
+                self.entries[index] = IndexEntry(peer, None)
                 return index
         raise RuntimeError("the random source keeps returning used indices")
 
     def bind_keypair(self, index: int, peer: Peer, keypair: Keypair) -> None:
-        self.entries[index] = (peer, keypair)
+        self.entries[index] = IndexEntry(peer, keypair)
 
     def release(self, index: int) -> None:
         self.entries.pop(index, None)
@@ -173,19 +223,8 @@ class DeviceContext:
     counters: Counter[str]
     cipher: crypto.TransportCipher
     index: IndexTable
-    source_filter: SourceFilter
+    allowed_ips: AllowedIps
     mtu: int | None
-
-
-def allowed_ips_contains(peer: Peer, source: bytes) -> bool:
-    """Whether an inner source address (4 or 16 packed bytes) is in the peer's allowed_ips."""
-    value = int.from_bytes(source, "big")
-    nets = peer.allowed_v4 if len(source) == 4 else peer.allowed_v6
-    return any(value & mask == net for net, mask in nets)
-
-
-def _compile(nets: tuple[IPNetwork, ...], version: int) -> tuple[tuple[int, int], ...]:
-    return tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == version)
 
 
 class Peer:
@@ -197,10 +236,8 @@ class Peer:
         self.name = config.name
         self.endpoint: Address | None = config.endpoint
         self.persistent_keepalive = config.persistent_keepalive
-        self.allowed_ips = config.allowed_ips
-        self.allowed_v4 = _compile(config.allowed_ips, 4)
-        self.allowed_v6 = _compile(config.allowed_ips, 6)
         self._ctx = ctx
+        self._source_allowed = ctx.allowed_ips.allows  # bound once: asked per packet
         self.handshake = Handshake(ctx.identity, config.public_key, config.preshared_key)
         self.cookies = CookieGenerator(config.public_key)
         self.timers = PeerTimers()
@@ -220,8 +257,21 @@ class Peer:
             # Like wg(8): a keepalive (and so a handshake) right away, on the next tick.
             self.timers.persistent_keepalive = float("-inf")
 
+    @property
+    def label(self) -> str:
+        """How logs name this peer: its name, else the start of its public key."""
+        return peer_label(self.public_key, self.name)
+
     def __repr__(self) -> str:
-        return f"Peer({peer_label(self.public_key, self.name)})"
+        return f"Peer({self.label})"
+
+    @property
+    def allowed_ips(self) -> tuple[IPNetwork, ...]:
+        return self._ctx.allowed_ips.networks_of(self)
+
+    @property
+    def preshared_key(self) -> bytes | None:
+        return self.config.preshared_key
 
     @property
     def keypairs(self) -> tuple[Keypair | None, Keypair | None, Keypair | None]:
@@ -495,7 +545,7 @@ class Peer:
         else:
             ctx.counters["malformed_inner"] += 1
             return None
-        if not ctx.source_filter(self, source):
+        if not self._source_allowed(self, source):
             ctx.counters["spoofed_source"] += 1
             return None
         return bytes(view[:length])
@@ -576,6 +626,20 @@ class Peer:
         self.handshake.change_identity(identity)  # first: it raises before changing anything
         if handshake_index:
             self._ctx.index.release(handshake_index)
+        self._end_sessions()
+
+    def change_preshared_key(self, preshared_key: bytes | None) -> None:
+        """A new preshared key, in place: counters and timers go on, the sessions and the
+        handshake in progress end (keys erased; they came from the old key). Queued packets
+        stay and leave after the next handshake, which may start at once."""
+        self._release_handshake_index()
+        self.handshake.change_preshared_key(preshared_key)
+        self.config = attrs.evolve(self.config, preshared_key=preshared_key)
+        self._end_sessions()
+        if self.persistent_keepalive:
+            self.timers.persistent_keepalive = float("-inf")  # the handshake at once, as wg(8)
+
+    def _end_sessions(self) -> None:
         for kp in (self.previous, self.current, self.next):
             self._drop(kp)
         self.previous = self.current = self.next = None

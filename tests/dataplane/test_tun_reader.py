@@ -1,0 +1,97 @@
+"""trivpn.dataplane.tun_reader: packets from the TUN go to the owners of their destinations,
+consecutive ones for one owner as one run."""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import os
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+from support.wg_harness import ip4
+
+from trivpn.dataplane.router import RouteOwner, Router
+from trivpn.dataplane.tun_reader import tun_reader
+
+
+class PipeTun:
+    """A TUN whose fd is a pipe: readable while packets wait (one byte per packet)."""
+
+    def __init__(self) -> None:
+        self.fd, self._writer = os.pipe()
+        os.set_blocking(self.fd, False)
+        self._queue: list[bytes] = []
+
+    def put(self, *packets: bytes) -> None:
+        self._queue.extend(packets)
+        os.write(self._writer, b"x" * len(packets))
+
+    def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        batch, self._queue = self._queue[:max_packets], self._queue[max_packets:]
+        os.read(self.fd, len(batch))
+        return batch
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._writer)
+
+
+class Owner:
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.runs: list[list[bytes]] = []
+
+    def __repr__(self) -> str:
+        return f"owner {self.name}"
+
+    def send(self, packets: list[bytes], now: float) -> None:
+        self.runs.append(packets)
+        if self.fail:
+            raise RuntimeError("refused")
+
+
+@pytest.fixture
+def tun() -> Iterator[PipeTun]:
+    pipe = PipeTun()
+    yield pipe
+    pipe.close()
+
+
+def to(dst: str, payload: bytes = b"p") -> bytes:
+    return ip4("10.8.0.1", dst, payload)
+
+
+async def test_runs_go_to_their_owners_and_failures_are_counted(
+    tun: PipeTun, caplog: pytest.LogCaptureFixture
+) -> None:
+    router: Router[RouteOwner] = Router()
+    a, b, broken = Owner("a"), Owner("b"), Owner("broken", fail=True)
+    router.add(ipaddress.ip_network("10.8.0.2/32"), a)
+    router.add(ipaddress.ip_network("10.8.0.3/32"), b)
+    router.add(ipaddress.ip_network("10.8.0.4/32"), broken)
+    counters: collections.Counter[str] = collections.Counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tun_reader, tun, router, counters)
+        tun.put(
+            to("10.8.0.2", b"1"),
+            to("10.8.0.2", b"2"),
+            to("192.0.2.1"),  # no route: counted, and the run goes on
+            to("10.8.0.2", b"3"),
+            to("10.8.0.4"),
+            to("10.8.0.3", b"4"),
+            to("10.8.0.2", b"5"),
+        )
+        with trio.fail_after(5):
+            while not a.runs or len(a.runs) < 2:
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    assert a.runs == [[to("10.8.0.2", b"1"), to("10.8.0.2", b"2"), to("10.8.0.2", b"3")],
+                      [to("10.8.0.2", b"5")]]  # fmt: skip
+    assert b.runs == [[to("10.8.0.3", b"4")]] and len(broken.runs) == 1
+    assert counters == {"tun_no_route": 1, "send_error": 1}
+    assert "sending packets to owner broken failed" in caplog.text

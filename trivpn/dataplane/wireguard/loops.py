@@ -1,0 +1,63 @@
+"""The WireGuard front's two tasks: datagrams in, and the device's timers."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from trivpn.dataplane.wireguard.output import OutputSink
+from trivpn.proto.endpoints import plain_address
+from trivpn.proto.wireguard import Device
+
+log = logging.getLogger("trivpn")
+
+
+async def receive_loop(device: Device, sink: OutputSink) -> None:
+    """Datagrams in: handshakes answered, transport data decrypted to the TUN."""
+    sock = sink.sock
+    receive = device.receive
+    out = sink.out
+    while True:
+        await sock.wait_readable()
+        batch = sock.drain()
+        now = trio.current_time()
+        out.clear()
+        for data, addr in batch:
+            try:
+                receive(data, plain_address(addr), now, out)
+            except Exception:
+                sink.counters["wireguard_receive_error"] += 1
+                log.exception("wireguard: handling a datagram from %s failed", addr[0])
+        sink.flush(out)
+
+
+class TimerLoop:
+    """Runs the device's timers at its next deadline. It sleeps in a cancel scope whose
+    deadline ``wake`` pulls earlier when a call moved the device's next deadline."""
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+        self._scope: trio.CancelScope | None = None
+
+    def wake(self) -> None:
+        scope = self._scope
+        if scope is None:
+            return
+        deadline = self._device.next_deadline()
+        if deadline is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    async def run(self, sink: OutputSink) -> None:
+        device = self._device
+        out = sink.out
+        while True:
+            deadline = device.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            out.clear()
+            device.tick(trio.current_time(), out)
+            sink.flush(out)
