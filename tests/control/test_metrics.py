@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from cli.test_status import NOW, document
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from test_status import NOW, document
 
 import trivpn
 from trivpn.config import Endpoint
