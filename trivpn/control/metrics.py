@@ -295,7 +295,7 @@ async def _read_head(stream: trio.abc.ReceiveStream) -> bytes | None:
     return data.partition(b"\r\n\r\n")[0]
 
 
-async def serve_server_metrics(
+async def serve_status_metrics(
     server: StatusSource,
     ifname: str,
     endpoint: Endpoint,

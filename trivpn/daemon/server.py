@@ -156,7 +156,7 @@ class Server:
     async def _serve_metrics(
         self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        serve = functools.partial(metrics.serve_server_metrics, self, ifname, listen)
+        serve = functools.partial(metrics.serve_status_metrics, self, ifname, listen)
         await supervise("metrics", serve, task_status=task_status)
 
     async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
