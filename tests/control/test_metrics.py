@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from support.status_doc import NOW, document
+from support.status_doc import NOW, document, fake_server
 
 import trivpn
 from trivpn.config import Endpoint
@@ -184,6 +184,25 @@ async def test_serve_metrics_answers_over_loopback() -> None:
         answer = await fetch(port, b"GET /" + b"x" * (metrics.MAX_REQUEST_HEAD + 800))
         assert answer.startswith(b"HTTP/1.1 400 ")
         nursery.cancel_scope.cancel()
+
+
+async def test_serve_status_metrics_reads_the_servers_status_document() -> None:
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: metrics.serve_status_metrics(
+                fake_server(), "tvc0", Endpoint("127.0.0.1", port), task_status=task_status
+            )
+        )
+        answer = await fetch(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        nursery.cancel_scope.cancel()
+    text = answer.partition(b"\r\n\r\n")[2].decode()
+    found = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    received = found["trivpn_wireguard_peer_receive_bytes"]
+    assert [(s.labels["name"], s.value) for s in received] == [("alice", 1000)]
+    assert found["trivpn_info"][0].labels["interface"] == "tvc0"
 
 
 async def test_serve_metrics_port_in_use_names_the_key() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -170,3 +171,33 @@ def test_client_allowed_refuses_other_users() -> None:
         os.waitpid(pid, 0)
     with socket.socket(fileno=fds[0]) as nobodys:
         assert not unixsock.client_allowed(nobodys)
+
+
+async def test_running_out_of_descriptors_pauses_accepting_and_ends_nothing(
+    sock_dir: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = sock_dir / "t5.sock"
+    real_accept = trio.SocketListener.accept
+    attempts: list[float] = []
+
+    async def short_of_descriptors(self: trio.SocketListener) -> trio.SocketStream:
+        attempts.append(trio.current_time())
+        if len(attempts) <= 3:
+            await trio.lowlevel.wait_readable(self.socket)  # a client waits, as for real
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return await real_accept(self)
+
+    monkeypatch.setattr(trio.SocketListener, "accept", short_of_descriptors)
+    async with trio.open_nursery() as nursery:
+        await serve(nursery, path)
+        assert await ask(path, b"hi") == b"hi"  # the client waited in the queue meanwhile
+        nursery.cancel_scope.cancel()
+    assert len(attempts) == 5  # 3 failed, the one that served, the one cancelled
+    assert attempts[3] - attempts[0] == pytest.approx(0.3)
+    refused = [m for m in caplog.messages if "cannot accept" in m]
+    assert refused == [
+        "test: cannot accept connections: EMFILE (Too many open files); retrying every 0.1 s"
+    ]

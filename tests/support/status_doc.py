@@ -1,8 +1,17 @@
-"""A sample status document, as the control socket serves it (for renderers and metrics)."""
+"""A sample status document (for the renderers and metrics) and a fake status source: what
+the status document reads of a running server."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import time
+from types import SimpleNamespace
 from typing import Any
+
+from trivpn.config import parse_config
+from trivpn.proto import toyvpn
+from trivpn.proto.wireguard import Device, PeerConfig, encode_key, keys
 
 NOW = 1_700_000_000.0
 
@@ -64,3 +73,58 @@ def document() -> dict[str, Any]:
         },
         "counters": {"server": {}, "wireguard": {"bad_mac1": 2, "replay": 0}, "toyvpn": {}},
     }
+
+
+SERVER_KEY = keys.parse_key(keys.genkey(lambda n: b"\x01" * n))
+PSK = b"\x05" * 32
+ALICE = keys.parse_key(keys.pubkey(keys.genkey(lambda n: b"\x02" * n)))
+SECRET = b"lab-secret-1234"
+CONFIG = """
+[interface]
+name = "tvc0"
+address = ["10.8.0.1/24"]
+[nat]
+egress = "inet0"
+[toyvpn]
+enabled = true
+secret = "lab-secret-1234"
+[wireguard]
+enabled = true
+private_key = "{server}"
+[[wireguard.peers]]
+name = "alice"
+public_key = "{alice}"
+allowed_ips = ["10.8.0.2/32"]
+"""
+
+
+def fake_server() -> Any:
+    """What status_document reads of a Server: config, counters, the two fronts."""
+    cfg = parse_config(CONFIG.format(alice=encode_key(ALICE), server=encode_key(SERVER_KEY)))
+    device = Device(SERVER_KEY, rng=os.urandom, wallclock=time.time)
+    peer = device.add_peer(
+        PeerConfig(
+            public_key=ALICE,
+            preshared_key=PSK,
+            allowed_ips=(ipaddress.ip_network("10.8.0.2/32"),),
+            name="alice",
+        )
+    )
+    peer.endpoint = ("198.51.100.2", 40000)
+    peer.rx_bytes, peer.tx_bytes, peer.last_handshake_time = 1000, 2000, 1_700_000_000.0
+    peer.rx_packets, peer.tx_packets, peer.handshakes = 10, 20, 2
+    device.counters["bad_mac1"] += 3
+    front = SimpleNamespace(
+        device=device, listen_port=51820, public_key=encode_key(device.public_key)
+    )
+    toy = toyvpn.ToyVpnServer(secret=SECRET, pool=cfg.toyvpn.pool, mtu=1420)
+    hs = toy.receive(b"\x00" + SECRET, ("2001:db8::7", 5555), 10.0)
+    assert isinstance(hs, toyvpn.Handshake)
+    assert toy.receive(b"\x45" + bytes(11) + b"\x0a\x08\x00\x81" + bytes(4), hs.session.addr, 12.0)
+    return SimpleNamespace(
+        cfg=cfg,
+        counters={"tun_no_route": 2},
+        egress="inet0",
+        wireguard=front,
+        toyvpn=toy,
+    )

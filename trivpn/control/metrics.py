@@ -1,9 +1,10 @@
 """Prometheus metrics: the status document as the text exposition format, served over HTTP.
 
 At each scrape a custom collector reads the server's live state (the control socket's status
-document, built on the trio thread) and prometheus_client's ``generate_latest`` writes the
-text. A small trio task answers ``GET /metrics`` on ``[metrics] listen``: one request per
-connection, bounded in size, time and number of connections.
+document of a :class:`StatusSource`, built on the trio thread) and prometheus_client's
+``generate_latest`` writes the text. A small trio task answers ``GET /metrics`` on
+``[metrics] listen``: one request per connection, bounded in size, time and number of
+connections.
 
 WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
 counter restarts when a new session takes an address, which Prometheus treats as a reset).
@@ -23,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from trivpn import __version__
 from trivpn.config import Endpoint
+from trivpn.control.accept import RetryingListener
+from trivpn.control.status_socket import StatusSource, live_document
 
 log = logging.getLogger("trivpn")
 
@@ -292,12 +295,28 @@ async def _read_head(stream: trio.abc.ReceiveStream) -> bytes | None:
     return data.partition(b"\r\n\r\n")[0]
 
 
+async def serve_status_metrics(
+    server: StatusSource,
+    ifname: str,
+    endpoint: Endpoint,
+    *,
+    task_status: trio.TaskStatus[list[RetryingListener[trio.SocketStream]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """:func:`serve_metrics` of the running server's status document."""
+    render = renderer(lambda: live_document(server, ifname))
+    await serve_metrics(render, endpoint, task_status=task_status)
+
+
 async def serve_metrics(
     render: Callable[[], bytes],
     endpoint: Endpoint,
     *,
     timeout: float = REQUEST_TIMEOUT,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[RetryingListener[trio.SocketStream]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
 ) -> None:
     """Serve ``render()`` at http://endpoint/metrics until cancelled.
 
@@ -313,7 +332,9 @@ async def serve_metrics(
     async def handle(stream: trio.SocketStream) -> None:
         await handle_connection(stream, render, limiter, timeout)
 
-    await trio.serve_listeners(handle, listeners, task_status=task_status)
+    # trio.serve_listeners would retry EMFILE too, but log each retry with a traceback.
+    retrying = [RetryingListener(listener, "metrics") for listener in listeners]
+    await trio.serve_listeners(handle, retrying, task_status=task_status)
 
 
 async def handle_connection(

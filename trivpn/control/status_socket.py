@@ -34,17 +34,18 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 
+from trivpn.config import Config
 from trivpn.control import unixsock
+from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.endpoints import format_endpoint
+from trivpn.proto.toyvpn import ToyVpnServer
 from trivpn.proto.wireguard import encode_key
-
-if TYPE_CHECKING:
-    from trivpn.daemon.server import Server
 
 log = logging.getLogger("trivpn")
 
@@ -72,11 +73,29 @@ def socket_path(ifname: str, directory: Path | None = None) -> Path:
 # --- the document -----------------------------------------------------------------------------
 
 
+class StatusSource(Protocol):
+    """What the document reads of the running server (trivpn.daemon.server.Server), which
+    sits above this layer: it is passed in, never imported."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def counters(self) -> Mapping[str, int]: ...
+    @property
+    def egress(self) -> str: ...
+    @property
+    def wireguard(self) -> WireGuardFront | None: ...
+    @property
+    def toyvpn(self) -> ToyVpnServer | None: ...
+
+
 def show_endpoint(addr: tuple[Any, ...] | None) -> str | None:
     return None if addr is None else format_endpoint(addr)
 
 
-def status_document(server: Server, ifname: str, *, now: float, wallclock: float) -> dict[str, Any]:
+def status_document(
+    server: StatusSource, ifname: str, *, now: float, wallclock: float
+) -> dict[str, Any]:
     """The server's state as plain JSON values: ``now`` is trio's clock, ``wallclock`` epoch."""
     cfg = server.cfg
     counters: dict[str, dict[str, int]] = {"server": dict(server.counters)}
@@ -144,7 +163,7 @@ def status_document(server: Server, ifname: str, *, now: float, wallclock: float
     return doc
 
 
-def live_document(server: Server, ifname: str) -> dict[str, Any]:
+def live_document(server: StatusSource, ifname: str) -> dict[str, Any]:
     """The document now (call it from the trio thread that runs the server)."""
     return status_document(server, ifname, now=trio.current_time(), wallclock=time.time())
 
@@ -153,7 +172,7 @@ def live_document(server: Server, ifname: str) -> dict[str, Any]:
 
 
 async def serve_control(
-    server: Server,
+    server: StatusSource,
     ifname: str,
     *,
     directory: Path | None = None,
@@ -179,7 +198,7 @@ async def serve_control(
 
 
 async def _exchange(
-    server: Server, ifname: str, stream: trio.SocketStream, _deadline: trio.CancelScope
+    server: StatusSource, ifname: str, stream: trio.SocketStream, _deadline: trio.CancelScope
 ) -> None:
     """One request, one answer, all within the connection's deadline."""
     request = await _read_request(stream)
@@ -201,7 +220,7 @@ async def _read_request(stream: trio.SocketStream) -> bytes | None:
     return data.partition(b"\n")[0].strip()
 
 
-def _answer(request: bytes, server: Server, ifname: str) -> bytes:
+def _answer(request: bytes, server: StatusSource, ifname: str) -> bytes:
     if request == STATUS_REQUEST.strip():
         document = live_document(server, ifname)
     else:

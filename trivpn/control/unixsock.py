@@ -3,7 +3,8 @@
 The socket's directory is made 0700 (an existing one must be ours and pass a
 :class:`DirectoryRule`); the socket is made 0600 before it listens, and each client's
 credentials (SO_PEERCRED) must be root's or the server's own user's. Connections are bounded in
-number, each is served in its own task under a deadline its handler may move. A stale socket
+number, each is served in its own task under a deadline its handler may move. Running out of
+descriptors (EMFILE and the like) pauses accepting, logged, until it passes. A stale socket
 that a killed predecessor left (nobody answers on it) is removed at start; a live one belongs to
 another process, and then the server logs why and ends without touching it. The socket is
 removed on the way out if it is still ours.
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Final
 
 import trio
+
+from trivpn.control.accept import RetryingListener
 
 log = logging.getLogger("trivpn")
 
@@ -73,12 +76,14 @@ async def serve_unix(
         task_status.started()
         return
     log.info("%s: %s", name, ready)
+    # A shortage of descriptors is waited out here: raised, it would end the whole server.
+    accepting = RetryingListener(listener, name)
     limiter = trio.CapacityLimiter(max_connections)
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                stream = await listener.accept()
+                stream = await accepting.accept()
                 try:
                     limiter.acquire_on_behalf_of_nowait(stream)
                 except trio.WouldBlock:

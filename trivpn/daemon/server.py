@@ -1,15 +1,17 @@
 """The trio server: one nursery that owns every task, cancellation as the only shutdown path.
 
 Tasks: the signal watcher; the nftables manager (table + forwarding sysctls, removed on the
-way out); the TUN reader (dispatches by destination through the router); one receiver per UDP
-listener; the protocol fronts' tasks (trivpn/frontends/: per-session timer tasks for ToyVPN,
-one timer task for all WireGuard peers); the status, UAPI and metrics sockets.
+way out); the data plane (trivpn/dataplane/: the TUN reader, which dispatches by destination
+through the router; one receiver per UDP listener; per-session timer tasks for ToyVPN, one
+timer task for all WireGuard peers); the status, UAPI and metrics sockets, each supervised
+(trivpn/control/supervise.py): their failure is logged and they restart, the tunnel runs on.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -20,6 +22,7 @@ import trio
 
 from trivpn.config import Config, Endpoint
 from trivpn.control import metrics, status_socket
+from trivpn.control.supervise import supervise
 from trivpn.control.uapi_server import serve_uapi
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
@@ -144,13 +147,14 @@ class Server:
 
     def _start_status(self, nursery: trio.Nursery, ifname: str) -> None:
         """`trivpn status` through the control socket (off, with an error logged, if unusable)."""
-        nursery.start_soon(status_socket.serve_control, self, ifname)
+        serve = functools.partial(status_socket.serve_control, self, ifname)
+        nursery.start_soon(supervise, "control", serve)
 
     async def _serve_metrics(
         self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        render = metrics.renderer(lambda: status_socket.live_document(self, ifname))
-        await metrics.serve_metrics(render, listen, task_status=task_status)
+        serve = functools.partial(metrics.serve_status_metrics, self, ifname, listen)
+        await supervise("metrics", serve, task_status=task_status)
 
     async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
         async for signum in signals:
@@ -218,7 +222,8 @@ class Server:
         )
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
-        nursery.start_soon(serve_uapi, front, tun.name)  # `wg show`, `wg set` on this interface
+        # `wg show`, `wg set` on this interface
+        nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         self.peersync = PeerSync(
