@@ -102,12 +102,25 @@ class Server:
         # clean-up is absorbed instead of killing the process before the nft table and the
         # sysctls are restored.
         serving = trio.CancelScope()
+        # Outside trio's receiver (just before it opens; after the clean-up, before the exit)
+        # a stop signal is only noted: the default action would kill the process (exit -15, a
+        # failed stop to a supervisor) or interrupt the clean-up. Process-wide, like the
+        # receiver; ignored once served, as the interpreter's exit restores default actions
+        # for Python handlers (not for SIG_IGN).
+        early: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, _frame: early.append(signum))
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            if early:
+                log.info("%s: shutting down", signal.Signals(early[0]).name)
+                serving.cancel()
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_signals, signals, serving)
                 with serving:
                     await self._serve(task_status)
                 outer.cancel_scope.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         self._log_counters()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
