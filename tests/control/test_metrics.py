@@ -14,6 +14,8 @@ from support.status_doc import NOW, document, fake_server
 import trivpn
 from trivpn.config import Endpoint
 from trivpn.control import metrics
+from trivpn.control.accept import RefusalLog
+from trivpn.control.connection_slots import ConnectionSlots
 
 
 def samples(doc: dict[str, Any]) -> dict[str, list[Sample]]:
@@ -214,23 +216,104 @@ async def test_serve_metrics_port_in_use_names_the_key() -> None:
             await metrics.serve_metrics(render_stub, Endpoint("127.0.0.1", port))
 
 
-async def test_a_silent_client_is_cut_off_after_the_timeout(
+def limits(capacity: int = 1) -> metrics.Limits:
+    return metrics.Limits(ConnectionSlots(capacity), RefusalLog("metrics"), 10.0, 2.0)
+
+
+async def test_a_silent_client_is_cut_off_after_the_head_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     client, server = trio.testing.memory_stream_pair()
-    limiter = trio.CapacityLimiter(1)
+    shared = limits()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(metrics.handle_connection, server, render_stub, limiter, 10.0)
+        nursery.start_soon(metrics.handle_connection, server, render_stub, shared)
         await client.send_all(b"GET /metrics HTTP/1.1\r\n")  # never the blank line
         start = trio.current_time()
         assert await client.receive_some(100) == b""  # closed without an answer
-        assert trio.current_time() - start == pytest.approx(10.0)
-    assert limiter.borrowed_tokens == 0
+        assert trio.current_time() - start == pytest.approx(2.0)
+    assert shared.slots.in_use == 0
 
 
 async def test_connections_beyond_the_bound_are_closed_at_once() -> None:
-    limiter = trio.CapacityLimiter(1)
-    limiter.acquire_on_behalf_of_nowait("someone")
+    shared = limits()
+    busy = shared.slots.admit()  # answering, so not shed
+    assert busy is not None
     client, server = trio.testing.memory_stream_pair()
-    await metrics.handle_connection(server, render_stub, limiter, 10.0)
+    await metrics.handle_connection(server, render_stub, shared)
     assert await client.receive_some(100) == b""
+    assert shared.slots.in_use == 1
+
+
+async def test_when_full_the_oldest_idle_connection_makes_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = limits(capacity=2)
+    pairs = [trio.testing.memory_stream_pair() for _ in range(3)]
+    async with trio.open_nursery() as nursery:
+        for _client, server in pairs:
+            nursery.start_soon(metrics.handle_connection, server, render_stub, shared)
+            await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        assert await pairs[0][0].receive_some(100) == b""  # the oldest, shed
+        assert trio.current_time() == start
+        await pairs[2][0].send_all(b"GET /metrics HTTP/1.1\r\n\r\n")  # the newcomer
+        assert (await pairs[2][0].receive_some(1000)).startswith(b"HTTP/1.1 200 OK")
+        assert trio.current_time() == start
+        assert await pairs[1][0].receive_some(100) == b""  # the other, at its head deadline
+        assert trio.current_time() - start == pytest.approx(2.0)
+    assert shared.slots.in_use == 0
+
+
+async def test_refused_connections_are_logged_once_per_interval_with_a_count(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = limits()
+    assert shared.slots.admit() is not None  # answering: every newcomer is refused
+    for _ in range(1000):  # one each 1/32 s (exact in binary): lines at 0, 10, 20 and 30 s
+        _client, server = trio.testing.memory_stream_pair()
+        await metrics.handle_connection(server, render_stub, shared)
+        await trio.sleep(1 / 32)
+    refused = "metrics: every connection is busy answering; refusing one"
+    assert caplog.messages == [refused] + [f"{refused} (319 similar suppressed)"] * 3
+
+
+async def free_port() -> int:
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def hold_half_sent(port: int, count: int) -> list[trio.SocketStream]:
+    held = []
+    for _ in range(count):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line
+        held.append(stream)
+    await trio.testing.wait_all_tasks_blocked()
+    return held
+
+
+@pytest.mark.parametrize("max_connections", [metrics.MAX_CONNECTIONS, 8])
+async def test_half_sent_requests_held_open_do_not_delay_a_scrape(
+    autojump_clock: trio.testing.MockClock, max_connections: int
+) -> None:
+    # 32 slow clients: within the default bound, and four times a bound of 8 (then shed)
+    port = await free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: metrics.serve_metrics(
+                render_stub,
+                Endpoint("127.0.0.1", port),
+                max_connections=max_connections,
+                task_status=task_status,
+            )
+        )
+        held = await hold_half_sent(port, 32)
+        start = trio.current_time()
+        answer = await fetch(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert trio.current_time() - start < metrics.HEAD_TIMEOUT
+        for stream in held:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

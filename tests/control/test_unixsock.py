@@ -201,3 +201,41 @@ async def test_running_out_of_descriptors_pauses_accepting_and_ends_nothing(
     assert refused == [
         "test: cannot accept connections: EMFILE (Too many open files); retrying every 0.1 s"
     ]
+
+
+async def test_a_thousand_refused_connections_make_a_few_lines_with_the_count(
+    sock_dir: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = sock_dir / "t9.sock"
+
+    async def held(stream: trio.SocketStream, deadline: trio.CancelScope) -> None:
+        await stream.receive_some(1)  # until the client hangs up
+
+    async def refused_one() -> None:
+        await trio.sleep(1 / 32)  # exact in binary: 1,000 take 31.25 s, lines at 0, 10, 20, 30 s
+        assert await ask(path, b"") == b""
+
+    async with trio.open_nursery() as nursery:
+        await serve(nursery, path, held, max_connections=1, backlog=8, timeout=1e6)
+        occupant = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await occupant.connect(os.fspath(path))
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(1000):
+            await refused_one()
+        occupant.close()
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(unixsock, "client_allowed", lambda sock: False)
+        for _ in range(1000):
+            await refused_one()
+        nursery.cancel_scope.cancel()
+    full = "test: 1 connections at once; refusing one"
+    stranger = "test: refused a client that is neither root nor our user"
+    assert [m for m in caplog.messages if m.startswith("test: ") and "ready" not in m] == [
+        full,
+        *[f"{full} (319 similar suppressed)"] * 3,
+        stranger,
+        *[f"{stranger} (319 similar suppressed)"] * 3,
+    ]

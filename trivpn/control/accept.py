@@ -5,6 +5,8 @@ short; the connection stays queued and the shortage usually passes (a client han
 operator raises the limit). A listener that raised those errors would end its server, and in
 trivpn the whole VPN with it; :class:`RetryingListener` waits them out instead: it retries
 after a short pause, logging one line per interval (with a count) rather than one per retry.
+:class:`RefusalLog` does the same for the connections a server refuses (too many at once, a
+client not allowed): a flood of them must not become a flood of log lines.
 """
 
 from __future__ import annotations
@@ -87,3 +89,18 @@ class RetryingListener(trio.abc.Listener[StreamT]):
 
     async def aclose(self) -> None:
         await self.listener.aclose()
+
+
+class RefusalLog:
+    """Refused connections, logged as ``name: <line>`` at most once per reason per interval.
+
+    A logged line ends with the count of those suppressed since the previous one.
+    """
+
+    def __init__(self, name: str, *, interval: float = LOG_INTERVAL) -> None:
+        self._name = name
+        self._limiter = LogLimiter(log, interval)
+
+    def refused(self, line: str, *args: object) -> None:
+        """Note one refusal; ``line`` (a %-format) is its reason and its rate-limiting key."""
+        self._limiter.warning(line, trio.current_time(), "%s: " + line, self._name, *args)

@@ -4,7 +4,8 @@ At each scrape a custom collector reads the server's live state (the control soc
 document of a :class:`StatusSource`, built on the trio thread) and prometheus_client's
 ``generate_latest`` writes the text. A small trio task answers ``GET /metrics`` on
 ``[metrics] listen``: one request per connection, bounded in size, time and number of
-connections.
+connections; a request head must arrive within HEAD_TIMEOUT, and when every slot is taken the
+oldest connection still sending its head is shed, so that slow clients cannot starve a scrape.
 
 WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
 counter restarts when a new session takes an address, which Prometheus treats as a reset).
@@ -18,13 +19,15 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
+import attrs
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trivpn import __version__
 from trivpn.config import Endpoint
-from trivpn.control.accept import RetryingListener
+from trivpn.control.accept import RefusalLog, RetryingListener
+from trivpn.control.connection_slots import ConnectionSlots
 from trivpn.control.status_socket import StatusSource, live_document
 
 log = logging.getLogger("trivpn")
@@ -34,8 +37,9 @@ Document = Mapping[str, Any]
 # The classic text format, which every Prometheus reads (our names need nothing newer).
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST_HEAD: Final = 8192
-REQUEST_TIMEOUT: Final = 10.0
-MAX_CONNECTIONS: Final = 16
+HEAD_TIMEOUT: Final = 2.0  # seconds a client has to send its request head
+REQUEST_TIMEOUT: Final = 10.0  # seconds for the whole exchange, the answer's sending included
+MAX_CONNECTIONS: Final = 64
 
 # Counters of the protocol cores that count events, not dropped packets.
 NOT_DROPS: Final = frozenset({"cookie_sent", "control", "handshakes", "expired"})
@@ -314,6 +318,8 @@ async def serve_metrics(
     endpoint: Endpoint,
     *,
     timeout: float = REQUEST_TIMEOUT,
+    head_timeout: float = HEAD_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[list[RetryingListener[trio.SocketStream]]] = (
         trio.TASK_STATUS_IGNORED
     ),
@@ -327,32 +333,47 @@ async def serve_metrics(
     except OSError as e:
         raise MetricsError(f"metrics.listen: cannot listen on {endpoint}: {e.strerror or e}") from e
     log.info("metrics: serving http://%s/metrics", endpoint)
-    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+    limits = Limits(ConnectionSlots(max_connections), RefusalLog("metrics"), timeout, head_timeout)
 
     async def handle(stream: trio.SocketStream) -> None:
-        await handle_connection(stream, render, limiter, timeout)
+        await handle_connection(stream, render, limits)
 
     # trio.serve_listeners would retry EMFILE too, but log each retry with a traceback.
     retrying = [RetryingListener(listener, "metrics") for listener in listeners]
     await trio.serve_listeners(handle, retrying, task_status=task_status)
 
 
+@attrs.frozen
+class Limits:
+    """What one endpoint's connections share: their slots, the refusal log, the deadlines."""
+
+    slots: ConnectionSlots
+    refusals: RefusalLog
+    timeout: float = REQUEST_TIMEOUT
+    head_timeout: float = HEAD_TIMEOUT
+
+
 async def handle_connection(
-    stream: trio.abc.Stream,
-    render: Callable[[], bytes],
-    limiter: trio.CapacityLimiter,
-    timeout: float,
+    stream: trio.abc.Stream, render: Callable[[], bytes], limits: Limits
 ) -> None:
-    """One request, one answer, then close; a client slower than ``timeout`` is cut off."""
-    try:
-        limiter.acquire_on_behalf_of_nowait(stream)
-    except trio.WouldBlock:
+    """One request, one answer, then close; a client slower than the deadlines is cut off."""
+    slot = limits.slots.admit()
+    if slot is None:
+        limits.refusals.refused("every connection is busy answering; refusing one")
         await stream.aclose()
         return
     try:
         async with stream:
-            with trio.move_on_after(timeout):
-                head = await _read_head(stream)
+            with trio.move_on_after(limits.timeout):
+                with trio.move_on_after(limits.head_timeout) as waiting:
+                    limits.slots.idle(slot, waiting)
+                    head = await _read_head(stream)
+                limits.slots.busy(slot)
+                if slot.shed:
+                    limits.refusals.refused("connections full; shed the oldest idle one")
+                    return
+                if waiting.cancelled_caught:
+                    return  # no head in time: closed without an answer
                 if head is None:
                     await stream.send_all(_response(400, _TEXT, b"bad request\n"))
                 else:
@@ -362,4 +383,4 @@ async def handle_connection(
     except Exception:
         log.exception("metrics: serving a connection failed")
     finally:
-        limiter.release_on_behalf_of(stream)
+        limits.slots.release(slot)

@@ -24,7 +24,7 @@ from typing import Final
 
 import trio
 
-from trivpn.control.accept import RetryingListener
+from trivpn.control.accept import RefusalLog, RetryingListener
 
 log = logging.getLogger("trivpn")
 
@@ -79,6 +79,7 @@ async def serve_unix(
     # A shortage of descriptors is waited out here: raised, it would end the whole server.
     accepting = RetryingListener(listener, name)
     limiter = trio.CapacityLimiter(max_connections)
+    refusals = RefusalLog(name)
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
@@ -87,11 +88,11 @@ async def serve_unix(
                 try:
                     limiter.acquire_on_behalf_of_nowait(stream)
                 except trio.WouldBlock:
-                    log.warning("%s: %d connections at once; refusing one", name, max_connections)
+                    refusals.refused("%d connections at once; refusing one", max_connections)
                     await stream.aclose()
                     continue
                 nursery.start_soon(
-                    _connection, stream, handler, limiter, timeout, name, slow_client
+                    _connection, stream, handler, limiter, timeout, name, slow_client, refusals
                 )
     finally:
         # No await here: the task is being cancelled, and a checkpoint would end it early.
@@ -193,11 +194,12 @@ async def _connection(
     timeout: float,
     name: str,
     slow_client: str,
+    refusals: RefusalLog,
 ) -> None:
     try:
         async with stream:
             if not client_allowed(stream.socket):
-                log.warning("%s: refused a client that is neither root nor our user", name)
+                refusals.refused("refused a client that is neither root nor our user")
                 return
             with trio.move_on_after(timeout) as scope:
                 await handler(stream, scope)
