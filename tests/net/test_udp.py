@@ -5,9 +5,11 @@ from __future__ import annotations
 import select
 import socket
 import struct
+from contextlib import closing
 
 import pytest
 
+from trivpn.config import Endpoint
 from trivpn.net import udp
 from trivpn.proto.endpoints import plain_address
 
@@ -110,3 +112,109 @@ def test_v4_endpoints_are_mapped_on_a_dual_stack_socket() -> None:
     assert data == b"hello"
     assert plain_address(("::ffff:192.0.2.7", 5, 0, 0)) == ("192.0.2.7", 5)
     assert plain_address(("2001:db8::1", 5, 0, 0)) == ("2001:db8::1", 5)
+
+
+# --- the sticky source ----------------------------------------------------------------------
+
+
+def test_a_received_pktinfo_becomes_the_cmsg_sending_from_its_destination() -> None:
+    # struct in_pktinfo {ifindex 3, spec_dst 127.0.0.1, addr 198.51.100.11}
+    v4 = struct.pack("=i", 3) + socket.inet_aton("127.0.0.1") + socket.inet_aton("198.51.100.11")
+    cmsg = udp.source_cmsg(socket.IPPROTO_IP, udp.IP_PKTINFO, v4)
+    assert cmsg == (
+        socket.IPPROTO_IP,
+        udp.IP_PKTINFO,
+        bytes(4) + socket.inet_aton("198.51.100.11") + bytes(4),
+    )
+    assert udp.cmsg_source(cmsg) == "198.51.100.11"
+    # struct in6_pktinfo {addr, ifindex 3}; a v4-mapped one is shown as IPv4
+    for host, shown in (
+        ("2001:db8::11", "2001:db8::11"),
+        ("::ffff:198.51.100.11", "198.51.100.11"),
+    ):
+        v6 = socket.inet_pton(socket.AF_INET6, host) + struct.pack("=i", 3)
+        cmsg6 = udp.source_cmsg(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, v6)
+        assert cmsg6 == (
+            socket.IPPROTO_IPV6,
+            socket.IPV6_PKTINFO,
+            socket.inet_pton(socket.AF_INET6, host) + bytes(4),
+        )
+        assert udp.cmsg_source(cmsg6) == shown
+    assert udp.source_cmsg(udp.SOL_UDP, udp.UDP_GRO, struct.pack("=i", 1000)) is None
+    assert udp.source_cmsg(socket.IPPROTO_IP, udp.IP_PKTINFO, v4[:8]) is None  # cut short
+
+
+def ask_and_answer(
+    listener: udp.DatagramSocket, client: socket.socket, dialed: tuple[str, int], sizes: list[int]
+) -> list[tuple[bytes, tuple[str, int]]]:
+    """``client`` sends to ``dialed``; the listener answers with datagrams of ``sizes``."""
+    client.sendto(b"hello", dialed)
+    assert select.select([listener.sock], [], [], 2.0)[0]
+    [(data, addr)] = listener.drain()
+    assert data == b"hello"
+    listener.send_many([bytes([i]) * size for i, size in enumerate(sizes)], addr)
+    answers = []
+    while len(answers) < len(sizes) and select.select([client], [], [], 2.0)[0]:
+        answers.append(client.recvfrom(65535))
+    assert [len(d) for d, _ in answers] == sizes
+    return answers
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+@pytest.mark.parametrize("offload", [True, False])
+def test_replies_leave_from_the_address_the_client_dialed(family: int, offload: bool) -> None:
+    # loopback holds all of 127/8: without a sticky source, replies would come from 127.0.0.1
+    listener = udp.open_listener(
+        Endpoint("0.0.0.0" if family == socket.AF_INET else "::", 0), offload=offload
+    )
+    port = listener.sock.getsockname()[1]
+    with closing(listener), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        # one reply alone (sendmsg with pktinfo), and a GSO run beside it (both cmsgs)
+        for sizes in ([100], [1000] * 5 + [10]):
+            answers = ask_and_answer(listener, client, ("127.0.0.2", port), sizes)
+            assert {source for _, source in answers} == {("127.0.0.2", port)}
+        assert listener.source_for(client.getsockname()) == "127.0.0.2"
+        # the client moves to another of the server's addresses: the replies follow
+        answers = ask_and_answer(listener, client, ("127.0.0.3", port), [100, 100])
+        assert {source for _, source in answers} == {("127.0.0.3", port)}
+
+
+@pytest.mark.parametrize("sizes", [[100], [500] * 4])
+def test_a_source_that_went_away_is_forgotten_and_the_kernel_chooses(sizes: list[int]) -> None:
+    listener = udp.open_listener(Endpoint("0.0.0.0", 0))
+    port = listener.sock.getsockname()[1]
+    with closing(listener), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        ask_and_answer(listener, client, ("127.0.0.2", port), [10])
+        # as if 127.0.0.2 had been removed: the remembered source is not ours (EINVAL)
+        gone = (
+            socket.IPPROTO_IP,
+            udp.IP_PKTINFO,
+            bytes(4) + socket.inet_aton("192.0.2.99") + bytes(4),
+        )
+        listener._sources[client.getsockname()] = gone
+        listener.send_many([b"x" * size for size in sizes], client.getsockname())
+        for _ in sizes:
+            assert select.select([client], [], [], 2.0)[0]
+            _data, source = client.recvfrom(65535)
+            assert source == ("127.0.0.1", port)
+        assert listener.source_for(client.getsockname()) is None
+        assert listener.dropped == 0
+
+
+def test_the_sticky_map_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp, "MAX_STICKY", 3)
+    listener = udp.open_listener(Endpoint("127.0.0.1", 0))
+    port = listener.sock.getsockname()[1]
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    with closing(listener):
+        for client in clients:
+            client.bind(("127.0.0.1", 0))
+            client.sendto(b"x", ("127.0.0.1", port))
+        got = receive_all(listener, 4)
+        assert len(got) == 4
+        known = [listener.source_for(c.getsockname()) for c in clients]
+        assert known == [None, None, None, "127.0.0.1"]  # full at the 4th: started again
+    for client in clients:
+        client.close()

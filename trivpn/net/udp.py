@@ -5,6 +5,17 @@ and crosses the kernel's stack once; with UDP_GRO the kernel may hand us such a 
 buffer (with its segment size) that we split. Both are transparent to the peer, which sees
 ordinary datagrams, and both fall back to one datagram per call where the kernel says no.
 
+A listener keeps a *sticky source* (as the kernel's WireGuard and wireguard-go do): each
+datagram's destination address arrives with it (IP_PKTINFO / IPV6_RECVPKTINFO), and a reply to
+that remote leaves from that address (an IP_PKTINFO / IPV6_PKTINFO cmsg, beside the GSO one), so
+a server with a secondary or floating address answers from the address its client dialed, not
+from the route's preferred one. The socket is the one owner of that fact, keyed by the remote
+address, so it follows a roaming peer for every protocol, bounded (MAX_STICKY remotes). When
+the address goes away, the send fails (ENETUNREACH, EINVAL, EADDRNOTAVAIL): the remote's source
+is forgotten and the datagram sent again from the kernel's choice. A datagram from a remote
+records its destination before any protocol checks it: one spoofing a client's own address
+could move where its replies leave from, until the client's next datagram moves it back.
+
 A listener can move to another port while it is in use (``rebind``, for `wg set listen-port`)
 and carry a firewall mark (``set_mark``, SO_MARK, for `wg set fwmark`); the object stays, so
 its ``dropped`` count and the tasks that wait on it carry on.
@@ -28,23 +39,64 @@ RECV_SIZE = 65535
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h
 UDP_GRO = 104
+IP_PKTINFO = 8  # linux/in.h (not in every Python's socket module)
 MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
 MAX_GSO_BYTES = 65000  # stays under the 64 KiB IP datagram limit with headers
 _CMSG_SPACE = socket.CMSG_SPACE(4)
+# struct in_pktinfo {ifindex, spec_dst, addr}; struct in6_pktinfo {addr, ifindex}
+_IN_PKTINFO_LEN = 12
+_IN6_PKTINFO_LEN = 20
+_PKTINFO_SPACE = socket.CMSG_SPACE(_IN6_PKTINFO_LEN)
+MAX_STICKY = 1 << 16  # remotes remembered; past it the map starts again (a spoofed flood)
+_NO_INDEX = bytes(4)
+# A source no longer ours: IPv4 says ENETUNREACH, IPv6 EINVAL (or EADDRNOTAVAIL).
+_SOURCE_GONE = frozenset((errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH))
 _DROPPED = frozenset(
     (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
      errno.EPERM, errno.EINVAL, errno.EMSGSIZE, errno.EHOSTDOWN, errno.EAFNOSUPPORT)
 )  # fmt: skip
 
 Addr = tuple[Any, ...]
+Cmsg = tuple[int, int, bytes]
+
+
+def source_cmsg(level: int, kind: int, value: bytes) -> Cmsg | None:
+    """The cmsg that sends from the destination a received pktinfo cmsg names; None if it is
+    not one. The interface index is left 0: the route chooses it, as for any reply."""
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO_LEN:
+        # ipi_spec_dst (the source to use) := ipi_addr (the header's destination)
+        return (level, kind, _NO_INDEX + value[8:12] + bytes(4))
+    if (
+        level == socket.IPPROTO_IPV6
+        and kind == socket.IPV6_PKTINFO
+        and len(value) >= _IN6_PKTINFO_LEN
+    ):
+        return (level, kind, value[:16] + _NO_INDEX)
+    return None
+
+
+def cmsg_source(cmsg: Cmsg) -> str:
+    """The source address a :func:`source_cmsg` sends from (v4-mapped shown as IPv4)."""
+    level, _kind, value = cmsg
+    if level == socket.IPPROTO_IP:
+        return socket.inet_ntop(socket.AF_INET, value[4:8])
+    host = socket.inet_ntop(socket.AF_INET6, value[:16])
+    return host.removeprefix("::ffff:") if "." in host else host
 
 
 class DatagramSocket:
     """A non-blocking UDP socket; ``send_many`` and ``drain`` use GSO/GRO when they can."""
 
-    def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
+    def __init__(
+        self, sock: socket.socket, *, offload: bool = True, sticky_source: bool = False
+    ) -> None:
         self.offload = offload
         self.gso = offload
+        self.sticky_source = sticky_source
+        # remote (host, port) -> the cmsg sending from the address it last sent to
+        self._sources: dict[Addr, Cmsg] = {}
+        # the last pktinfo received and its cmsg: one object shared by its remotes
+        self._last_pktinfo: tuple[bytes | None, Cmsg] = (None, (0, 0, b""))
         self._use(sock)
         self.dropped = 0  # counts on across a rebind: it is this listener's
 
@@ -62,6 +114,11 @@ class DatagramSocket:
                 self.gro = True
             except OSError:
                 pass
+        if self.sticky_source:
+            if self._maps_v4:  # IPv4 datagrams come with a v4-mapped IPV6_PKTINFO too
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -120,10 +177,21 @@ class DatagramSocket:
         trio.lowlevel.notify_closing(old)
         old.close()
 
+    def source_for(self, addr: Addr) -> str | None:
+        """The local address replies to ``addr`` leave from; None: the kernel's choice."""
+        cmsg = self._sources.get(self._key(self._sockaddr(addr)))
+        return None if cmsg is None else cmsg_source(cmsg)
+
+    @staticmethod
+    def _key(addr: Addr) -> Addr:
+        return addr if len(addr) == 2 else addr[:2]
+
     def drain(self, limit: int = BATCH) -> list[tuple[bytes, Addr]]:
-        """Receive until the socket would block (at most ``limit`` calls); never awaits."""
+        """Receive until the socket would block (at most ``limit`` calls); never awaits.
+
+        With a sticky source, each datagram's destination is remembered for its sender."""
         batch: list[tuple[bytes, Addr]] = []
-        if not self.gro:
+        if not (self.gro or self.sticky_source):
             recvfrom = self.sock.recvfrom
             for _ in range(limit):
                 try:
@@ -134,9 +202,12 @@ class DatagramSocket:
                     continue  # an ICMP error for an earlier send; nothing to receive
             return batch
         recvmsg = self.sock.recvmsg
+        sources = self._sources
+        space = _CMSG_SPACE + (_PKTINFO_SPACE if self.sticky_source else 0)
+        last_pktinfo, last_cmsg = self._last_pktinfo
         for _ in range(limit):
             try:
-                data, ancillary, _flags, addr = recvmsg(RECV_SIZE, _CMSG_SPACE)
+                data, ancillary, _flags, addr = recvmsg(RECV_SIZE, space)
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
@@ -145,17 +216,35 @@ class DatagramSocket:
             for level, kind, value in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO:
                     segment = int.from_bytes(value[:4], "little") if len(value) >= 4 else 0
+                elif value == last_pktinfo:  # the usual case: the same address as before
+                    key = addr if len(addr) == 2 else addr[:2]
+                    if sources.get(key) is not last_cmsg:
+                        self._stick(key, last_cmsg)
+                elif (cmsg := source_cmsg(level, kind, value)) is not None:
+                    last_pktinfo, last_cmsg = value, cmsg
+                    self._stick(addr if len(addr) == 2 else addr[:2], cmsg)
             if 0 < segment < len(data):
                 for i in range(0, len(data), segment):
                     batch.append((data[i : i + segment], addr))
             else:
                 batch.append((data, addr))
+        self._last_pktinfo = (last_pktinfo, last_cmsg)
         return batch
+
+    def _stick(self, key: Addr, cmsg: Cmsg) -> None:
+        sources = self._sources
+        if len(sources) >= MAX_STICKY and key not in sources:
+            sources.clear()
+        sources[key] = cmsg
 
     def _sockaddr(self, addr: Addr) -> Addr:
         if self._maps_v4 and ":" not in addr[0]:
             return ("::ffff:" + addr[0], *addr[1:])
         return addr
+
+    def _source_gone(self, addr: Addr, e: OSError) -> bool:
+        """Whether ``e`` says the sticky source of ``addr`` is no longer ours (then forgotten)."""
+        return e.errno in _SOURCE_GONE and self._sources.pop(self._key(addr), None) is not None
 
     def send(self, data: bytes, addr: Addr | None = None) -> bool:
         """Send one datagram without waiting; False when the kernel dropped it."""
@@ -164,6 +253,13 @@ class DatagramSocket:
         try:
             if addr is None:
                 self.sock.send(data)
+            elif (source := self._sources.get(self._key(addr))) is not None:
+                try:
+                    self.sock.sendmsg((data,), (source,), 0, addr)
+                except OSError as e:
+                    if not self._source_gone(addr, e):
+                        raise
+                    self.sock.sendto(data, addr)
             else:
                 self.sock.sendto(data, addr)
         except OSError as e:
@@ -199,6 +295,13 @@ class DatagramSocket:
         try:
             if addr is None:
                 self.sock.sendmsg(run, ancillary)
+            elif (source := self._sources.get(self._key(addr))) is not None:
+                try:
+                    self.sock.sendmsg(run, [*ancillary, source], 0, addr)
+                except OSError as e:
+                    if not self._source_gone(addr, e):
+                        raise
+                    self.sock.sendmsg(run, ancillary, 0, addr)
             else:
                 self.sock.sendmsg(run, ancillary, 0, addr)
         except OSError as e:
@@ -213,13 +316,13 @@ class DatagramSocket:
 
 
 def open_listener(endpoint: Endpoint, *, offload: bool = True) -> DatagramSocket:
-    """A bound, non-blocking UDP socket; ``[::]`` listens dual-stack."""
+    """A bound, non-blocking UDP socket with a sticky source; ``[::]`` listens dual-stack."""
     sock = socket.socket(endpoint.family, socket.SOCK_DGRAM)
     try:
         if endpoint.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((endpoint.host, endpoint.port))
-        return DatagramSocket(sock, offload=offload)
+        return DatagramSocket(sock, offload=offload, sticky_source=True)
     except BaseException:
         sock.close()
         raise
