@@ -65,6 +65,13 @@ def test_wireguard_go_keeps_the_endpoint_it_dialed(
     status = wg.peer(server.keys.public)
     assert status.latest_handshake > 0
     assert status.endpoint == dialed
+
+    # The address goes away: the server's next reply fails from it and leaves from the
+    # kernel's choice instead, and the client roams there.
+    lab.server.run("ip", "addr", "del", f"{SECONDARY}/24", "dev", "wan0")
+    ping(lab.server, CLIENT_ADDRESS)
+    assert wg.peer(server.keys.public).endpoint == f"{netlab.SERVER_WAN}:{wglab.WG_PORT}"
+    ping(client, netlab.INTERNET_HOST)
     assert trivpn.stop() == 0, trivpn.log()
 
 
