@@ -1,10 +1,12 @@
 """How a command fails: one line on stderr and an exit code, never a traceback.
 
-2 is a bad config or usage (the user can fix the input), 1 is the system refusing.
+2 is a bad config or usage (the user can fix the input), 1 is the system refusing; 141 is
+stdout's reader gone (a closed pipe), what a shell reports for wg(8) killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -12,6 +14,7 @@ import trio
 
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
+EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
 
 
 class CliError(Exception):

@@ -96,6 +96,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
+    if isinstance(e, store.StateDirUnusable):
+        return CliError(f"state.dir: {str(e.directory)!r} — cannot create it: {e.reason}", 2)
     mistake = isinstance(e, store.PeerExists | store.PeerNotFound | store.AddressUnavailable)
     return CliError(str(e), EXIT_CONFIG if mistake else 1)
 
@@ -151,12 +153,19 @@ def _parse_routes(texts: Sequence[str]) -> list[IPNetwork]:
 
 def _server_public_key(cfg: Config) -> bytes:
     """The server's public key; like `serve`, makes the key file on first use."""
-    from trivpn.daemon.keyfile import KeyFileError, PrivateKeyNotSet, server_private_key
+    from trivpn.daemon.keyfile import (
+        KeyDirectoryMissing,
+        KeyFileError,
+        PrivateKeyNotSet,
+        server_private_key,
+    )
 
     try:
-        private = server_private_key(cfg.wireguard)
+        private = server_private_key(cfg.wireguard, cfg.state.dir)
     except PrivateKeyNotSet as e:
         raise CliError(f"{e} — required by `peer add`", EXIT_CONFIG) from e
+    except KeyDirectoryMissing as e:
+        raise CliError(str(e), EXIT_CONFIG) from e
     except (KeyFileError, OSError) as e:
         raise CliError(str(e)) from e
     return crypto.public_key(private)
