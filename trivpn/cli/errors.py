@@ -10,8 +10,6 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import trio
-
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
 EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
@@ -46,6 +44,8 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def run_reporting(fn: Callable[[], Awaitable[object]]) -> None:
     """trio.run(fn), turning the system's refusals into one-line CliErrors."""
+    import trio  # here: `genkey`, `peer list` and the like must not load it
+
     try:
         trio.run(fn)
     except BaseException as e:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trivpn.cli import configfile
 from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
-from trivpn.config import Config
+
+if TYPE_CHECKING:
+    from trivpn.config import Config
 
 
 def add_parsers(sub: Any) -> None:

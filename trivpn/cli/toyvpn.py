@@ -7,9 +7,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
-from trivpn.config import InvalidValue
-from trivpn.config.checks import check_ifname, check_seconds
-from trivpn.config.files import MAX_SECRET_FILE, read_regular_file
 from trivpn.proto.endpoints import EndpointSyntaxError, parse_host_port
 
 T = TypeVar("T")
@@ -41,6 +38,8 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 def _check(option: str, value: T, check: Callable[[T], None]) -> None:
     """The config's own check of the same kind of value, its problem a usage error."""
+    from trivpn.config import InvalidValue
+
     try:
         check(value)
     except InvalidValue as e:
@@ -49,6 +48,8 @@ def _check(option: str, value: T, check: Callable[[T], None]) -> None:
 
 def cmd_toyvpn_connect(args: argparse.Namespace) -> int:
     from trivpn.client.toyvpn import ToyVpnConnection
+    from trivpn.config.checks import check_ifname, check_seconds
+    from trivpn.config.files import MAX_SECRET_FILE, read_regular_file
 
     host, port = _parse_hostport(args.server)
     _check("--tun", args.tun, check_ifname)
