@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import netlab
 
 from trivpn.cli.errors import EXIT_BROKEN_PIPE
 from trivpn.cli.main import main
@@ -149,3 +150,24 @@ def test_a_closed_pipe_ends_peer_add_and_list_quietly(tmp_path: Path) -> None:
     assert (out.returncode, out.stderr) == (EXIT_BROKEN_PIPE, "")
     out = run_into_closed_pipe("peer", "list", "-c", str(conf))
     assert (out.returncode, out.stderr) == (EXIT_BROKEN_PIPE, "")
+
+
+@pytest.mark.root
+def test_serve_on_a_name_a_veth_has_says_so(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        '[interface]\nname = "tvv0"\n[nat]\nmasquerade = false\n'
+        '[toyvpn]\nenabled = true\nsecret = "12345678"\nlisten = "127.0.0.1:8000"\n'
+    )
+    with netlab.Lab("tvrob", clients=0) as lab:
+        lab.server.run("ip", "link", "add", "tvv0", "type", "veth", "peer", "name", "tvv1")
+        out = lab.server.run(
+            sys.executable, "-m", "trivpn", "serve", "-c", str(conf), check=False, timeout=30
+        )
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.strip().splitlines()[-1] == (
+            "trivpn: cannot create TUN 'tvv0': the name is taken by a veth device (not a TUN); "
+            "choose another name"
+        )
+        assert "Traceback" not in out.stderr
+        assert "veth" in lab.server.run("ip", "-d", "link", "show", "tvv0").stdout  # untouched
