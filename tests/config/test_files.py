@@ -24,7 +24,7 @@ def test_read_regular_file_reads_up_to_its_bound(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 100)
     assert read_regular_file(path, 100) == b"x" * 100
-    with pytest.raises(FileRefused, match="over 0 KiB"):
+    with pytest.raises(FileRefused, match="over 99 bytes, the most allowed"):
         read_regular_file(path, 99)
 
 

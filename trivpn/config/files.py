@@ -30,24 +30,25 @@ def _kind(mode: int) -> str:
         return "a FIFO"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a file"
+    return "not a file"  # a socket cannot be opened at all (ENXIO)
 
 
 def _size(limit: int) -> str:
-    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit} bytes"
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of the regular file at ``path``, refused (FileRefused) when it holds more than
-    ``limit`` or is anything else: a FIFO, a device, a socket; a directory is EISDIR.
+    ``limit`` or is anything else: a FIFO, a device; a directory is EISDIR.
 
     Opened non-blocking, so a FIFO cannot hang the open; the opened fd is checked, not the name,
     so nothing swapped in between is read. OSError for what the system refuses.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with open(fd, "rb", buffering=0) as f:
+    with open(fd, "rb") as f:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
