@@ -15,7 +15,7 @@ import trio
 from support.status_doc import ALICE, CONFIG, PSK, SECRET, SERVER_KEY, fake_server
 
 from trivpn.cli.main import main
-from trivpn.control import status_socket
+from trivpn.control import status_client, status_socket
 from trivpn.proto.wireguard import encode_key
 
 
@@ -67,7 +67,7 @@ async def test_socket_answers_status_and_is_private(tmp_path: Path) -> None:
         path = await serve(tmp_path, nursery, fake_server())
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-        doc = await trio.to_thread.run_sync(status_socket.query_status, path)
+        doc = await trio.to_thread.run_sync(status_client.query_status, path)
         assert doc["wireguard"]["peers"][0]["name"] == "alice"
         nursery.cancel_scope.cancel()
     assert not path.exists()  # removed on the way out
@@ -96,14 +96,14 @@ async def test_stale_socket_is_replaced_and_a_live_one_left_alone(tmp_path: Path
     stale.close()  # the file stays; nobody listens
     async with trio.open_nursery() as nursery:
         await serve(tmp_path, nursery, fake_server())
-        assert (await trio.to_thread.run_sync(status_socket.query_status, path))["version"] == 1
+        assert (await trio.to_thread.run_sync(status_client.query_status, path))["version"] == 1
         # a second server on the same interface name must not steal the live socket
         await nursery.start(
             lambda task_status: status_socket.serve_control(
                 fake_server(), "tvc0", directory=tmp_path / "run", task_status=task_status
             )
         )
-        assert (await trio.to_thread.run_sync(status_socket.query_status, path))["version"] == 1
+        assert (await trio.to_thread.run_sync(status_client.query_status, path))["version"] == 1
         nursery.cancel_scope.cancel()
 
 
@@ -115,13 +115,13 @@ async def test_a_directory_open_to_others_is_refused(tmp_path: Path) -> None:
 
 
 def test_query_without_a_server(tmp_path: Path) -> None:
-    with pytest.raises(status_socket.NotRunning, match="does not exist"):
-        status_socket.query_status(tmp_path / "nope.sock")
+    with pytest.raises(status_client.NotRunning, match="does not exist"):
+        status_client.query_status(tmp_path / "nope.sock")
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(tmp_path / "stale.sock"))
     stale.close()
-    with pytest.raises(status_socket.ControlUnavailable, match="stale"):
-        status_socket.query_status(tmp_path / "stale.sock")
+    with pytest.raises(status_client.ControlUnavailable, match="stale"):
+        status_client.query_status(tmp_path / "stale.sock")
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def conf(tmp_path: Path) -> Path:
 async def test_trivpn_status_and_peer_list(
     tmp_path: Path, conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(status_socket, "SOCKET_DIR", tmp_path / "run")
+    monkeypatch.setattr(status_client, "SOCKET_DIR", tmp_path / "run")
     async with trio.open_nursery() as nursery:
         await serve(tmp_path, nursery, fake_server())
         code = await trio.to_thread.run_sync(main, ["status", "-c", str(conf)])
@@ -168,7 +168,7 @@ async def test_trivpn_status_and_peer_list(
 def test_trivpn_status_without_a_server_is_one_line(
     tmp_path: Path, conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(status_socket, "SOCKET_DIR", tmp_path / "run")
+    monkeypatch.setattr(status_client, "SOCKET_DIR", tmp_path / "run")
     assert main(["status", "-c", str(conf)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("trivpn: status of tvc0: no server is running") and "\n" not in err

@@ -10,8 +10,10 @@ import pytest
 
 from trivpn.config import WireGuardConfig, load_config
 from trivpn.daemon.keyfile import (
+    KeyDirectoryMissing,
     KeyFileError,
     PrivateKeyNotSet,
+    key_directory_problem,
     load_or_create_private_key,
     server_private_key,
 )
@@ -23,7 +25,7 @@ def test_created_with_mode_0600_in_a_0700_directory_and_reused(
 ) -> None:
     path = tmp_path / "state" / "server.key"
     with caplog.at_level(logging.INFO):
-        key = load_or_create_private_key(path)
+        key = load_or_create_private_key(path, state_dir=tmp_path / "state")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     text = path.read_text().strip()
@@ -77,3 +79,31 @@ def test_server_key_file_is_made_once_and_then_read_by_the_config(tmp_path: Path
 def test_server_key_not_set_is_its_own_error(tmp_path: Path) -> None:
     with pytest.raises(PrivateKeyNotSet, match=r"^wireguard.private_key: \(not set\)$"):
         server_private_key(WireGuardConfig(private_key=None, private_key_file=None))
+
+
+def test_a_key_file_in_a_missing_directory_outside_state_dir_is_refused(tmp_path: Path) -> None:
+    # only state.dir is made; a typo elsewhere must not create directories, as root
+    path = tmp_path / "etc" / "trivpn" / "server.key"
+    wg = WireGuardConfig(private_key=None, private_key_file=path)
+    expected = (
+        f"wireguard.private_key_file: '{path}' — its directory {path.parent} does not exist; "
+        "create it, or keep the key in state.dir (the only directory trivpn makes)"
+    )
+    assert key_directory_problem(wg, tmp_path / "state") == expected
+    with pytest.raises(KeyDirectoryMissing) as raised:
+        server_private_key(wg, tmp_path / "state")
+    assert str(raised.value) == expected
+    assert list(tmp_path.iterdir()) == []  # nothing made
+    # inside state.dir, or in a directory that exists, there is no problem
+    assert key_directory_problem(wg, path.parent) is None
+    path.parent.mkdir(parents=True)
+    assert key_directory_problem(wg, tmp_path / "state") is None
+
+
+def test_a_key_file_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    path = tmp_path / "server.key"
+    os.mkfifo(path)
+    with pytest.raises(
+        KeyFileError, match=r"cannot read .*server.key: not a regular file \(a FIFO\)"
+    ):
+        load_or_create_private_key(path)

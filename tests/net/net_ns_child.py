@@ -138,6 +138,8 @@ CALLABLES: dict[str, Callable[..., Any]] = {
     "link.add_host_route": link.add_host_route,
     "link.delete_host_route": link.delete_host_route,
     "link.link_exists": link.link_exists,
+    "link.link_kind": link.link_kind,
+    "tun.open_twice": lambda name: [tun.Tun.open(name), tun.Tun.open(name)],
     "nft.apply": lambda *args, **kwargs: nft.apply_ruleset(nft.build_ruleset(*args, **kwargs)),
     "nft.apply_ruleset": nft.apply_ruleset,
     "nft.delete_table": nft.delete_table,

@@ -130,3 +130,28 @@ def test_tun_carries_a_ping_both_ways(netns: Netns, ns_call: NsCall) -> None:
     assert "1 received" in result["ping_out"]
     assert result["exists_after_close"] is False
     assert "tvtun0" not in netns.run("ip", "link").stdout
+
+
+@pytest.mark.root
+def test_a_name_another_device_has_is_refused_naming_that_device(
+    netns: Netns, ns_call: NsCall
+) -> None:
+    netns.run("ip", "link", "add", "tvv0", "type", "veth", "peer", "name", "tvv1")
+    assert ns_call(netns, "link.link_kind", "tvv0") == {"ok": "veth"}
+    assert ns_call(netns, "link.link_kind", "lo") == {"ok": ""}
+    assert ns_call(netns, "link.link_kind", "nope0") == {"ok": None}
+    assert ns_call(netns, "tun.open_and_close", "tvv0") == {
+        "error": "TunError",
+        "message": "cannot create TUN 'tvv0': the name is taken by a veth device (not a TUN); "
+        "choose another name",
+    }
+    assert ns_call(netns, "tun.open_and_close", "lo") == {
+        "error": "TunError",
+        "message": "cannot create TUN 'lo': the name is taken by an existing device (not a "
+        "TUN); choose another name",
+    }
+    assert ns_call(netns, "tun.open_twice", "tvt0") == {
+        "error": "TunError",
+        "message": "cannot create TUN 'tvt0': the name is taken by a TUN or TAP device already "
+        "in use (another trivpn?)",
+    }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trivpn.cli.errors import EXIT_CONFIG, CliError
-from trivpn.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from trivpn.config import Config
 
 DEFAULT_CONFIG: Final = "/etc/trivpn/trivpn.toml"
 
@@ -17,6 +19,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 def load(path: str) -> Config:
     """The config at ``path``; its problems become one CliError (exit code 2)."""
+    from trivpn.config import ConfigError, load_config  # here: `genkey` must not load cattrs
+
     try:
         return load_config(path)
     except ConfigError as e:

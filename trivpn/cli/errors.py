@@ -1,17 +1,18 @@
 """How a command fails: one line on stderr and an exit code, never a traceback.
 
-2 is a bad config or usage (the user can fix the input), 1 is the system refusing.
+2 is a bad config or usage (the user can fix the input), 1 is the system refusing; 141 is
+stdout's reader gone (a closed pipe), what a shell reports for wg(8) killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import trio
-
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
+EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
 
 
 class CliError(Exception):
@@ -43,6 +44,8 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def run_reporting(fn: Callable[[], Awaitable[object]]) -> None:
     """trio.run(fn), turning the system's refusals into one-line CliErrors."""
+    import trio  # here: `genkey`, `peer list` and the like must not load it
+
     try:
         trio.run(fn)
     except BaseException as e:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from trivpn import __version__
 from trivpn.cli import keys, peer, serve, status, toyvpn
-from trivpn.cli.errors import EXIT_CONFIG, CliError
+from trivpn.cli.errors import EXIT_BROKEN_PIPE, EXIT_CONFIG, CliError
 
 
 def _setup_logging(level: str, log_format: str = "human") -> None:
@@ -49,10 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader went away (`trivpn peer list | head`): stop quietly, as wg(8) does. wg
+        # dies of SIGPIPE, which a shell reports as 141; Python ignores SIGPIPE, so say the
+        # same with the exit code. Later writes (the interpreter's final flush) go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level, args.log_format)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except CliError as e:
         # Config problems are already "key: value — what is allowed" lines; print them bare.
         print(str(e) if e.code == EXIT_CONFIG else f"trivpn: {e}", file=sys.stderr)

@@ -26,13 +26,16 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from trivpn.cli import configfile, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
-from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED, Config
 from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import crypto, keys
-from trivpn.registry import clientconf, store
 
+# The config and the registry are imported by the commands that use them: `trivpn genkey`
+# builds these parsers too, and must not pay for cattrs and SQLite (tests/cli/test_imports.py).
 if TYPE_CHECKING:
     import segno
+
+    from trivpn.config import Config
+    from trivpn.registry import store
 
 
 def add_parsers(sub: Any) -> None:
@@ -96,6 +99,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
+    from trivpn.registry import store
+
+    if isinstance(e, store.StateDirUnusable):
+        return CliError(f"state.dir: {str(e.directory)!r} — cannot create it: {e.reason}", 2)
     mistake = isinstance(e, store.PeerExists | store.PeerNotFound | store.AddressUnavailable)
     return CliError(str(e), EXIT_CONFIG if mistake else 1)
 
@@ -103,6 +110,8 @@ def _registry_error(e: store.RegistryError) -> CliError:
 @contextmanager
 def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | None]:
     """The registry of the config's state dir; None when it does not exist and not `create`."""
+    from trivpn.registry import store
+
     path = store.registry_path(cfg.state.dir)
     if not create and not path.exists():
         yield None
@@ -151,12 +160,19 @@ def _parse_routes(texts: Sequence[str]) -> list[IPNetwork]:
 
 def _server_public_key(cfg: Config) -> bytes:
     """The server's public key; like `serve`, makes the key file on first use."""
-    from trivpn.daemon.keyfile import KeyFileError, PrivateKeyNotSet, server_private_key
+    from trivpn.daemon.keyfile import (
+        KeyDirectoryMissing,
+        KeyFileError,
+        PrivateKeyNotSet,
+        server_private_key,
+    )
 
     try:
-        private = server_private_key(cfg.wireguard)
+        private = server_private_key(cfg.wireguard, cfg.state.dir)
     except PrivateKeyNotSet as e:
         raise CliError(f"{e} — required by `peer add`", EXIT_CONFIG) from e
+    except KeyDirectoryMissing as e:
+        raise CliError(str(e), EXIT_CONFIG) from e
     except (KeyFileError, OSError) as e:
         raise CliError(str(e)) from e
     return crypto.public_key(private)
@@ -187,6 +203,9 @@ def _qr(text: str) -> segno.QRCode:
 
 
 def cmd_peer_add(args: argparse.Namespace) -> int:
+    from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED
+    from trivpn.registry import clientconf, store
+
     cfg = configfile.load(args.config)
     wg = cfg.wireguard
     if wg.public_endpoint is None:
@@ -325,13 +344,13 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
 
     A server that is not running leaves them None quietly; any other reason is said on stderr.
     """
-    from trivpn.control import status_socket
+    from trivpn.control import status_client
 
     try:
-        document = status_socket.query_status(status_socket.socket_path(cfg.interface.name))
-    except status_socket.NotRunning:
+        document = status_client.query_status(status_client.socket_path(cfg.interface.name))
+    except status_client.NotRunning:
         return
-    except status_socket.ControlUnavailable as e:
+    except status_client.ControlUnavailable as e:
         print(f"trivpn: live status unavailable: {e}", file=sys.stderr)
         return
     wireguard = document.get("wireguard") or {}

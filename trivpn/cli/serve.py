@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trivpn.cli import configfile
 from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
-from trivpn.config import Config
+
+if TYPE_CHECKING:
+    from trivpn.config import Config
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,15 +24,18 @@ def add_parsers(sub: Any) -> None:
 
 def _system_problems(cfg: Config) -> list[str]:
     """What the config asks of this machine that it cannot give (checked by check and serve)."""
+    from trivpn.daemon.keyfile import key_directory_problem
     from trivpn.daemon.server import ServerError, resolve_egress
 
-    if not cfg.nat.masquerade:
-        return []
-    try:
-        resolve_egress(cfg)
-    except ServerError as e:
-        return [str(e)]
-    return []
+    problems: list[str] = []
+    if cfg.nat.masquerade:
+        try:
+            resolve_egress(cfg)
+        except ServerError as e:
+            problems.append(str(e))
+    if cfg.wireguard.enabled and (key := key_directory_problem(cfg.wireguard, cfg.state.dir)):
+        problems.append(key)
+    return problems
 
 
 def _load_checked(path: str) -> Config:

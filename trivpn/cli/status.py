@@ -36,13 +36,13 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from trivpn.control import status_socket
+    from trivpn.control import status_client
 
     cfg = configfile.load(args.config)
-    path = status_socket.socket_path(cfg.interface.name)
+    path = status_client.socket_path(cfg.interface.name)
     try:
-        document = status_socket.query_status(path)
-    except status_socket.ControlUnavailable as e:
+        document = status_client.query_status(path)
+    except status_client.ControlUnavailable as e:
         raise CliError(f"status of {cfg.interface.name}: {e}") from e
     if args.json:
         print(json.dumps(document, indent=2))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from trivpn.cli.errors import CliError, run_reporting
+from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
 from trivpn.proto.endpoints import EndpointSyntaxError, parse_host_port
+
+T = TypeVar("T")
 
 
 def add_parsers(sub: Any) -> None:
@@ -34,13 +36,28 @@ def _parse_hostport(text: str) -> tuple[str, int]:
         raise CliError(f"server: {text!r} — {e} (HOST:PORT, e.g. 198.51.100.1:8000)", 2) from None
 
 
+def _check(option: str, value: T, check: Callable[[T], None]) -> None:
+    """The config's own check of the same kind of value, its problem a usage error."""
+    from trivpn.config import InvalidValue
+
+    try:
+        check(value)
+    except InvalidValue as e:
+        raise CliError(f"{option}: {e}", EXIT_CONFIG) from None
+
+
 def cmd_toyvpn_connect(args: argparse.Namespace) -> int:
     from trivpn.client.toyvpn import ToyVpnConnection
+    from trivpn.config.checks import check_ifname, check_seconds
+    from trivpn.config.files import MAX_SECRET_FILE, read_regular_file
 
     host, port = _parse_hostport(args.server)
+    _check("--tun", args.tun, check_ifname)
+    _check("--keepalive", args.keepalive, check_seconds)
+    _check("--quiet-timeout", args.quiet_timeout, check_seconds)
     if args.secret_file:
         try:
-            secret = Path(args.secret_file).read_bytes().removesuffix(b"\n")
+            secret = read_regular_file(args.secret_file, MAX_SECRET_FILE).removesuffix(b"\n")
         except OSError as e:
             raise CliError(f"--secret-file: {args.secret_file!r} — {e.strerror}", 2) from e
     else:

@@ -2,6 +2,7 @@
 raises InvalidValue), and the overlap rules for address ranges."""
 
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -51,7 +52,9 @@ def check_addresses(addresses: tuple[IPInterface, ...]) -> None:
 
 
 def check_seconds(seconds: float) -> None:
-    if not seconds > 0:
+    if math.isinf(seconds):  # the config's numbers are finite already; the CLI's may not be
+        raise InvalidValue(seconds, "expected a finite number of seconds greater than 0")
+    if not seconds > 0:  # nan too
         raise InvalidValue(seconds, "expected a number of seconds greater than 0")
 
 

@@ -5,14 +5,59 @@ section leaves to a loader in ``loader._LOADERS`` because their meaning needs mo
 and the file system: the WireGuard private key and the state directory.
 """
 
+import errno
+import os
 import pathlib
+import stat
 from typing import Any, Final
 
 from trivpn.config.errors import InvalidValue, Problems
+from trivpn.config.sections import DEFAULT_STATE_DIR
 from trivpn.config.values import structure_key
 from trivpn.config.wireguard import DEFAULT_PRIVATE_KEY_FILE
 
-_MAX_SECRET_FILE: Final = 64 * 1024  # a secret file is small; refuse to slurp a huge one
+MAX_CONFIG_FILE: Final = 1 << 20  # a config file is small: /dev/zero must not fill memory
+MAX_SECRET_FILE: Final = 4096  # a key is 45 bytes; a ToyVPN secret a line
+
+
+class FileRefused(OSError):
+    """A file that is not read: not a regular file, or over its size bound (``strerror``
+    says which), so it reads like the system's own refusals."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"  # a socket cannot be opened at all (ENXIO)
+
+
+def _size(limit: int) -> str:
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit} bytes"
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, refused (FileRefused) when it holds more than
+    ``limit`` or is anything else: a FIFO, a device; a directory is EISDIR.
+
+    Opened non-blocking, so a FIFO cannot hang the open; the opened fd is checked, not the name,
+    so nothing swapped in between is read. OSError for what the system refuses.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise FileRefused(errno.EINVAL, f"not a regular file ({_kind(mode)})")
+        data = f.read(limit + 1)  # a regular file never blocks, whatever O_NONBLOCK says
+    if len(data) > limit:
+        raise FileRefused(errno.EFBIG, f"over {_size(limit)}, the most allowed")
+    return data
 
 
 def secret_path(value: object, base_dir: pathlib.Path | None) -> pathlib.Path:
@@ -21,12 +66,9 @@ def secret_path(value: object, base_dir: pathlib.Path | None) -> pathlib.Path:
     return pathlib.Path(value) if base_dir is None else base_dir / value
 
 
-def read_secret(value: object, path: pathlib.Path) -> bytes:
-    """The secret in `path` (named `value` in the file); OSError when it cannot be read."""
-    with path.open("rb") as f:
-        data = f.read(_MAX_SECRET_FILE + 1)
-    if len(data) > _MAX_SECRET_FILE:
-        raise InvalidValue(value, f"{path} is over 64 KiB; expected a file holding the secret")
+def read_secret(path: pathlib.Path) -> bytes:
+    """The secret in `path`; OSError when it cannot be read."""
+    data = read_regular_file(path, MAX_SECRET_FILE)
     # editors end files with a newline that is not part of the secret
     return data[:-2] if data.endswith(b"\r\n") else data.removesuffix(b"\n")
 
@@ -34,7 +76,7 @@ def read_secret(value: object, path: pathlib.Path) -> bytes:
 def read_secret_file(value: object, base_dir: pathlib.Path | None) -> bytes:
     path = secret_path(value, base_dir)
     try:
-        return read_secret(value, path)
+        return read_secret(path)
     except OSError as e:
         raise InvalidValue(value, f"cannot read {path}: {e.strerror or e}") from None
 
@@ -67,7 +109,7 @@ def load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> Lo
     try:
         path = secret_path(file_value, base_dir)
         try:
-            data = read_secret(file_value, path)
+            data = read_secret(path)
         except FileNotFoundError:
             return {"private_key_file": path}, []
         except OSError as e:
@@ -82,11 +124,21 @@ def load_private_key(table: dict[str, Any], base_dir: pathlib.Path | None) -> Lo
 
 
 def load_state_dir(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[state] dir: a directory, or a path where one can be made (`peer add` and `serve` do)."""
     value = table.pop("dir", None)
     if value is None:
-        return {}, []
+        value = str(DEFAULT_STATE_DIR)
     if not isinstance(value, str) or not value or "\0" in value:
         allowed = 'expected the path of a directory, e.g. "/var/lib/trivpn"'
         return {}, [("dir", InvalidValue(value, allowed))]
-    path = pathlib.Path(value)
-    return {"dir": path if base_dir is None else base_dir / path}, []
+    path = pathlib.Path(value) if base_dir is None else base_dir / value
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except FileNotFoundError:
+        is_dir = True  # made when first needed
+    except OSError as e:  # ENOTDIR: a file on the way; EACCES
+        return {}, [("dir", InvalidValue(value, f"cannot use {path}: {e.strerror or e}"))]
+    if not is_dir:
+        why = f"{path} exists and is not a directory; expected a directory (made if missing)"
+        return {}, [("dir", InvalidValue(value, why))]
+    return {"dir": path}, []

@@ -19,7 +19,14 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
-from trivpn.config.files import Loaded, load_private_key, load_state_dir, read_secret_file
+from trivpn.config.files import (
+    MAX_CONFIG_FILE,
+    Loaded,
+    load_private_key,
+    load_state_dir,
+    read_regular_file,
+    read_secret_file,
+)
 from trivpn.config.root import Config, config_problems
 from trivpn.config.sections import (
     InterfaceConfig,
@@ -243,7 +250,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and parse a config file; secret_file paths are relative to its directory."""
     file = pathlib.Path(path)
     try:
-        raw = file.read_bytes()
+        raw = read_regular_file(file, MAX_CONFIG_FILE)
     except OSError as e:
         raise ConfigError([f"{file}: cannot read the config file — {e.strerror or e}"]) from None
     try:

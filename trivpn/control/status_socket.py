@@ -31,8 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +40,12 @@ import trio
 
 from trivpn.config import Config
 from trivpn.control import unixsock
+from trivpn.control.status_client import (
+    DOCUMENT_VERSION,
+    REQUEST_TIMEOUT,
+    STATUS_REQUEST,
+    socket_path,
+)
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.endpoints import format_endpoint
 from trivpn.proto.toyvpn import ToyVpnServer
@@ -49,25 +53,8 @@ from trivpn.proto.wireguard import encode_key
 
 log = logging.getLogger("trivpn")
 
-SOCKET_DIR: Final = Path("/run/trivpn")
-DOCUMENT_VERSION: Final = 1
-REQUEST_TIMEOUT: Final = 5.0  # seconds a client has to send its request and read the answer
 MAX_REQUEST: Final = 256  # bytes; the only request is one short line
 MAX_CONNECTIONS: Final = 8
-MAX_ANSWER: Final = 64 << 20  # a client's bound on the document (tens of thousands of peers)
-STATUS_REQUEST: Final = b"status\n"
-
-
-class ControlUnavailable(Exception):
-    """No running server answers on the control socket; the message says why."""
-
-
-class NotRunning(ControlUnavailable):
-    """There is no control socket: no server runs on that interface (or it is starting)."""
-
-
-def socket_path(ifname: str, directory: Path | None = None) -> Path:
-    return (SOCKET_DIR if directory is None else directory) / f"{ifname}.sock"
 
 
 # --- the document -----------------------------------------------------------------------------
@@ -226,54 +213,3 @@ def _answer(request: bytes, server: StatusSource, ifname: str) -> bytes:
     else:
         document = {"version": DOCUMENT_VERSION, "error": "unknown request; expected 'status'"}
     return json.dumps(document, separators=(",", ":")).encode() + b"\n"
-
-
-# --- the client side --------------------------------------------------------------------------
-
-
-def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
-    """Ask the server on ``path`` for its status document (blocking, bounded in time and size).
-
-    Raises ControlUnavailable when nobody answers or the answer is not a status document.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(os.fspath(path))
-            sock.sendall(STATUS_REQUEST)
-            data = _receive_all(sock)
-        except FileNotFoundError:
-            raise NotRunning(f"no server is running ({path} does not exist)") from None
-        except ConnectionRefusedError:
-            raise ControlUnavailable(f"no server answers on {path} (stale socket)") from None
-        except PermissionError:
-            raise ControlUnavailable(f"{path}: permission denied (run as root)") from None
-        except TimeoutError:
-            raise ControlUnavailable(f"the server on {path} did not answer in time") from None
-        except OSError as e:
-            raise ControlUnavailable(f"{path}: {e.strerror or e}") from None
-    try:
-        document = json.loads(data)
-    except ValueError:
-        raise ControlUnavailable(f"the server on {path} sent something other than JSON") from None
-    if not isinstance(document, dict):
-        raise ControlUnavailable(f"the server on {path} sent no status document")
-    if "error" in document:
-        raise ControlUnavailable(f"the server on {path} refused: {document['error']}")
-    if document.get("version") != DOCUMENT_VERSION:
-        raise ControlUnavailable(
-            f"the server on {path} speaks status version {document.get('version')!r}, "
-            f"this trivpn reads {DOCUMENT_VERSION}"
-        )
-    return document
-
-
-def _receive_all(sock: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := sock.recv(1 << 16):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise OSError(f"the answer is over {MAX_ANSWER} bytes")
-    return b"".join(chunks)

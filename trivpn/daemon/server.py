@@ -218,7 +218,7 @@ class Server:
         cfg = self.cfg.wireguard
         front = WireGuardFront(
             cfg,
-            server_private_key(cfg),
+            server_private_key(cfg, self.cfg.state.dir),
             router=self.router,
             tun=tun,
             sock=sock,

@@ -81,6 +81,22 @@ def link_exists(name: str) -> bool:
             return False  # e.g. a name the kernel could never have (too long)
 
 
+def link_kind(name: str) -> str | None:
+    """What kind of device ``name`` is ("veth", "tun", "bridge"; "" for one without a kind,
+    such as lo or a NIC), or None when there is no such device."""
+    with _netlink() as ipr:
+        try:
+            found = ipr.link_lookup(ifname=name)
+            links = ipr.get_links(found[0]) if found else []
+        except NetlinkError:
+            return None  # e.g. a name the kernel could never have
+        if not links:
+            return None
+        info = links[0].get("IFLA_LINKINFO")
+        kind = info.get("IFLA_INFO_KIND") if info else None
+        return str(kind or "")
+
+
 def configure_interface(
     name: str, addresses: Sequence[IPv4Interface | IPv6Interface], mtu: int
 ) -> None:

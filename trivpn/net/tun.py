@@ -15,6 +15,7 @@ itself and then drains a bounded batch here without awaiting.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -168,4 +169,25 @@ class Tun:
 
 def _open_error(name: str, exc: OSError) -> TunError:
     reason = exc.strerror or str(exc)
+    # TUNSETIFF answers EINVAL for a name another kind of device has, EBUSY for a TUN that
+    # another process holds: say so, not "needs CAP_NET_ADMIN", which root already has
+    if exc.errno in (errno.EINVAL, errno.EBUSY) and (holder := _name_taken_by(name)):
+        return TunError(f"cannot create TUN {name!r}: the name is taken by {holder}")
     return TunError(f"cannot create TUN {name!r}: {reason}; needs CAP_NET_ADMIN and {TUN_PATH}")
+
+
+def _name_taken_by(name: str) -> str | None:
+    """The device that already has ``name``, described; None when there is none."""
+    from trivpn.net import link  # pyroute2, on this error path only
+
+    try:
+        kind = link.link_kind(name)
+    except (OSError, link.LinkError):
+        return None
+    if kind is None:
+        return None
+    if kind == "tun":
+        return "a TUN or TAP device already in use (another trivpn?)"
+    if kind == "":
+        return "an existing device (not a TUN); choose another name"
+    return f"a {kind} device (not a TUN); choose another name"

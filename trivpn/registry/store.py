@@ -740,12 +740,23 @@ def _generation(db: sqlite3.Connection) -> int:
     return int(value)
 
 
+class StateDirUnusable(RegistryError):
+    """The registry's directory (the config's state.dir) cannot be made."""
+
+    def __init__(self, directory: Path, reason: str) -> None:
+        super().__init__(f"{directory}: cannot create the state directory: {reason}")
+        self.directory = directory
+        self.reason = reason
+
+
 def _create_private(path: Path) -> None:
     """Make the directory (0700) and the database file (0600) unless they exist, so the
     file never exists with wider permissions; SQLite gives its -wal and -shm files the
     database file's mode."""
-    if not path.parent.exists():
+    try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StateDirUnusable(path.parent, e.strerror or str(e)) from e
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:

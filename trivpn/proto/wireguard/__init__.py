@@ -41,21 +41,25 @@ Modules: ``messages`` (layouts), ``crypto`` (primitives), ``noise`` (handshake),
 per-peer timers), ``peer`` (one peer), ``device`` (all peers), ``keys`` (wg key text).
 """
 
-from .device import DEFAULT_UNDER_LOAD_RATE, Device
-from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
-from .peer import (
-    AllowedIps,
-    EndpointChanged,
-    Event,
-    HandshakeCompleted,
-    HandshakeFailed,
-    IPNetwork,
-    Output,
-    Peer,
-    PeerConfig,
-    SessionExpired,
-    StaticAllowedIps,
-)
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .device import DEFAULT_UNDER_LOAD_RATE, Device
+    from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
+    from .peer import (
+        AllowedIps,
+        EndpointChanged,
+        Event,
+        HandshakeCompleted,
+        HandshakeFailed,
+        IPNetwork,
+        Output,
+        Peer,
+        PeerConfig,
+        SessionExpired,
+        StaticAllowedIps,
+    )
 
 __all__ = [
     "DEFAULT_UNDER_LOAD_RATE",
@@ -78,3 +82,18 @@ __all__ = [
     "peer_label",
     "pubkey",
 ]
+
+# Each name is imported from its module on first use (PEP 562), so `trivpn genkey` loads keys
+# and crypto, not the whole protocol: the device and the peer cost a tenth of a second.
+_KEYS_NAMES: Final = ("encode_key", "genkey", "genpsk", "parse_key", "peer_label", "pubkey")
+_HOME: Final = {"DEFAULT_UNDER_LOAD_RATE": "device", "Device": "device"} | dict.fromkeys(
+    _KEYS_NAMES, "keys"
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME.get(name, 'peer')}", __name__), name)
+    globals()[name] = value
+    return value

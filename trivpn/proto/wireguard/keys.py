@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from . import crypto
-from .cookie import RandomBytes
+
+if TYPE_CHECKING:
+    from .cookie import RandomBytes
 
 KEY_TEXT_LEN: Final = 44
 LABEL_LEN: Final = 8  # key characters in a peer's log label: enough to tell peers apart
