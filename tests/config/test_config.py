@@ -883,7 +883,7 @@ def test_unknown_key_in_a_peer() -> None:
     line = only_problem(WG + peer() + "keepalive = 25\n")
     assert line == (
         "wireguard.peers[0].keepalive: unknown key — allowed: name, public_key, allowed_ips, "
-        "preshared_key, preshared_key_file, endpoint, persistent_keepalive"
+        "preshared_key, preshared_key_file, endpoint, persistent_keepalive, enabled, expires"
     )
 
 
