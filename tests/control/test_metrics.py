@@ -234,3 +234,24 @@ async def test_connections_beyond_the_bound_are_closed_at_once() -> None:
     client, server = trio.testing.memory_stream_pair()
     await metrics.handle_connection(server, render_stub, limiter, 10.0)
     assert await client.receive_some(100) == b""
+
+
+def test_peer_expiry_and_blocked_by_reason() -> None:
+    doc = document()
+    doc["counters"]["wireguard"]["blocked"] = 4
+    found = samples(doc)
+    alice = {"name": "alice", "public_key": "A" * 43 + "="}
+    unnamed = {"name": "", "public_key": "B" * 43 + "="}
+    expiry = "trivpn_peer_expiry_timestamp_seconds"
+    assert value(found, expiry, **alice) == 1_801_440_000  # 2027-02-01T00:00:00Z
+    assert [s.labels for s in found[expiry]] == [alice]  # only peers with an expiry
+    blocked = "trivpn_peer_blocked"
+    assert value(found, blocked, **alice, reason="disabled") == 0
+    assert value(found, blocked, **alice, reason="expired") == 0
+    assert value(found, blocked, **unnamed, reason="disabled") == 1
+    assert value(found, blocked, **unnamed, reason="expired") == 0
+    assert value(found, blocked, **unnamed, reason="over_quota") == 0
+    drops = "trivpn_packets_dropped"
+    assert value(found, drops, protocol="wireguard", reason="blocked") == 4
+    doc["counters"]["wireguard"] = {}
+    assert value(samples(doc), drops, protocol="wireguard", reason="blocked") == 0  # seen early

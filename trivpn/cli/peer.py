@@ -316,7 +316,7 @@ def _new_policy(args: argparse.Namespace) -> Policy:
         expires = _parse_expires_option(args.expires, now)
         if expires is not None and expires <= now:
             raise CliError(
-                f"--expires: {args.expires!r} is {format_expires(expires)}, in the past; "
+                f"--expires: {args.expires!r} — {format_expires(expires)} is in the past; "
                 "expected a moment after now",
                 EXIT_CONFIG,
             )

@@ -53,7 +53,7 @@ def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        raise PolicyError(f"{value.isoformat()!r}: a time without an offset; {EXPIRES_ALLOWED}")
+        raise PolicyError(f"{value.isoformat()!r} — a time without an offset; {EXPIRES_ALLOWED}")
     return value.astimezone(UTC)
 
 
@@ -112,13 +112,13 @@ def parse_expires(text: str, now: datetime.datetime) -> datetime.datetime | None
         try:
             return end_of_day(datetime.date.fromisoformat(value))
         except ValueError as e:
-            raise PolicyError(f"{text!r}: {e}; {EXPIRES_ALLOWED}") from None
+            raise PolicyError(f"{text!r} — {e}; {EXPIRES_ALLOWED}") from None
     try:
         moment = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise PolicyError(f"{text!r}: {EXPIRES_ALLOWED}") from None
+        raise PolicyError(f"{text!r} — {EXPIRES_ALLOWED}") from None
     if moment.tzinfo is None:
-        raise PolicyError(f"{text!r}: a time without an offset; {EXPIRES_ALLOWED}")
+        raise PolicyError(f"{text!r} — a time without an offset; {EXPIRES_ALLOWED}")
     return moment.astimezone(UTC)
 
 
