@@ -586,6 +586,7 @@ def test_shipped_peer_example_works_once_filled_in() -> None:
     (alice,) = cfg.wireguard.peers
     assert (alice.name, alice.persistent_keepalive) == ("alice", 25)
     assert alice.preshared_key == keys.parse_key(PSK)
+    assert alice.enabled and alice.expires is not None and alice.expires.year == 2027
 
 
 @pytest.mark.parametrize(

@@ -431,13 +431,13 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
 _COLUMNS: Final = (
     ("NAME", "name"),
     ("STATE", "state"),
+    ("EXPIRES", "expires"),
     ("ADDRESS", "addresses"),
     ("PUBLIC KEY", "public_key"),
     ("ENDPOINT", "endpoint"),
     ("LATEST HANDSHAKE", "latest_handshake"),
     ("RECEIVED", "received"),
     ("SENT", "sent"),
-    ("EXPIRES", "expires"),
 )
 
 
