@@ -279,10 +279,12 @@ def test_list_table_and_json(conf: Path, capsys: pytest.CaptureFixture[str]) -> 
     capsys.readouterr()
     assert peer(conf, "list") == 0
     header, site, alice = capsys.readouterr().out.splitlines()
-    titles = ["NAME", "ADDRESS", "PUBLIC KEY", "ENDPOINT", "LATEST HANDSHAKE", "RECEIVED", "SENT"]
+    titles = ["NAME", "STATE", "EXPIRES", "ADDRESS", "PUBLIC KEY", "ENDPOINT"]
+    titles += ["LATEST HANDSHAKE", "RECEIVED", "SENT"]
     assert re.split(r" {2,}", header) == titles  # columns: two spaces or more apart
-    assert site.split() == ["site", "10.8.0.2/32", STATIC_PUB, "-", "-", "-", "-"]
-    assert alice.split() == ["alice", "10.8.0.3,", "fd00:8::2", alice_key, "-", "-", "-", "-"]
+    live = ["-", "-", "-", "-"]
+    assert site.split() == ["site", "active", "never", "10.8.0.2/32", STATIC_PUB, *live]
+    assert alice.split() == ["alice", "active", "never", "10.8.0.3,", "fd00:8::2", alice_key, *live]
     assert peer(conf, "list", "--json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["source"]) for r in rows] == [("site", "config"), ("alice", "registry")]

@@ -317,3 +317,24 @@ async def test_half_sent_requests_held_open_do_not_delay_a_scrape(
         for stream in held:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_peer_expiry_and_blocked_by_reason() -> None:
+    doc = document()
+    doc["counters"]["wireguard"]["blocked"] = 4
+    found = samples(doc)
+    alice = {"name": "alice", "public_key": "A" * 43 + "="}
+    unnamed = {"name": "", "public_key": "B" * 43 + "="}
+    expiry = "trivpn_peer_expiry_timestamp_seconds"
+    assert value(found, expiry, **alice) == 1_801_440_000  # 2027-02-01T00:00:00Z
+    assert [s.labels for s in found[expiry]] == [alice]  # only peers with an expiry
+    blocked = "trivpn_peer_blocked"
+    assert value(found, blocked, **alice, reason="disabled") == 0
+    assert value(found, blocked, **alice, reason="expired") == 0
+    assert value(found, blocked, **unnamed, reason="disabled") == 1
+    assert value(found, blocked, **unnamed, reason="expired") == 0
+    assert value(found, blocked, **unnamed, reason="over_quota") == 0
+    drops = "trivpn_packets_dropped"
+    assert value(found, drops, protocol="wireguard", reason="blocked") == 4
+    doc["counters"]["wireguard"] = {}
+    assert value(samples(doc), drops, protocol="wireguard", reason="blocked") == 0  # seen early

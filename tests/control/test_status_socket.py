@@ -38,6 +38,9 @@ def test_document_has_the_state_and_no_secret_keys() -> None:
         "handshakes": 2,
         "allowed_ips": ["10.8.0.2/32"],
         "persistent_keepalive": 0,
+        "state": "disabled",
+        "enabled": False,
+        "expires": None,
     }
     (session,) = doc["toyvpn"]["sessions"]
     assert session["endpoint"] == "[2001:db8::7]:5555"

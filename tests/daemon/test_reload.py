@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import datetime
 import ipaddress
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from trivpn.daemon import reload as reload_module
 from trivpn.daemon.reload import changed_keys, plan_reload, reload_config
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto import toyvpn, uapi
+from trivpn.proto.policy import PeerState, Policy
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync
@@ -298,3 +300,33 @@ def test_reload_knows_the_domain_error_not_the_uapi() -> None:
             names.update(alias.name for alias in node.names)
     assert "InterfaceSettingError" in names
     assert not [name for name in names if "uapi" in name], names
+
+
+async def test_a_reload_blocks_and_unblocks_a_static_peer_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "trivpn.toml"
+    alice = peer("alice", ALICE, "10.8.0.2/32")
+    target = start(path, config_text(alice))
+    front = target.wireguard
+    assert front is not None
+    before = front.device.peers[ALICE]
+    assert front.peer_state(ALICE)[0] is PeerState.ACTIVE
+    caplog.set_level(logging.INFO)
+
+    path.write_text(config_text(alice + "enabled = false\n"))
+    assert await reload_config(target) is True
+    assert front.peer_state(ALICE) == (PeerState.DISABLED, Policy(enabled=False))
+    assert front.device.peers[ALICE] is before and before.blocked
+    assert "reload: static peer 'alice' changed" in caplog.text
+    assert "wireguard: peer alice blocked: disabled" in caplog.text
+
+    path.write_text(config_text(alice + "expires = 2020-01-01\n"))
+    assert await reload_config(target) is True
+    expired = datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)
+    assert front.peer_state(ALICE) == (PeerState.EXPIRED, Policy(expires=expired))
+
+    path.write_text(config_text(alice))
+    assert await reload_config(target) is True
+    assert front.peer_state(ALICE)[0] is PeerState.ACTIVE and not before.blocked
+    assert "wireguard: peer alice active again (was expired)" in caplog.text

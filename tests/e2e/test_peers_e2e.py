@@ -9,7 +9,6 @@ TUN name carries the pid, because the UAPI socket directory is shared by every n
 
 from __future__ import annotations
 
-import configparser
 import json
 import signal
 import time
@@ -45,29 +44,6 @@ def registry_names(server: wglab.LabServer) -> set[str]:
     return {row["name"] for row in rows if row["source"] == "registry"}
 
 
-def apply_client_config(wg: wglab.WireGuardGo, text: str) -> str:
-    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
-    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
-    would. Returns the client's public key."""
-    ini = configparser.ConfigParser()
-    ini.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
-    ini.read_string(text)
-    iface, peer = ini["Interface"], ini["Peer"]
-    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
-    allowed = tuple(a.strip() for a in peer["AllowedIPs"].split(","))
-    wg.add_peer(
-        peer["PublicKey"],
-        allowed_ips=allowed,
-        endpoint=peer["Endpoint"],
-        persistent_keepalive=int(peer["PersistentKeepalive"]),
-        preshared_key=peer["PresharedKey"],
-    )
-    (address,) = (a.strip() for a in iface["Address"].split(","))
-    routes = ["default" if a == "0.0.0.0/0" else a for a in allowed]
-    wg.up(address, routes=routes)
-    return wglab.wg_pubkey(iface["PrivateKey"])
-
-
 def assert_cut_off(server: wglab.LabServer, ns: netlab.Netns, public_key: str) -> None:
     netlab.wait_for(
         lambda: public_key not in server.dump().peers, CUT_OFF_WAIT, what="the peer gone"
@@ -90,7 +66,7 @@ def test_peer_add_while_running_then_peer_remove(
     printed = server.trivpn("peer", "add", "bob")
     assert f"Endpoint = {netlab.SERVER_WAN}:{WG_PORT}" in printed
     bob = wireguard_go(new_ns)
-    bob_key = apply_client_config(bob, printed)
+    bob_key = wglab.apply_client_config(bob, printed)
     # TCP through the tunnel and the masquerade, from exactly the printed config
     assert netlab.tcp_transfer(lab, new_ns, 1 << 20) == netlab.SERVER_EGRESS
     status = server.dump().peers[bob_key]

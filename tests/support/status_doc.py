@@ -11,6 +11,7 @@ from typing import Any
 
 from trivpn.config import parse_config
 from trivpn.proto import toyvpn
+from trivpn.proto.policy import PeerState, Policy
 from trivpn.proto.wireguard import Device, PeerConfig, encode_key, keys
 
 NOW = 1_700_000_000.0
@@ -39,6 +40,9 @@ def document() -> dict[str, Any]:
                     "handshakes": 3,
                     "allowed_ips": ["10.8.0.2/32"],
                     "persistent_keepalive": 0,
+                    "state": "active",
+                    "enabled": True,
+                    "expires": "2027-02-01T00:00:00Z",
                 },
                 {
                     "name": None,
@@ -52,6 +56,9 @@ def document() -> dict[str, Any]:
                     "handshakes": 0,
                     "allowed_ips": [],
                     "persistent_keepalive": 25,
+                    "state": "disabled",
+                    "enabled": False,
+                    "expires": None,
                 },
             ],
         },
@@ -115,7 +122,10 @@ def fake_server() -> Any:
     peer.rx_packets, peer.tx_packets, peer.handshakes = 10, 20, 2
     device.counters["bad_mac1"] += 3
     front = SimpleNamespace(
-        device=device, listen_port=51820, public_key=encode_key(device.public_key)
+        device=device,
+        listen_port=51820,
+        public_key=encode_key(device.public_key),
+        peer_state=lambda key: (PeerState.DISABLED, Policy(enabled=False)),
     )
     toy = toyvpn.ToyVpnServer(secret=SECRET, pool=cfg.toyvpn.pool, mtu=1420)
     hs = toy.receive(b"\x00" + SECRET, ("2001:db8::7", 5555), 10.0)

@@ -18,6 +18,7 @@ The trivpn side of such a lab: ``server_config()`` writes a `trivpn serve` confi
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import itertools
 import json
@@ -323,6 +324,29 @@ def connect_client(
     endpoint = f"{server_ip}:{port}" if with_endpoint else None
     wg.add_peer(server_public_key, allowed_ips=allowed_ips, endpoint=endpoint)
     wg.up(f"{address}/32", routes=("default",))
+
+
+def apply_client_config(wg: WireGuardGo, text: str) -> str:
+    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
+    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
+    would. Returns the client's public key."""
+    ini = configparser.ConfigParser()
+    ini.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    ini.read_string(text)
+    iface, peer = ini["Interface"], ini["Peer"]
+    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
+    allowed = tuple(a.strip() for a in peer["AllowedIPs"].split(","))
+    wg.add_peer(
+        peer["PublicKey"],
+        allowed_ips=allowed,
+        endpoint=peer["Endpoint"],
+        persistent_keepalive=int(peer["PersistentKeepalive"]),
+        preshared_key=peer["PresharedKey"],
+    )
+    (address,) = (a.strip() for a in iface["Address"].split(","))
+    routes = ["default" if a == "0.0.0.0/0" else a for a in allowed]
+    wg.up(address, routes=routes)
+    return wg_pubkey(iface["PrivateKey"])
 
 
 def reaches_internet(ns: Netns, count: int = 1) -> bool:

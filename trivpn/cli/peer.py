@@ -1,4 +1,5 @@
-"""`trivpn peer add | list | show | remove`: the peer registry from the command line.
+"""`trivpn peer add | list | show | remove | set | enable | disable`: the peer registry from
+the command line.
 
 `peer add` prints the client's wg-quick config once: its private key is made here and never
 stored, so a lost config cannot be shown again (remove the peer and add it anew, or add it
@@ -7,11 +8,15 @@ stdout or to a file created 0600 that must not exist yet.
 
 Endpoint, latest handshake and transfer come from the running server, through its control
 socket (root only); when it cannot be reached they are "-", and `peer list` says why on stderr.
+A peer's state (active, disabled, expired) is its policy at this moment (trivpn.proto.policy);
+a running server follows a change within a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import io
 import ipaddress
 import json
@@ -27,6 +32,14 @@ from trivpn.cli import configfile, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.proto.ip import IPAddress, IPNetwork
+from trivpn.proto.policy import (
+    Policy,
+    PolicyError,
+    format_expires,
+    parse_expires,
+    policy_json,
+    state,
+)
 from trivpn.proto.wireguard import crypto, keys
 
 # The config and the registry are imported by the commands that use them: `trivpn genkey`
@@ -72,6 +85,8 @@ def add_parsers(sub: Any) -> None:
         help="the client's own public key; no key pair is made and the printed config "
         "leaves PrivateKey for the user to fill in",
     )
+    p.add_argument("--disabled", action="store_true", help="add it blocked (`peer enable` later)")
+    p.add_argument("--expires", metavar="WHEN", help=_EXPIRES_HELP)
     p.add_argument("--qr", action="store_true", help="also print the config as a QR code")
     p.add_argument(
         "--output",
@@ -89,6 +104,7 @@ def add_parsers(sub: Any) -> None:
 
     p = psub.add_parser("show", help="one peer's details")
     p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_show)
 
@@ -96,6 +112,30 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("name")
     configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_remove)
+
+    p = psub.add_parser(
+        "set",
+        help="change a registry peer's settings; a running server applies them within a second",
+    )
+    p.add_argument("name")
+    p.add_argument("--expires", metavar="WHEN", help=_EXPIRES_HELP + "; never clears it")
+    configfile.add_config_option(p)
+    p.set_defaults(func=cmd_peer_set)
+
+    for command, enabled, what in (
+        ("enable", True, "let a disabled peer connect again"),
+        ("disable", False, "block a peer: its sessions end, its handshakes get no answer"),
+    ):
+        p = psub.add_parser(command, help=what)
+        p.add_argument("name")
+        configfile.add_config_option(p)
+        p.set_defaults(func=cmd_peer_set, enabled=enabled)
+
+
+_EXPIRES_HELP: Final = (
+    "when the peer is blocked: 2027-01-31 (the end of that day, UTC), "
+    "2027-01-31T18:00:00+01:00, 12h, 30d or 2w from now, or never"
+)
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
@@ -218,6 +258,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
         raise CliError(f"name: {args.name!r} — {PEER_NAME_ALLOWED}", 2)
     addresses = _parse_addresses(args.address)
     routes = _parse_routes(args.route)
+    policy = _new_policy(args)
     output = Path(args.output) if args.output else None
     as_png = output is not None and output.suffix.lower() == ".png"
     client_private: bytes | None
@@ -247,7 +288,9 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
 
     with _maybe_file(output) as out, _open_registry(cfg, create=True) as reg:
         assert reg is not None
-        peer = reg.add(args.name, client_public, psk, plan, addresses=addresses, routes=routes)
+        peer = reg.add(
+            args.name, client_public, psk, plan, addresses=addresses, routes=routes, policy=policy
+        )
         text = clientconf.render(
             clientconf.ClientConfig(
                 private_key=client_private,
@@ -265,11 +308,45 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
     shown = ", ".join(map(str, peer.addresses + peer.routes))
     where = f" in {output}" if output else ""
     print(
-        f"trivpn: added peer {peer.name!r} ({shown}); its config{where} is shown only now: "
-        "the private key is not stored",
+        f"trivpn: added peer {peer.name!r} ({shown}{_policy_note(policy)}); its config{where} "
+        "is shown only now: the private key is not stored",
         file=sys.stderr,
     )
     return 0
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _parse_expires_option(text: str, now: datetime.datetime) -> datetime.datetime | None:
+    try:
+        return parse_expires(text, now)
+    except PolicyError as e:
+        raise CliError(f"--expires: {e}", EXIT_CONFIG) from None
+
+
+def _new_policy(args: argparse.Namespace) -> Policy:
+    """A new peer's policy from `peer add`'s options; an expiry must lie ahead."""
+    expires = None
+    if args.expires is not None:
+        now = _utcnow()
+        expires = _parse_expires_option(args.expires, now)
+        if expires is not None and expires <= now:
+            raise CliError(
+                f"--expires: {args.expires!r} — {format_expires(expires)} is in the past; "
+                "expected a moment after now",
+                EXIT_CONFIG,
+            )
+    return Policy(enabled=not args.disabled, expires=expires)
+
+
+def _policy_note(policy: Policy) -> str:
+    """What `peer add` says of a policy that is not the default."""
+    notes = [] if policy.enabled else ["disabled"]
+    if policy.expires is not None:
+        notes.append(f"expires {format_expires(policy.expires)}")
+    return "".join(f", {note}" for note in notes)
 
 
 @contextmanager
@@ -312,6 +389,7 @@ def _terminal_qr(text: str, *, colored: bool) -> str:
 
 def _rows(cfg: Config) -> list[dict[str, Any]]:
     """Every peer, static (config file) ones first, as plain values (live columns None)."""
+    now = time.time()
     rows: list[dict[str, Any]] = [
         {
             "name": p.name,
@@ -319,6 +397,7 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
             "addresses": [str(n) for n in p.allowed_ips],
             "public_key": keys.encode_key(p.public_key),
             "created": None,
+            **policy_json(state(p.policy, now), p.policy),
         }
         for p in cfg.wireguard.peers
     ]
@@ -331,6 +410,7 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
             "addresses": [str(a) for a in p.addresses] + [str(n) for n in p.routes],
             "public_key": keys.encode_key(p.public_key),
             "created": p.created_at.isoformat(),
+            **policy_json(state(p.policy, now), p.policy),
         }
         for p in peers
     ]
@@ -368,6 +448,8 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
 
 _COLUMNS: Final = (
     ("NAME", "name"),
+    ("STATE", "state"),
+    ("EXPIRES", "expires"),
     ("ADDRESS", "addresses"),
     ("PUBLIC KEY", "public_key"),
     ("ENDPOINT", "endpoint"),
@@ -387,6 +469,8 @@ def _display(row: dict[str, Any], now: float) -> dict[str, Any]:
     for key in ("received", "sent"):
         if row[key] is not None:
             shown[key] = status.format_bytes(row[key])
+    shown["state"] = row["state"].replace("_", "-")  # over_quota reads over-quota
+    shown["expires"] = row["expires"] or "never"
     return shown
 
 
@@ -424,6 +508,9 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
     if not found:
         raise CliError(f"no peer named {args.name!r}", EXIT_CONFIG)
     _fill_live(cfg, found[:1])
+    if args.json:
+        print(json.dumps(found[0], indent=2))
+        return 0
     row = _display(found[0], time.time())
     transfer = None
     if row["received"] is not None:
@@ -431,6 +518,8 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
     fields = [
         ("peer", row["name"]),
         ("source", "config file" if row["source"] == "config" else "registry"),
+        ("state", row["state"]),
+        ("expires", row["expires"]),
         ("public key", row["public_key"]),
         ("addresses", row["addresses"]),
         ("created", row["created"]),
@@ -443,13 +532,14 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_static(cfg: Config, name: str, what: str) -> None:
+    if any(p.name == name for p in cfg.wireguard.peers):
+        raise CliError(f"{name!r} is a peer of the config file ({cfg.source}); {what}", EXIT_CONFIG)
+
+
 def cmd_peer_remove(args: argparse.Namespace) -> int:
     cfg = configfile.load(args.config)
-    if any(p.name == args.name for p in cfg.wireguard.peers):
-        raise CliError(
-            f"{args.name!r} is a peer of the config file ({cfg.source}); remove it there",
-            EXIT_CONFIG,
-        )
+    _refuse_static(cfg, args.name, "remove it there")
     with _open_registry(cfg, create=False) as reg:
         if reg is None:
             raise CliError(f"no peer named {args.name!r} in the registry", EXIT_CONFIG)
@@ -457,6 +547,41 @@ def cmd_peer_remove(args: argparse.Namespace) -> int:
     shown = ", ".join(map(str, peer.addresses))
     print(
         f"trivpn: removed peer {peer.name!r}; its address(es) {shown} are free again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The Policy fields `peer set`, `enable` or `disable` change (parsed before anything is
+    opened, so a bad value changes nothing)."""
+    changes: dict[str, Any] = {}
+    enabled = getattr(args, "enabled", None)
+    if enabled is not None:
+        changes["enabled"] = enabled
+    if getattr(args, "expires", None) is not None:
+        changes["expires"] = _parse_expires_option(args.expires, _utcnow())
+    if not changes:
+        raise CliError("peer set: nothing to change; give --expires", EXIT_CONFIG)
+    return changes
+
+
+def cmd_peer_set(args: argparse.Namespace) -> int:
+    """`peer set`, `peer enable`, `peer disable`: one registry transaction each."""
+    changes = _policy_changes(args)
+    cfg = configfile.load(args.config)
+    _refuse_static(cfg, args.name, "set enabled/expires there and reload the server (SIGHUP)")
+    with _open_registry(cfg, create=False) as reg:
+        if reg is None:
+            raise CliError(f"no peer named {args.name!r} in the registry", EXIT_CONFIG)
+        old, new = reg.update_policy(args.name, lambda p: dataclasses.replace(p, **changes))
+    now = time.time()
+    before, after = state(old.policy, now), state(new.policy, now)
+    said = [] if before == after else [f"{before} -> {after}"]
+    if "expires" in changes and old.policy.expires != new.policy.expires:
+        said.append(f"expires {format_expires(new.policy.expires) or 'never'}")
+    print(
+        f"trivpn: peer {new.name!r}: {', '.join(said) or 'unchanged'} ({after})",
         file=sys.stderr,
     )
     return 0

@@ -128,6 +128,7 @@ def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
     rows = [
         (
             _or_none(p["name"]),
+            p.get("state", "active"),  # a server from before policies: all active
             _or_none(p["endpoint"]),
             format_handshake(p["latest_handshake"], now),
             format_bytes(p["rx_bytes"]),
@@ -137,7 +138,16 @@ def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
         )
         for p in peers
     ]
-    headers = ("NAME", "ENDPOINT", "LATEST HANDSHAKE", "RECEIVED", "SENT", "ALLOWED IPS", "KEY")
+    headers = (
+        "NAME",
+        "STATE",
+        "ENDPOINT",
+        "LATEST HANDSHAKE",
+        "RECEIVED",
+        "SENT",
+        "ALLOWED IPS",
+        "KEY",
+    )
     return [f"wireguard peers: {len(peers)}", table(headers, rows)]
 
 

@@ -1,8 +1,9 @@
 """[wireguard] and its [[wireguard.peers]]."""
 
+import datetime
 import ipaddress
 import pathlib
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -30,10 +31,30 @@ from trivpn.config.values import (
     networks_hook,
     structure_key,
 )
+from trivpn.proto.policy import Policy, end_of_day
 from trivpn.proto.wireguard import crypto, keys
 
 DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
 _PUBLIC_ENDPOINT_EXAMPLES: Final = "vpn.example.com:51820, 203.0.113.1:51820 or [2001:db8::1]:51820"
+_EXPIRES_ALLOWED: Final = (
+    "expected a TOML date-time with an offset (2027-01-31T00:00:00Z) or a TOML date "
+    "(2027-01-31: the end of that day, UTC), unquoted"
+)
+
+
+def structure_expires(value: object, _: Any) -> datetime.datetime:
+    """A peer's ``expires``: a TOML offset date-time, or a local date meaning the end of that
+    day in UTC. A local date-time is refused: it would expire at another moment on every host."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            without = f"a date-time without an offset; {_EXPIRES_ALLOWED}"
+            raise InvalidValue(value, without, shown=value.isoformat())
+        return value.astimezone(datetime.UTC)
+    if isinstance(value, datetime.date):
+        return end_of_day(value)
+    if isinstance(value, datetime.time):  # shown as written, as the other TOML times
+        raise InvalidValue(value, _EXPIRES_ALLOWED, shown=value.isoformat())
+    raise InvalidValue(value, _EXPIRES_ALLOWED)
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +78,14 @@ class WireGuardPeerConfig:
     persistent_keepalive: int | None = attrs.field(
         default=None, metadata=checked(check_persistent_keepalive)
     )
+    enabled: bool = True  # false: blocked (trivpn.proto.policy)
+    expires: datetime.datetime | None = attrs.field(
+        default=None, metadata=hooked(structure_expires)
+    )
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(enabled=self.enabled, expires=self.expires)
 
 
 @attrs.frozen(kw_only=True)

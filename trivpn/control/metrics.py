@@ -10,13 +10,14 @@ oldest connection still sending its head is shed, so that slow clients cannot st
 WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
 counter restarts when a new session takes an address, which Prometheus treats as a reset).
 Per WireGuard peer: bytes and transport packets each way, completed handshakes, and the
-time of the latest one.
+time of the latest one; its expiry and whether (and why) it is blocked.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -29,6 +30,7 @@ from trivpn.config import Endpoint
 from trivpn.control.accept import RefusalLog, RetryingListener
 from trivpn.control.connection_slots import ConnectionSlots
 from trivpn.control.status_socket import StatusSource, live_document
+from trivpn.proto.policy import PeerState
 
 log = logging.getLogger("trivpn")
 
@@ -54,6 +56,7 @@ USUAL_DROPS: Final = {
         "decrypt_failed",
         "unknown_peer",
         "ratelimited",
+        "blocked",
     ),
     "toyvpn": (
         "bad_secret",
@@ -72,6 +75,10 @@ SERVER_DROPS: Final = {
     "receive_error": ("toyvpn", "receive_error"),
     "wireguard_receive_error": ("wireguard", "receive_error"),
 }
+
+
+# trivpn_peer_blocked's reasons: every state that blocks
+BLOCK_REASONS: Final = tuple(str(s) for s in PeerState if s.blocked)
 
 
 class MetricsError(Exception):
@@ -155,6 +162,7 @@ def _wireguard(doc: Document) -> Iterator[Metric]:
         handshakes.add_metric(values, peer["handshakes"])
         latest.add_metric(values, peer["latest_handshake"] or 0)
     yield from (rx, tx, rx_packets, tx_packets, handshakes, latest)
+    yield from _peer_policy(peers)
     yield CounterMetricFamily(
         "trivpn_wireguard_cookie_replies",
         "Handshakes answered with a cookie reply because the server was under load.",
@@ -169,6 +177,31 @@ def _wireguard(doc: Document) -> Iterator[Metric]:
         if _is_malformed_detail(reason):
             malformed.add_metric((reason.removeprefix("malformed_"),), value)
     yield malformed
+
+
+def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+    """Expiry and block state per peer (trivpn.proto.policy): a series per blocking reason,
+    0 or 1, so that an alert sees every peer's series exist."""
+    labels = ("name", "public_key")
+    expiry = GaugeMetricFamily(
+        "trivpn_peer_expiry_timestamp_seconds",
+        "Unix time at which the peer expires (blocked from then on); only peers with an expiry.",
+        labels=labels,
+    )
+    blocked = GaugeMetricFamily(
+        "trivpn_peer_blocked",
+        "1 if the peer is blocked for this reason (no handshake, no traffic), else 0.",
+        labels=(*labels, "reason"),
+    )
+    for peer in peers:
+        values = (peer["name"] or "", peer["public_key"])
+        expires = peer.get("expires")
+        if expires is not None:
+            expiry.add_metric(values, datetime.datetime.fromisoformat(expires).timestamp())
+        state = peer.get("state", PeerState.ACTIVE)
+        for reason in BLOCK_REASONS:
+            blocked.add_metric((*values, reason), int(state == reason))
+    yield from (expiry, blocked)
 
 
 def _toyvpn(doc: Document) -> Iterator[Metric]:

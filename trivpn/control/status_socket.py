@@ -16,14 +16,16 @@ The document never holds key material except public keys. Its shape (version 1):
                           "peers": [{"name", "public_key", "endpoint", "latest_handshake",
                                      "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
                                      "handshakes", "allowed_ips",
-                                     "persistent_keepalive"}]},
+                                     "persistent_keepalive", "state", "enabled",
+                                     "expires"}]},
      "toyvpn": null | {"listen", "listen_port", "pool": {"network", "size", "in_use"},
                        "sessions": [{"endpoint", "address", "rx_bytes", "tx_bytes",
                                      "rx_packets", "tx_packets", "idle_seconds"}]},
      "counters": {"server": {..}, "wireguard": {..}, "toyvpn": {..}}}
 
 ``latest_handshake`` is epoch seconds or null (never); endpoints are ``host:port`` strings
-(``[v6]:port``) or null.
+(``[v6]:port``) or null; ``state`` is active, disabled or expired (trivpn.proto.policy),
+``expires`` ISO 8601 in UTC or null.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from trivpn.control.status_client import (
 )
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.endpoints import format_endpoint
+from trivpn.proto.policy import policy_json
 from trivpn.proto.toyvpn import ToyVpnServer
 from trivpn.proto.wireguard import encode_key
 
@@ -118,6 +121,7 @@ def status_document(
                     "handshakes": peer.handshakes,
                     "allowed_ips": [str(n) for n in peer.allowed_ips],
                     "persistent_keepalive": peer.persistent_keepalive or 0,
+                    **policy_json(*front.peer_state(peer.public_key)),
                 }
                 for peer in front.device
             ],

@@ -118,7 +118,7 @@ def apply_static_peers(
         if peer.public_key == own_key:
             done.append(f"static peer {peer.name!r} skipped: it has the server's own public key")
             continue
-        result = front.apply_peer_config(peer_config(peer))
+        result = front.apply_peer_config(peer_config(peer), policy=peer.policy)
         if result is not None:
             done.append(f"static peer {peer.name!r} {result}")
     return done

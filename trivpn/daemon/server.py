@@ -235,6 +235,7 @@ class Server:
         )
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
+        nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
         # `wg show`, `wg set` on this interface
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN

@@ -21,6 +21,9 @@ file runs them all, so the upgrade path is the path every database takes:
 2. addresses in their own table (IPv4 and IPv6, one row each, UNIQUE) and a change counter.
 3. what a `wg set` can give a peer besides host addresses: routed networks (``routes``, one
    owner each, e.g. a site's LAN behind the peer), an endpoint and a persistent keepalive.
+4. the peer's policy (trivpn.proto.policy): ``enabled`` (0 or 1) and ``expires``, ISO 8601
+   text in UTC with a Z (``2027-02-01T00:00:00Z``) or NULL for never: readable in `sqlite3`,
+   ordered as text, and what a PostgreSQL ``timestamptz`` column reads as it is.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ from trivpn.config import (
     by_version,
 )
 from trivpn.proto.ip import IPAddress, IPNetwork
+from trivpn.proto.policy import ACTIVE_POLICY, Policy, format_expires
 from trivpn.proto.wireguard import crypto, keys
 
 DB_NAME: Final = "peers.db"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 DEFAULT_TIMEOUT: Final = 10.0  # seconds to wait for another writer before giving up
 _OPEN_RETRY_SECONDS: Final = 0.02
 
@@ -89,6 +93,7 @@ class RegistryPeer:
     routes: tuple[IPNetwork, ...] = ()  # networks behind the peer, IPv4 before IPv6
     endpoint: Endpoint | None = None
     persistent_keepalive: int | None = None
+    policy: Policy = ACTIVE_POLICY
 
     @property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
@@ -103,6 +108,8 @@ class RegistryPeer:
             preshared_key=self.preshared_key,
             endpoint=self.endpoint,
             persistent_keepalive=self.persistent_keepalive,
+            enabled=self.policy.enabled,
+            expires=self.policy.expires,
         )
 
 
@@ -301,11 +308,17 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX routes_by_peer ON routes(peer_id)")
 
 
+def _migrate_to_4(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE peers ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE peers ADD COLUMN expires TEXT")  # ISO 8601, UTC, Z; NULL: never
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
 _MIGRATIONS: Final[Sequence[Callable[[sqlite3.Connection], None]]] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -418,7 +431,7 @@ class Registry:
         """The peers matching ``where`` (on ``peers p``), by name; call inside a transaction."""
         rows = self._db.execute(
             "SELECT id, name, public_key, preshared_key, created_at, endpoint, "
-            f"persistent_keepalive FROM peers p {where} ORDER BY name",
+            f"persistent_keepalive, enabled, expires FROM peers p {where} ORDER BY name",
             args,
         ).fetchall()
         addresses: dict[int, list[IPAddress]] = {row[0]: [] for row in rows}
@@ -444,8 +457,19 @@ class Registry:
                 routes=tuple(sorted(routes[peer_id], key=by_version)),
                 endpoint=None if endpoint is None else Endpoint.parse(endpoint),
                 persistent_keepalive=keepalive,
+                policy=_policy(enabled, expires),
             )
-            for peer_id, name, public_key, psk, created_at, endpoint, keepalive in rows
+            for (
+                peer_id,
+                name,
+                public_key,
+                psk,
+                created_at,
+                endpoint,
+                keepalive,
+                enabled,
+                expires,
+            ) in rows
         ]
 
     # --- changing ---------------------------------------------------------------------------
@@ -459,6 +483,7 @@ class Registry:
         *,
         addresses: Sequence[IPAddress] = (),
         routes: Sequence[IPNetwork] = (),
+        policy: Policy = ACTIVE_POLICY,
     ) -> RegistryPeer:
         """Register a peer in one transaction. It gets `addresses`, and for each IP version
         of the interface subnets that `addresses` lacks, the next free address of that
@@ -490,9 +515,11 @@ class Registry:
                 addresses=tuple(sorted(chosen, key=by_version)),
                 created_at=created,
                 routes=tuple(sorted(set(routes), key=by_version)),
+                policy=policy,
             )
             peer_id = self._insert_peer(name, public_key, preshared_key, created)
             self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
+            self._store_policy(peer_id, policy)
             self._bump_generation()
         return peer
 
@@ -505,6 +532,33 @@ class Registry:
             self._delete_peer("name = ?", name)
             self._bump_generation()
         return found[0]
+
+    def update_policy(
+        self, name: str, change: Callable[[Policy], Policy]
+    ) -> tuple[RegistryPeer, RegistryPeer]:
+        """Give the peer ``name`` the policy ``change`` makes of its current one, in one
+        transaction (so two `peer set` runs changing different settings both count). Returns
+        the peer before and after; nothing is committed when the policy stays the same.
+        Raises PeerNotFound, RegistryBusy; what ``change`` raises passes through."""
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            found = self._peers("WHERE p.name = ?", (name,))
+            if not found:
+                raise PeerNotFound(f"no peer named {name!r} in the registry")
+            (old,) = found
+            new = attrs.evolve(old, policy=change(old.policy))
+            if new.policy != old.policy:
+                (peer_id,) = self._db.execute(
+                    "SELECT id FROM peers WHERE name = ?", (name,)
+                ).fetchone()
+                self._store_policy(int(peer_id), new.policy)
+                self._bump_generation()
+        return old, new
+
+    def _store_policy(self, peer_id: int, policy: Policy) -> None:
+        self._db.execute(
+            "UPDATE peers SET enabled = ?, expires = ? WHERE id = ?",
+            (int(policy.enabled), format_expires(policy.expires), peer_id),
+        )
 
     # --- changes made through `wg set` on the running server -------------------------------
 
@@ -723,6 +777,13 @@ def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
     keepalive = peer.persistent_keepalive
     if keepalive is not None and not 1 <= keepalive <= 65535:
         raise RegistryError(f"persistent keepalive {keepalive}: expected 1 to 65535 seconds")
+
+
+def _policy(enabled: int, expires: str | None) -> Policy:
+    return Policy(
+        enabled=bool(enabled),
+        expires=None if expires is None else datetime.datetime.fromisoformat(expires),
+    )
 
 
 def _version(db: sqlite3.Connection) -> int:

@@ -6,7 +6,8 @@ data plane never waits on the database):
 - registry -> front: every ``POLL_INTERVAL`` the watcher asks `Registry.data_version` (no I/O
   when nothing changed); when it moved, it reads a `Snapshot` and applies the difference
   between the registry peers it applied before and the new ones (`diff`). Peers not in the
-  difference are not touched, so their sessions go on.
+  difference are not touched, so their sessions go on. A peer's policy (enabled, expires)
+  travels with it: a `trivpn peer disable` blocks it within about ``POLL_INTERVAL``.
 - front -> registry: a `wg set` that added, changed or removed peers reports them
   (`WireGuardFront.on_peer_change`); the persister writes them to the registry.
 
@@ -38,6 +39,7 @@ from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
 from trivpn.proto.ip import IPNetwork
+from trivpn.proto.policy import Policy
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (
     AddressPlan,
@@ -174,7 +176,9 @@ class RegistryLike(Protocol):
 class FrontLike(Protocol):
     on_peer_change: PeerChangeHandler | None
 
-    def apply_peer_config(self, config: PeerConfig, *, keepalive: bool = True) -> str | None: ...
+    def apply_peer_config(
+        self, config: PeerConfig, *, keepalive: bool = True, policy: Policy | None = None
+    ) -> str | None: ...
     def discard_peer(self, public_key: bytes) -> bool: ...
     def rename_peer(self, public_key: bytes, name: str) -> None: ...
 
@@ -388,7 +392,7 @@ class PeerSync:
             if op.old.endpoint == op.new.endpoint:
                 config = attrs.evolve(config, endpoint=None)
             keepalive = op.old.persistent_keepalive != op.new.persistent_keepalive
-        done = self.front.apply_peer_config(config, keepalive=keepalive)
+        done = self.front.apply_peer_config(config, keepalive=keepalive, policy=peer.policy)
         self.applied[peer.public_key] = peer
         if done is not None:
             log.info(

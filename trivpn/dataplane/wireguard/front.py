@@ -2,12 +2,12 @@
 
 Its parts, by job: ``routes`` (cryptokey routing on the one route table), ``peers`` (the
 peer set and the one peer update), ``interface`` (listen port, private key, fwmark),
-``uapi_target`` (the `wg` adapter), ``loops`` (the receive and timer tasks) and ``output``
-(datagrams, TUN packets and events out). Peers change at runtime through the UAPI, the peer
-registry (trivpn.registry.sync: ``apply_peer_config``, ``discard_peer``) and a reload; a
-`wg set` reports the peers it changed to ``on_peer_change``, and route or endpoint changes
-are reported to ``on_routes_change``. The front itself does no I/O but through its socket
-and TUN.
+``uapi_target`` (the `wg` adapter), ``loops`` (the receive and timer tasks), ``policy``
+(which peers are blocked, and the expiry timer) and ``output`` (datagrams, TUN packets and
+events out). Peers change at runtime through the UAPI, the peer registry
+(trivpn.registry.sync: ``apply_peer_config``, ``discard_peer``) and a reload; a `wg set`
+reports the peers it changed to ``on_peer_change``, and route or endpoint changes are reported
+to ``on_routes_change``. The front itself does no I/O but through its socket and TUN.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from trivpn.dataplane.wireguard.io_protocols import TunWriter, UdpSocket
 from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop
 from trivpn.dataplane.wireguard.output import OutputSink
 from trivpn.dataplane.wireguard.peers import Outcome, PeerSet, PeerUpdate, peer_config
+from trivpn.dataplane.wireguard.policy import PeerPolicies
 from trivpn.dataplane.wireguard.routes import PeerRoutes
 from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
+from trivpn.proto.policy import PeerState, Policy
 from trivpn.proto.wireguard import Device, Peer, PeerConfig
 
 
@@ -59,7 +61,8 @@ class WireGuardFront:
         )
         self._timers = TimerLoop(self.device)
         self._sink = OutputSink(tun, sock, counters, wake_timers=self._timers.wake)
-        self.peers = PeerSet(self.device, self.routes, self._sink)
+        self.policies = PeerPolicies(self.device, wallclock, self._timers.wake)
+        self.peers = PeerSet(self.device, self.routes, self._sink, self.policies)
         self.interface = InterfaceSettings(sock, self.peers)
         self._uapi = UapiTarget(self.peers, self.interface, self._timers.wake)
         for peer_cfg in cfg.peers:
@@ -88,14 +91,17 @@ class WireGuardFront:
     # -- peers --
 
     def add_peer(self, cfg: WireGuardPeerConfig) -> Peer:
-        peer, _ = self.peers.add(peer_config(cfg))
+        peer, _ = self.peers.add(peer_config(cfg), cfg.policy)
         return peer
 
-    def apply_peer_config(self, config: PeerConfig, *, keepalive: bool = True) -> Outcome:
+    def apply_peer_config(
+        self, config: PeerConfig, *, keepalive: bool = True, policy: Policy | None = None
+    ) -> Outcome:
         """Make the peer of ``config.public_key`` look like ``config``: "added", "changed",
         or None when it already did. An endpoint of None keeps the one the peer roamed to;
         ``keepalive=False`` keeps an existing peer's (the registry does not store one: a
-        `wg set` may have given it)."""
+        `wg set` may have given it). A ``policy`` of None keeps the peer's (a new peer:
+        active)."""
         keep_keepalive = not keepalive and config.public_key in self.device.peers
         update = PeerUpdate(
             public_key=config.public_key,
@@ -104,6 +110,7 @@ class WireGuardFront:
             endpoint=config.endpoint,
             persistent_keepalive=None if keep_keepalive else config.persistent_keepalive or 0,
             allowed_ips=config.allowed_ips,
+            policy=policy,
         )
         return self.peers.update(update).outcome
 
@@ -114,6 +121,10 @@ class WireGuardFront:
     def rename_peer(self, public_key: bytes, name: str) -> None:
         """The name logs use (a registry name given to a peer that `wg set` added)."""
         self.peers.rename(public_key, name)
+
+    def peer_state(self, public_key: bytes) -> tuple[PeerState, Policy]:
+        """A peer's state (as of the last check) and the policy it follows."""
+        return self.policies.state(public_key), self.policies.policy(public_key)
 
     def routed_networks(self) -> frozenset[IPNetwork]:
         """Every network routed to a peer of this front."""
@@ -158,3 +169,7 @@ class WireGuardFront:
 
     async def timer_loop(self) -> None:
         await self._timers.run(self._sink)
+
+    async def policy_loop(self) -> None:
+        """Blocks peers at their expiry."""
+        await self.policies.run()

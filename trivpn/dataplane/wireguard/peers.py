@@ -12,7 +12,9 @@ import attrs
 from trivpn.config import WireGuardPeerConfig
 from trivpn.dataplane.router import IPNetwork
 from trivpn.dataplane.wireguard.output import OutputSink
+from trivpn.dataplane.wireguard.policy import PeerPolicies
 from trivpn.dataplane.wireguard.routes import PeerRoute, PeerRoutes
+from trivpn.proto.policy import ACTIVE_POLICY, Policy
 from trivpn.proto.wireguard import Device, Peer, PeerConfig
 
 Address = tuple[str, int]
@@ -39,6 +41,7 @@ class PeerUpdate:
     endpoint: Address | None = None  # None: keep (the endpoint it roamed to)
     persistent_keepalive: int | None = None  # None: keep; 0: off
     allowed_ips: tuple[IPNetwork, ...] | None = None  # None: keep
+    policy: Policy | None = None  # None: keep
 
 
 @attrs.frozen
@@ -68,16 +71,20 @@ class PeerSet:
     """The device's peers with their routes; the one place a peer is added, changed or
     removed."""
 
-    def __init__(self, device: Device, routes: PeerRoutes, sink: OutputSink) -> None:
+    def __init__(
+        self, device: Device, routes: PeerRoutes, sink: OutputSink, policies: PeerPolicies
+    ) -> None:
         self.device = device
         self.routes = routes
         self._sink = sink
+        self.policies = policies
 
-    def add(self, config: PeerConfig) -> tuple[Peer, list[Peer]]:
+    def add(self, config: PeerConfig, policy: Policy = ACTIVE_POLICY) -> tuple[Peer, list[Peer]]:
         """Add a peer (at runtime too) and route its allowed_ips to it; also returns the
-        peers it took a network from."""
+        peers it took a network from. A policy that blocks it blocks it before any packet."""
         # The route table holds the networks; the device's copy of the config does not.
         peer = self.device.add_peer(attrs.evolve(config, allowed_ips=()))
+        self.policies.set(peer, policy)
         self.routes.attach(PeerRoute(peer, self.device, self._sink))
         losers = self.set_allowed_ips(peer, config.allowed_ips)
         self._sink.wake_timers()
@@ -88,6 +95,7 @@ class PeerSet:
         peer = self.device.peers[public_key]
         self.routes.detach(peer)
         self.device.remove_peer(public_key)
+        self.policies.forget(public_key)
         self._sink.routes_changed()
 
     def discard(self, public_key: bytes) -> bool:
@@ -123,7 +131,8 @@ class PeerSet:
                     endpoint=update.endpoint,
                     persistent_keepalive=update.persistent_keepalive,
                     name=update.name,
-                )
+                ),
+                update.policy or ACTIVE_POLICY,
             )
             return UpdateResult("added", _keys(took_from))
         before = _settings(peer)
@@ -144,8 +153,9 @@ class PeerSet:
         renamed = bool(update.name) and update.name != peer.name
         if renamed:
             peer.name = update.name
+        policy_changed = update.policy is not None and self.policies.set(peer, update.policy)
         self._sink.wake_timers()
-        changed = renamed or _settings(peer) != before
+        changed = renamed or policy_changed or _settings(peer) != before
         return UpdateResult("changed" if changed else None, _keys(losers))
 
 

@@ -180,6 +180,21 @@ class Device:
             peer.timers.persistent_keepalive = float("-inf")  # due now
         self._touched.add(peer)
 
+    def set_blocked(self, peer: Peer, blocked: bool) -> bool:
+        """Block a peer (its policy says so) or let it back; whether that changed anything.
+
+        Blocking ends its sessions and the handshake in progress (keys erased, queued packets
+        dropped) and stops its timers; until unblocked, its initiations get no answer, the
+        server initiates nothing toward it and packets to it are dropped (counted "blocked").
+        Unblocked, it waits for the peer's own handshake; with a persistent keepalive the
+        server starts one at once, as after a new preshared key.
+        """
+        if peer.blocked == blocked:
+            return False
+        peer.set_blocked(blocked)
+        self._touched.add(peer)
+        return True
+
     # --- the three inputs ----------------------------------------------------------------
 
     def receive(
@@ -217,6 +232,9 @@ class Device:
             out = Output()
         if peer.removed:
             self.counters["removed_peer"] += 1
+            return out
+        if peer.blocked:  # a flag: the policy's decision is made when it changes, not here
+            self.counters["blocked"] += 1
             return out
         peer.send(packet, now, out)
         self._touched.add(peer)
@@ -327,6 +345,9 @@ class Device:
         peer = self._peers.get(opened.initiator_static)
         if peer is None:
             self.counters["unknown_peer"] += 1
+            return
+        if peer.blocked:  # no answer, no endpoint learnt
+            self.counters["blocked"] += 1
             return
         peer.receive_initiation(opened, addr, now, out)
         self._touched.add(peer)

@@ -253,6 +253,7 @@ class Peer:
         self.handshakes = 0  # completed, in either role
         self.last_handshake_time: float | None = None  # wall clock, for status output
         self.removed = False
+        self.blocked = False  # by its policy (Device.set_blocked)
         if self.persistent_keepalive:
             # Like wg(8): a keepalive (and so a handshake) right away, on the next tick.
             self.timers.persistent_keepalive = float("-inf")
@@ -364,6 +365,8 @@ class Peer:
         """Send a handshake initiation, at most one per REKEY_TIMEOUT."""
         if not is_retry:
             self.timers.handshake_attempts = 0
+        if self.blocked:
+            return
         if now < self.last_sent_handshake + REKEY_TIMEOUT:
             return
         endpoint = self.endpoint
@@ -644,6 +647,16 @@ class Peer:
             self._drop(kp)
         self.previous = self.current = self.next = None
         self.last_sent_handshake = float("-inf")
+
+    def set_blocked(self, blocked: bool) -> None:
+        """See Device.set_blocked."""
+        self.blocked = blocked
+        if blocked:
+            self.zero_key_material()
+            self.timers.stop_all()
+            self.last_sent_handshake = float("-inf")
+        elif self.persistent_keepalive:
+            self.timers.persistent_keepalive = float("-inf")  # the handshake at once, as wg(8)
 
     def remove(self) -> None:
         self.zero_key_material()
