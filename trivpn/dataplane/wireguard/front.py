@@ -28,7 +28,7 @@ from trivpn.dataplane.wireguard.peers import Outcome, PeerSet, PeerUpdate, peer_
 from trivpn.dataplane.wireguard.routes import PeerRoutes
 from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
-from trivpn.proto.wireguard import Device, Peer, PeerConfig
+from trivpn.proto.wireguard import FIRST_TIMER_SPREAD, Device, Peer, PeerConfig
 
 
 class WireGuardFront:
@@ -56,6 +56,7 @@ class WireGuardFront:
             under_load_rate=cfg.under_load_rate,
             mtu=mtu,
             allowed_ips=self.routes,
+            first_timer_spread=FIRST_TIMER_SPREAD,
         )
         self._timers = TimerLoop(self.device)
         self._sink = OutputSink(tun, sock, counters, wake_timers=self._timers.wake)

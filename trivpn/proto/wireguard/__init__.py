@@ -41,7 +41,7 @@ Modules: ``messages`` (layouts), ``crypto`` (primitives), ``noise`` (handshake),
 per-peer timers), ``peer`` (one peer), ``device`` (all peers), ``keys`` (wg key text).
 """
 
-from .device import DEFAULT_UNDER_LOAD_RATE, Device
+from .device import DEFAULT_UNDER_LOAD_RATE, FIRST_TIMER_SPREAD, Device
 from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
 from .peer import (
     AllowedIps,
@@ -59,6 +59,7 @@ from .peer import (
 
 __all__ = [
     "DEFAULT_UNDER_LOAD_RATE",
+    "FIRST_TIMER_SPREAD",
     "AllowedIps",
     "Device",
     "EndpointChanged",
