@@ -5,6 +5,7 @@ task runs between the slices (forwarding never waits on a request)."""
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,9 +14,13 @@ import trio
 import trio.testing
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support.fakes import make_front
 from support.status_doc import document, fake_server
 
-from trivpn.control import metrics, status_socket
+from trivpn.config import WireGuardPeerConfig
+from trivpn.control import metrics, status_socket, uapi_server
+from trivpn.proto import uapi
+from trivpn.proto.wireguard import crypto
 
 PEERS = 2_300  # several slices and a part of one
 
@@ -96,3 +101,20 @@ async def test_the_live_document_is_the_one_walks_document(
     )
     assert live == walked
     assert live["wireguard"]["peers"] and live["toyvpn"] is not None
+
+
+async def test_a_wg_get_is_made_in_slices_and_is_the_one_walks_answer() -> None:
+    front = make_front(
+        *(
+            WireGuardPeerConfig(
+                name=f"p{i}",
+                public_key=crypto.public_key(crypto.clamp(i.to_bytes(4, "little") * 8)),
+                allowed_ips=(ipaddress.ip_network(ipaddress.IPv4Address(0x0A100000 + i)),),
+            )
+            for i in range(1, 1201)
+        )
+    )
+    answer, turns = await turns_of_another_task(lambda: uapi_server.sliced_get(front))
+    assert answer == uapi.format_get(front.uapi_snapshot())
+    assert answer.count(b"public_key=") == 1200
+    assert turns >= 1200 // uapi_server.GET_SLICE

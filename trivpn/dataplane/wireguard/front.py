@@ -149,6 +149,15 @@ class WireGuardFront:
     def uapi_snapshot(self) -> uapi.DeviceSnapshot:
         return self._uapi.uapi_snapshot()
 
+    def uapi_device_snapshot(self) -> uapi.DeviceSnapshot:
+        return self._uapi.uapi_device_snapshot()
+
+    def uapi_peer_keys(self) -> list[bytes]:
+        return self._uapi.uapi_peer_keys()
+
+    def uapi_peer_snapshot(self, public_key: bytes) -> uapi.PeerSnapshot | None:
+        return self._uapi.uapi_peer_snapshot(public_key)
+
     def uapi_apply(self, operations: Sequence[uapi.Operation]) -> None:
         self._uapi.uapi_apply(operations)
 
