@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,9 +24,10 @@ from trivpn.config import (
     WireGuardPeerConfig,
 )
 from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.peers import Outcome
 from trivpn.dataplane.wireguard.uapi_target import PeerChange
 from trivpn.proto import uapi
-from trivpn.proto.wireguard import crypto
+from trivpn.proto.wireguard import PeerConfig, crypto
 from trivpn.registry.store import (
     AddressPlan,
     AddressUnavailable,
@@ -38,6 +40,7 @@ from trivpn.registry.store import (
     registry_path,
 )
 from trivpn.registry.sync import (
+    APPLY_SLICE,
     AddPeer,
     PeerSync,
     RegistryLike,
@@ -567,3 +570,58 @@ async def test_a_failing_registry_is_logged_and_retried_never_fatal(
         warnings = [r for r in caplog.records if "database disk image" in r.getMessage()]
         assert len(warnings) == 1  # rate-limited
         nursery.cancel_scope.cancel()
+
+
+async def test_many_registry_changes_are_applied_in_slices(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """1,000 new peers: APPLY_SLICE at a time, another task running between slices; a reload
+    in the middle (a reconcile of its own) leaves the rest to be diffed anew, none twice."""
+    many = [
+        rpeer(
+            f"p{i}",
+            crypto.public_key(crypto.clamp(i.to_bytes(4, "little") * 8)),
+            str(ipaddress.IPv4Address(0x0A080000 + 10 + i)),
+        )
+        for i in range(1000)
+    ]
+    registry = FakeRegistry()
+    front = make_front()
+    sync = make_sync(front, registry)
+    sync.plan = AddressPlan(subnets=(net("10.8.0.0/16"),))
+    added: list[int] = []  # peers the front has, at each turn of the other task
+    reloaded = False
+    applied_calls = 0
+    apply = front.apply_peer_config
+
+    def counting_apply(config: PeerConfig, *, keepalive: bool = True) -> Outcome:
+        nonlocal applied_calls
+        applied_calls += 1
+        return apply(config, keepalive=keepalive)
+
+    front.apply_peer_config = counting_apply  # type: ignore[method-assign]
+
+    async def other() -> None:
+        nonlocal reloaded
+        while len(front.device.peers) < len(many):
+            added.append(len(front.device.peers))
+            if not reloaded and len(front.device.peers) >= 500:
+                sync.set_static((), sync.plan)  # a SIGHUP reload meanwhile
+                reloaded = True
+            await trio.sleep(0)
+
+    for peer in many:
+        registry.peers[peer.public_key] = peer
+    registry.commit()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await sync.poll()
+    assert sorted(front.device.peers) == sorted(p.public_key for p in many)
+    assert sync.applied == {p.public_key: p for p in many}
+    steps = [b - a for a, b in itertools.pairwise(added)]
+    # the other task ran between any two slices (trio runs it before or after the sync in
+    # each batch of runnable tasks, so two slices can meet across a batch boundary)
+    assert max(steps) <= 2 * APPLY_SLICE
+    assert len(added) >= len(many) // APPLY_SLICE // 2
+    assert reloaded
+    assert applied_calls == len(many)  # none applied twice

@@ -55,6 +55,7 @@ log = logging.getLogger("trivpn")
 # applied generation 1.
 FIRST_GENERATION: Final = 1
 POLL_INTERVAL: Final = 0.5  # s: a committed change is applied within about this long
+APPLY_SLICE: Final = 16  # registry changes applied to the front between two checkpoints
 NAME_PREFIX: Final = "wg-"  # registry names of peers added through `wg set`
 
 T = TypeVar("T")
@@ -298,6 +299,7 @@ class PeerSync:
         self._snapshot: Snapshot | None = None
         self._skipped: set[tuple[bytes, str]] = set()  # warned about already
         self._force_read = False
+        self._reconciles = 0  # reconciles begun: one in slices sees another ran meanwhile
         self._limiter = LogLimiter(log, interval=60.0)  # a broken file: not a line per poll
         self._db: ThreadRunner = run_sync or _SerialThreads()
         self._changes_in, self._changes_out = trio.open_memory_channel[Sequence[PeerChange]](
@@ -343,7 +345,7 @@ class PeerSync:
         if snapshot is not None and snapshot.generation != self.generation:
             self._snapshot = snapshot
             self.generation = snapshot.generation
-            self._reconcile()
+            await self._reconcile_in_slices()
 
     def set_static(self, static: Sequence[WireGuardPeerConfig], plan: AddressPlan) -> None:
         """New static peers (a reload): registry peers they now clash with leave the front,
@@ -366,11 +368,31 @@ class PeerSync:
         return kept
 
     def _reconcile(self) -> None:
+        self._reconciles += 1  # a reconcile in slices that is under way must diff anew
         for op in diff(self.applied.values(), self._wanted()):
-            try:
-                self._apply(op)
-            except Exception:  # one bad peer must not stop the others
-                log.exception("peersync: applying a registry change failed")
+            self._apply_logged(op)
+
+    async def _reconcile_in_slices(self) -> None:
+        """:meth:`_reconcile`, APPLY_SLICE operations at a time with a checkpoint between:
+        10,000 new peers are seconds of work that forwarding must not wait for. A reconcile
+        that ran meanwhile (a reload) has changed what is applied, so the rest is diffed anew."""
+        while True:
+            self._reconciles += 1
+            mine = self._reconciles
+            for i, op in enumerate(diff(self.applied.values(), self._wanted()), 1):
+                self._apply_logged(op)
+                if i % APPLY_SLICE == 0:
+                    await trio.sleep(0)
+                    if self._reconciles != mine:
+                        break
+            else:
+                return
+
+    def _apply_logged(self, op: Operation) -> None:
+        try:
+            self._apply(op)
+        except Exception:  # one bad peer must not stop the others
+            log.exception("peersync: applying a registry change failed")
 
     def _apply(self, op: Operation) -> None:
         if isinstance(op, RemovePeer):
@@ -457,3 +479,4 @@ class PeerSync:
         self.generation = snapshot.generation
         # the front made this change itself: record it as applied, apply nothing
         self.applied = {p.public_key: p for p in self._wanted()}
+        self._reconciles += 1  # what is applied changed under a reconcile in slices
