@@ -14,6 +14,8 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.fakes import make_front
 
 from trivpn.config import (
@@ -625,3 +627,50 @@ async def test_many_registry_changes_are_applied_in_slices(
     assert len(added) >= len(many) // APPLY_SLICE // 2
     assert reloaded
     assert applied_calls == len(many)  # none applied twice
+
+
+def overlap_model(
+    networks: Sequence[ipaddress.IPv4Network], static: Sequence[WireGuardPeerConfig]
+) -> str | None:
+    """The plain walk over every static network that the index replaced."""
+    for network in networks:
+        for other in static:
+            for theirs in other.allowed_ips:
+                if network == theirs:
+                    return f"{network} is static peer {other.name!r}'s too"
+                if network.num_addresses == 1 and network.network_address in theirs:
+                    return f"{network} is inside static peer {other.name!r}'s {theirs}"
+    return None
+
+
+small_networks = st.builds(
+    lambda a, p: ipaddress.IPv4Network((a, p), strict=False),
+    st.integers(0x0A080000, 0x0A08000F),
+    st.integers(28, 32),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(small_networks, min_size=1, max_size=3), max_size=4),
+    st.lists(small_networks, min_size=1, max_size=3),
+)
+def test_static_clashes_are_found_as_a_walk_would(
+    statics: list[list[ipaddress.IPv4Network]], networks: list[ipaddress.IPv4Network]
+) -> None:
+    static_peers = [
+        WireGuardPeerConfig(name=f"s{i}", public_key=public_key(10 + i), allowed_ips=tuple(nets))
+        for i, nets in enumerate(statics)
+    ]
+    peer = RegistryPeer(
+        name="r",
+        public_key=KEY_A,
+        preshared_key=None,
+        addresses=(),
+        created_at=CREATED,
+        routes=tuple(dict.fromkeys(networks)),
+    )
+    kept, skipped = usable([peer], static_peers)
+    expected = overlap_model(peer.allowed_ips, static_peers)
+    assert [s.reason for s in skipped] == ([] if expected is None else [expected])
+    assert kept == ([peer] if expected is None else [])
