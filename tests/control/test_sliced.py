@@ -36,7 +36,9 @@ def many_peers() -> dict[str, Any]:
 
 
 async def turns_of_another_task(work: Callable[[], Awaitable[Any]]) -> tuple[Any, int]:
-    """``work()``'s result and how often a task that only yields ran meanwhile."""
+    """``work()``'s result and how often a task that only yields ran meanwhile: about once
+    per checkpoint of ``work`` (trio may run the two in either order in a batch, so one
+    turn may fall just before ``work`` starts or after it ends: hence the ``- 1`` below)."""
     turns = 0
     done = False
 
@@ -67,7 +69,7 @@ async def test_the_metrics_text_is_made_in_slices_and_is_the_one_walks_text() ->
     doc = many_peers()
     text, turns = await turns_of_another_task(lambda: metrics.render_document(doc))
     assert text == generate_latest(_All(doc))  # type: ignore[arg-type]
-    assert turns >= PEERS // metrics.PEER_SLICE
+    assert turns >= PEERS // metrics.PEER_SLICE - 1
     families = {f.name: f.samples for f in text_string_to_metric_families(text.decode())}
     received = families["trivpn_wireguard_peer_receive_bytes"]
     assert [s.value for s in received] == list(range(PEERS))
@@ -79,7 +81,7 @@ async def test_the_status_json_is_encoded_in_slices_and_is_json_dumps() -> None:
     encoded, turns = await turns_of_another_task(lambda: status_socket.encode_document(doc))
     assert encoded == json.dumps(doc, separators=(",", ":")).encode() + b"\n"
     assert json.loads(encoded) == doc == before  # the document itself untouched
-    assert turns >= PEERS // status_socket.SLICE
+    assert turns >= PEERS // status_socket.SLICE - 1
 
 
 async def test_slices_of_a_list_are_the_whole_list() -> None:
@@ -88,7 +90,7 @@ async def test_slices_of_a_list_are_the_whole_list() -> None:
         lambda: status_socket.in_slices(items, lambda n: n * 2)
     )
     assert result == [n * 2 for n in items]
-    assert turns >= len(items) // status_socket.SLICE
+    assert turns >= len(items) // status_socket.SLICE - 1
 
 
 async def test_the_live_document_is_the_one_walks_document(
@@ -117,4 +119,4 @@ async def test_a_wg_get_is_made_in_slices_and_is_the_one_walks_answer() -> None:
     answer, turns = await turns_of_another_task(lambda: uapi_server.sliced_get(front))
     assert answer == uapi.format_get(front.uapi_snapshot())
     assert answer.count(b"public_key=") == 1200
-    assert turns >= 1200 // uapi_server.GET_SLICE
+    assert turns >= 1200 // uapi_server.GET_SLICE - 1
