@@ -10,6 +10,8 @@ Modes (each builds one lab and measures its scenarios in it):
              against wireguard-go as the server; the two alternate run by run in one lab, so
              both see the same machine noise, and the ratios trivpn/wireguard-go are printed
   all        toyvpn, baseline and wireguard
+  scale      10,000 peers (config and registry): registry adds, RSS, time to serving, the
+             time of status, a scrape and `wg show`, the worst ping RTT meanwhile (bench_scale)
 Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE]
@@ -785,12 +787,19 @@ def main() -> int:
     parser.add_argument(
         "--mode",
         default="toyvpn",
-        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn)",
+        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale alone",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers here")
     args = parser.parse_args()
+    if args.mode == "scale":  # a lab of its own, no iperf3: see tools/bench_scale.py
+        if os.geteuid() != 0:
+            print("bench: run as root (it builds network namespaces)", file=sys.stderr)
+            return 1
+        import bench_scale
+
+        return bench_scale.run()
     chosen = [m.strip() for m in args.mode.split(",") if m.strip()]
     modes = list(dict.fromkeys(m for c in chosen for m in (ALL_MODES if c == "all" else [c])))
     unknown = [m for m in modes if m not in MODES]

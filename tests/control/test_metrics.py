@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,9 +19,16 @@ from trivpn.control.accept import RefusalLog
 from trivpn.control.connection_slots import ConnectionSlots
 
 
+def source(doc: dict[str, Any]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def read() -> dict[str, Any]:
+        return doc
+
+    return read
+
+
 def samples(doc: dict[str, Any]) -> dict[str, list[Sample]]:
     """Samples by family name, parsed back with prometheus_client's own parser."""
-    text = metrics.renderer(lambda: doc)().decode()
+    text = trio.run(metrics.renderer(source(doc))).decode()
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
@@ -107,17 +115,17 @@ def test_disabled_protocols_export_nothing_of_theirs() -> None:
 
 def test_each_scrape_reads_the_state_anew() -> None:
     doc = document()
-    render = metrics.renderer(lambda: doc)
-    before = render()
+    render = metrics.renderer(source(doc))
+    before = trio.run(render)
     doc["wireguard"]["peers"][0]["rx_bytes"] = 9999
-    after = render()
+    after = trio.run(render)
     assert b"9999.0" not in before and b"9999.0" in after
 
 
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def render_stub() -> bytes:
+async def render_stub() -> bytes:
     return b"# metrics\n"
 
 
@@ -133,26 +141,27 @@ def render_stub() -> bytes:
         (b"GET /metrics SMTP", b"400"),
     ],
 )
-def test_respond_status(head: bytes, status: bytes) -> None:
-    answer = metrics.respond(head, render_stub)
+async def test_respond_status(head: bytes, status: bytes) -> None:
+    answer = await metrics.respond(head, render_stub)
     assert answer.startswith(b"HTTP/1.1 " + status + b" ")
 
 
-def test_respond_metrics_body_and_headers() -> None:
-    answer = metrics.respond(b"GET /metrics HTTP/1.1", render_stub)
+async def test_respond_metrics_body_and_headers() -> None:
+    answer = await metrics.respond(b"GET /metrics HTTP/1.1", render_stub)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert body == b"# metrics\n"
     assert f"Content-Type: {metrics.CONTENT_TYPE}".encode() in head
     assert b"Content-Length: 10" in head
-    head_only = metrics.respond(b"HEAD /metrics HTTP/1.1", render_stub)
+    head_only = await metrics.respond(b"HEAD /metrics HTTP/1.1", render_stub)
     assert head_only.endswith(b"\r\n\r\n") and b"Content-Length: 10" in head_only
 
 
-def test_respond_render_failure_is_500() -> None:
-    def broken() -> bytes:
+async def test_respond_render_failure_is_500() -> None:
+    async def broken() -> bytes:
         raise RuntimeError("boom")
 
-    assert metrics.respond(b"GET /metrics HTTP/1.1", broken).startswith(b"HTTP/1.1 500 ")
+    answer = await metrics.respond(b"GET /metrics HTTP/1.1", broken)
+    assert answer.startswith(b"HTTP/1.1 500 ")
 
 
 async def fetch(port: int, request: bytes) -> bytes:
@@ -166,8 +175,7 @@ async def fetch(port: int, request: bytes) -> bytes:
 
 
 async def test_serve_metrics_answers_over_loopback() -> None:
-    doc = document()
-    render = metrics.renderer(lambda: doc)
+    render = metrics.renderer(source(document()))
     with trio.socket.socket() as probe:  # find a free port on loopback
         await probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

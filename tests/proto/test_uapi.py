@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -413,6 +414,15 @@ class FakeTarget:
 
     def uapi_snapshot(self) -> uapi.DeviceSnapshot:
         return snapshot()
+
+    def uapi_device_snapshot(self) -> uapi.DeviceSnapshot:
+        return attrs.evolve(snapshot(), peers=())
+
+    def uapi_peer_keys(self) -> list[bytes]:
+        return [peer.public_key for peer in snapshot().peers]
+
+    def uapi_peer_snapshot(self, public_key: bytes) -> uapi.PeerSnapshot | None:
+        return next((p for p in snapshot().peers if p.public_key == public_key), None)
 
     def uapi_apply(self, operations: Sequence[uapi.Operation]) -> None:
         if self.refuse is not None:

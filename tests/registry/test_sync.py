@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.fakes import make_front
 
 from trivpn.config import (
@@ -23,9 +26,10 @@ from trivpn.config import (
     WireGuardPeerConfig,
 )
 from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.peers import Outcome
 from trivpn.dataplane.wireguard.uapi_target import PeerChange
 from trivpn.proto import uapi
-from trivpn.proto.wireguard import crypto
+from trivpn.proto.wireguard import PeerConfig, crypto
 from trivpn.registry.store import (
     AddressPlan,
     AddressUnavailable,
@@ -38,6 +42,7 @@ from trivpn.registry.store import (
     registry_path,
 )
 from trivpn.registry.sync import (
+    APPLY_SLICE,
     AddPeer,
     PeerSync,
     RegistryLike,
@@ -567,3 +572,107 @@ async def test_a_failing_registry_is_logged_and_retried_never_fatal(
         warnings = [r for r in caplog.records if "database disk image" in r.getMessage()]
         assert len(warnings) == 1  # rate-limited
         nursery.cancel_scope.cancel()
+
+
+async def test_many_registry_changes_are_applied_in_slices(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """1,000 new peers: APPLY_SLICE at a time, another task running between slices; a reload
+    in the middle (a reconcile of its own) leaves the rest to be diffed anew, none twice."""
+    many = [
+        rpeer(
+            f"p{i}",
+            crypto.public_key(crypto.clamp(i.to_bytes(4, "little") * 8)),
+            str(ipaddress.IPv4Address(0x0A080000 + 10 + i)),
+        )
+        for i in range(1000)
+    ]
+    registry = FakeRegistry()
+    front = make_front()
+    sync = make_sync(front, registry)
+    sync.plan = AddressPlan(subnets=(net("10.8.0.0/16"),))
+    added: list[int] = []  # peers the front has, at each turn of the other task
+    reloaded = False
+    applied_calls = 0
+    apply = front.apply_peer_config
+
+    def counting_apply(config: PeerConfig, **options: Any) -> Outcome:
+        nonlocal applied_calls
+        applied_calls += 1
+        return apply(config, **options)
+
+    front.apply_peer_config = counting_apply  # type: ignore[method-assign]
+
+    async def other() -> None:
+        nonlocal reloaded
+        while len(front.device.peers) < len(many) and not sync_done.is_set():
+            added.append(len(front.device.peers))
+            if not reloaded and len(front.device.peers) >= 500:
+                sync.set_static((), sync.plan)  # a SIGHUP reload meanwhile
+                reloaded = True
+            await trio.sleep(0)
+
+    for peer in many:
+        registry.peers[peer.public_key] = peer
+    registry.commit()
+    sync_done = trio.Event()  # ends `other` also if the sync fails to add them all
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await sync.poll()
+        sync_done.set()
+    assert sorted(front.device.peers) == sorted(p.public_key for p in many)
+    assert sync.applied == {p.public_key: p for p in many}
+    steps = [b - a for a, b in itertools.pairwise(added)]
+    # the other task ran between any two slices (trio runs it before or after the sync in
+    # each batch of runnable tasks, so two slices can meet across a batch boundary)
+    assert max(steps) <= 2 * APPLY_SLICE
+    assert len(added) >= len(many) // APPLY_SLICE // 2
+    assert reloaded
+    assert applied_calls == len(many)  # none applied twice
+
+
+def overlap_model(
+    networks: Sequence[ipaddress.IPv4Network], static: Sequence[WireGuardPeerConfig]
+) -> str | None:
+    """The plain walk over every static network that the index replaced."""
+    for network in networks:
+        for other in static:
+            for theirs in other.allowed_ips:
+                if network == theirs:
+                    return f"{network} is static peer {other.name!r}'s too"
+                if network.num_addresses == 1 and network.network_address in theirs:
+                    return f"{network} is inside static peer {other.name!r}'s {theirs}"
+    return None
+
+
+small_networks = st.builds(
+    lambda a, p: ipaddress.IPv4Network((a, p), strict=False),
+    st.integers(0x0A080000, 0x0A08000F),
+    st.integers(28, 32),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(small_networks, min_size=1, max_size=3), max_size=4),
+    st.lists(small_networks, min_size=1, max_size=3),
+)
+def test_static_clashes_are_found_as_a_walk_would(
+    statics: list[list[ipaddress.IPv4Network]], networks: list[ipaddress.IPv4Network]
+) -> None:
+    static_peers = [
+        WireGuardPeerConfig(name=f"s{i}", public_key=public_key(10 + i), allowed_ips=tuple(nets))
+        for i, nets in enumerate(statics)
+    ]
+    peer = RegistryPeer(
+        name="r",
+        public_key=KEY_A,
+        preshared_key=None,
+        addresses=(),
+        created_at=CREATED,
+        routes=tuple(dict.fromkeys(networks)),
+    )
+    kept, skipped = usable([peer], static_peers)
+    expected = overlap_model(peer.allowed_ips, static_peers)
+    assert [s.reason for s in skipped] == ([] if expected is None else [expected])
+    assert kept == ([peer] if expected is None else [])

@@ -34,9 +34,9 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import trio
 
@@ -51,13 +51,17 @@ from trivpn.control.status_client import (
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.endpoints import format_endpoint
 from trivpn.proto.policy import policy_json
-from trivpn.proto.toyvpn import ToyVpnServer
-from trivpn.proto.wireguard import encode_key
+from trivpn.proto.toyvpn import Session, ToyVpnServer
+from trivpn.proto.wireguard import Peer, encode_key
 
 log = logging.getLogger("trivpn")
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 MAX_REQUEST: Final = 256  # bytes; the only request is one short line
 MAX_CONNECTIONS: Final = 8
+SLICE: Final = 200  # peers or sessions read or encoded between two checkpoints (~5 ms)
 
 
 # --- the document -----------------------------------------------------------------------------
@@ -87,6 +91,20 @@ def status_document(
     server: StatusSource, ifname: str, *, now: float, wallclock: float
 ) -> dict[str, Any]:
     """The server's state as plain JSON values: ``now`` is trio's clock, ``wallclock`` epoch."""
+    doc = document_shell(server, ifname, now=now, wallclock=wallclock)
+    if server.wireguard is not None:
+        front = server.wireguard
+        doc["wireguard"]["peers"] = [peer_entry(front, peer) for peer in front.device]
+    if server.toyvpn is not None:
+        sessions = server.toyvpn.sessions.values()
+        doc["toyvpn"]["sessions"] = [session_entry(s, now) for s in sessions]
+    return doc
+
+
+def document_shell(
+    server: StatusSource, ifname: str, *, now: float, wallclock: float
+) -> dict[str, Any]:
+    """The document with empty lists of peers and sessions: all that costs no walk."""
     cfg = server.cfg
     counters: dict[str, dict[str, int]] = {"server": dict(server.counters)}
     doc: dict[str, Any] = {
@@ -108,23 +126,7 @@ def status_document(
             "listen": str(cfg.wireguard.listen),
             "listen_port": front.listen_port,
             "public_key": front.public_key,
-            "peers": [
-                {
-                    "name": peer.name,
-                    "public_key": encode_key(peer.public_key),
-                    "endpoint": show_endpoint(peer.endpoint),
-                    "latest_handshake": peer.last_handshake_time,
-                    "rx_bytes": peer.rx_bytes,
-                    "tx_bytes": peer.tx_bytes,
-                    "rx_packets": peer.rx_packets,
-                    "tx_packets": peer.tx_packets,
-                    "handshakes": peer.handshakes,
-                    "allowed_ips": [str(n) for n in peer.allowed_ips],
-                    "persistent_keepalive": peer.persistent_keepalive or 0,
-                    **policy_json(*front.peer_state(peer.public_key)),
-                }
-                for peer in front.device
-            ],
+            "peers": [],
         }
         counters["wireguard"] = dict(front.device.counters)
     toy = server.toyvpn
@@ -137,26 +139,89 @@ def status_document(
                 "size": toy.pool.size,
                 "in_use": toy.pool.in_use,
             },
-            "sessions": [
-                {
-                    "endpoint": show_endpoint(s.addr),
-                    "address": str(s.address),
-                    "rx_bytes": s.rx_bytes,
-                    "tx_bytes": s.tx_bytes,
-                    "rx_packets": s.rx_packets,
-                    "tx_packets": s.tx_packets,
-                    "idle_seconds": max(0.0, now - s.last_recv),
-                }
-                for s in toy.sessions.values()
-            ],
+            "sessions": [],
         }
         counters["toyvpn"] = dict(toy.counters)
     return doc
 
 
-def live_document(server: StatusSource, ifname: str) -> dict[str, Any]:
-    """The document now (call it from the trio thread that runs the server)."""
-    return status_document(server, ifname, now=trio.current_time(), wallclock=time.time())
+def peer_entry(front: WireGuardFront, peer: Peer) -> dict[str, Any]:
+    return {
+        "name": peer.name,
+        "public_key": encode_key(peer.public_key),
+        "endpoint": show_endpoint(peer.endpoint),
+        "latest_handshake": peer.last_handshake_time,
+        "rx_bytes": peer.rx_bytes,
+        "tx_bytes": peer.tx_bytes,
+        "rx_packets": peer.rx_packets,
+        "tx_packets": peer.tx_packets,
+        "handshakes": peer.handshakes,
+        "allowed_ips": [str(n) for n in peer.allowed_ips],
+        "persistent_keepalive": peer.persistent_keepalive or 0,
+        **policy_json(*front.peer_state(peer.public_key)),
+    }
+
+
+def session_entry(session: Session, now: float) -> dict[str, Any]:
+    return {
+        "endpoint": show_endpoint(session.addr),
+        "address": str(session.address),
+        "rx_bytes": session.rx_bytes,
+        "tx_bytes": session.tx_bytes,
+        "rx_packets": session.rx_packets,
+        "tx_packets": session.tx_packets,
+        "idle_seconds": max(0.0, now - session.last_recv),
+    }
+
+
+async def in_slices(items: Iterable[_T], entry: Callable[[_T], _R]) -> list[_R]:
+    """``[entry(item) for item in items]`` with a checkpoint every SLICE items, so that a
+    walk over thousands of peers never holds the loop (forwarding waits on no request).
+    ``items`` must be a copy when the walk may change it: other tasks run in between."""
+    result: list[_R] = []
+    for item in items:
+        result.append(entry(item))
+        if len(result) % SLICE == 0:
+            await trio.sleep(0)
+    return result
+
+
+async def live_document(server: StatusSource, ifname: str) -> dict[str, Any]:
+    """The document now, its peers and sessions read in slices (call it from the trio
+    thread that runs the server). Each entry is one peer's or session's state at one
+    moment; the document as a whole spans the few milliseconds between the slices."""
+    now = trio.current_time()
+    front, toy = server.wireguard, server.toyvpn
+    doc = document_shell(server, ifname, now=now, wallclock=time.time())
+    if front is not None:
+        doc["wireguard"]["peers"] = await in_slices(
+            front.device, functools.partial(peer_entry, front)
+        )
+    if toy is not None:
+        sessions = list(toy.sessions.values())
+        doc["toyvpn"]["sessions"] = await in_slices(sessions, lambda s: session_entry(s, now))
+    return doc
+
+
+async def encode_document(document: dict[str, Any]) -> bytes:
+    """``json.dumps(document)`` (compact, one line) with checkpoints between slices of the
+    peers and sessions: encoding 10,000 peers at once holds the loop tens of ms."""
+    shell = dict(document)
+    lists: dict[str, list[Any]] = {}
+    for section, key in (("wireguard", "peers"), ("toyvpn", "sessions")):
+        if shell.get(section) is not None:
+            placeholder = f"\0{section}.{key}"  # a NUL: in no name, key or address
+            lists[_compact(placeholder)] = shell[section][key]
+            shell[section] = {**shell[section], key: placeholder}
+    text = _compact(shell)
+    for placeholder, items in lists.items():
+        encoded = await in_slices(items, _compact)
+        text = text.replace(placeholder, "[" + ",".join(encoded) + "]", 1)
+    return text.encode() + b"\n"
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 # --- the server side --------------------------------------------------------------------------
@@ -194,7 +259,7 @@ async def _exchange(
     """One request, one answer, all within the connection's deadline."""
     request = await _read_request(stream)
     if request is not None:
-        await stream.send_all(_answer(request, server, ifname))
+        await stream.send_all(await _answer(request, server, ifname))
 
 
 async def _read_request(stream: trio.SocketStream) -> bytes | None:
@@ -211,9 +276,9 @@ async def _read_request(stream: trio.SocketStream) -> bytes | None:
     return data.partition(b"\n")[0].strip()
 
 
-def _answer(request: bytes, server: StatusSource, ifname: str) -> bytes:
+async def _answer(request: bytes, server: StatusSource, ifname: str) -> bytes:
     if request == STATUS_REQUEST.strip():
-        document = live_document(server, ifname)
+        document = await live_document(server, ifname)
     else:
         document = {"version": DOCUMENT_VERSION, "error": "unknown request; expected 'status'"}
-    return json.dumps(document, separators=(",", ":")).encode() + b"\n"
+    return await encode_document(document)

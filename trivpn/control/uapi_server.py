@@ -27,6 +27,9 @@ from trivpn.proto import uapi
 
 log = logging.getLogger("trivpn")
 
+GET_REQUEST: Final = b"get=1\n\n"  # the whole of a valid get (it takes no keys)
+GET_SLICE: Final = 200  # peers read and formatted between two checkpoints of a `get` (~5 ms)
+
 SOCKET_DIR: Final = Path("/var/run/wireguard")
 REQUEST_TIMEOUT: Final = 5.0  # seconds a client has to send each request and read the answer
 MAX_CONNECTIONS: Final = 16
@@ -67,6 +70,20 @@ async def serve_uapi(
     )
 
 
+async def sliced_get(target: uapi.Target) -> bytes:
+    """The answer to ``get=1``, made a slice of peers at a time with a checkpoint between,
+    so that `wg show` with 10,000 peers never holds the loop. Each peer is read as it is
+    when its slice runs; one removed meanwhile is left out, one added is not listed."""
+    lines = uapi.format_device(target.uapi_device_snapshot())
+    for i, key in enumerate(target.uapi_peer_keys(), 1):
+        peer = target.uapi_peer_snapshot(key)
+        if peer is not None:
+            lines += uapi.format_peer(peer)
+        if i % GET_SLICE == 0:
+            await trio.sleep(0)
+    return uapi.format_lines(lines)
+
+
 # --- one connection ---------------------------------------------------------------------------
 
 
@@ -90,11 +107,17 @@ async def _exchange(
             await stream.send_all(uapi.format_errno(e.errno))
             return
         for request in requests:
-            await stream.send_all(_answer(request, target))
+            await stream.send_all(await _answer(request, target))
             scope.deadline = trio.current_time() + timeout
 
 
-def _answer(request: bytes, target: uapi.Target) -> bytes:
+async def _answer(request: bytes, target: uapi.Target) -> bytes:
+    if request == GET_REQUEST:
+        try:
+            return await sliced_get(target)
+        except Exception:
+            log.exception("uapi: answering a get failed")
+            return uapi.format_errno(errno.EIO)
     try:
         answer = uapi.respond(request, target)
     except Exception:

@@ -139,6 +139,15 @@ class Target(Protocol):
 
     def uapi_snapshot(self) -> DeviceSnapshot: ...
 
+    def uapi_device_snapshot(self) -> DeviceSnapshot:
+        """The snapshot with no peers: what a ``get`` made in slices starts with."""
+
+    def uapi_peer_keys(self) -> list[bytes]:
+        """The public keys of the peers now, in ``get``'s order."""
+
+    def uapi_peer_snapshot(self, public_key: bytes) -> PeerSnapshot | None:
+        """One peer as it is now; None if it has gone since."""
+
     def uapi_apply(self, operations: Sequence[Operation]) -> None:
         """Apply all operations or, raising UapiError, none."""
 
@@ -365,24 +374,43 @@ def format_errno(code: int) -> bytes:
 
 def format_get(snapshot: DeviceSnapshot) -> bytes:
     """The answer to ``get=1``: keys in hex, the same lines in the same order as wireguard-go."""
+    lines = format_device(snapshot)
+    for peer in snapshot.peers:
+        lines += format_peer(peer)
+    return format_lines(lines)
+
+
+def format_device(snapshot: DeviceSnapshot) -> list[str]:
+    """The lines of ``get=1`` before the peers' (``snapshot.peers`` is not read)."""
     lines = [f"private_key={snapshot.private_key.hex()}"]
     if snapshot.listen_port:
         lines.append(f"listen_port={snapshot.listen_port}")
     if snapshot.fwmark:
         lines.append(f"fwmark={snapshot.fwmark}")
-    for peer in snapshot.peers:
-        lines.append(f"public_key={peer.public_key.hex()}")
-        lines.append(f"preshared_key={(peer.preshared_key or ZERO_KEY).hex()}")
-        lines.append("protocol_version=1")
-        if peer.endpoint is not None:
-            lines.append(f"endpoint={format_endpoint(peer.endpoint)}")
-        seconds, nanoseconds = _split_time(peer.last_handshake_time)
-        lines.append(f"last_handshake_time_sec={seconds}")
-        lines.append(f"last_handshake_time_nsec={nanoseconds}")
-        lines.append(f"tx_bytes={peer.tx_bytes}")
-        lines.append(f"rx_bytes={peer.rx_bytes}")
-        lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
-        lines.extend(f"allowed_ip={network}" for network in peer.allowed_ips)
+    return lines
+
+
+def format_peer(peer: PeerSnapshot) -> list[str]:
+    """One peer's lines of ``get=1``."""
+    lines = [
+        f"public_key={peer.public_key.hex()}",
+        f"preshared_key={(peer.preshared_key or ZERO_KEY).hex()}",
+        "protocol_version=1",
+    ]
+    if peer.endpoint is not None:
+        lines.append(f"endpoint={format_endpoint(peer.endpoint)}")
+    seconds, nanoseconds = _split_time(peer.last_handshake_time)
+    lines.append(f"last_handshake_time_sec={seconds}")
+    lines.append(f"last_handshake_time_nsec={nanoseconds}")
+    lines.append(f"tx_bytes={peer.tx_bytes}")
+    lines.append(f"rx_bytes={peer.rx_bytes}")
+    lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
+    lines.extend(f"allowed_ip={network}" for network in peer.allowed_ips)
+    return lines
+
+
+def format_lines(lines: Sequence[str]) -> bytes:
+    """A whole ``get=1`` answer of these lines."""
     return ("\n".join(lines) + "\n").encode() + format_errno(0)
 
 

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -206,13 +206,23 @@ class AddressPlan:
             if network.overlaps(pool):
                 raise AddressUnavailable(f"{network} overlaps the ToyVPN pool {pool}")
 
-    def free(self, version: int, taken: set[IPAddress]) -> IPAddress | None:
-        """The lowest host address of the first subnet of that IP version with one free."""
+    def free(
+        self,
+        version: int,
+        taken: Container[IPAddress],
+        floors: dict[IPNetwork, int] | None = None,
+    ) -> IPAddress | None:
+        """The lowest host address of the first subnet of that IP version with one free.
+
+        ``floors``, kept by a caller across calls with this plan while ``taken`` only grows
+        (or its floors are lowered for what it lost): per subnet, an address below which every
+        host is taken or reserved. The walk starts there and moves it up, so handing out n
+        addresses one by one walks each address once, not n times."""
         for subnet in self.subnets:
             if subnet.version != version:
                 continue
             first, last = _host_range(subnet)
-            candidate = first
+            candidate = first if floors is None else max(first, floors.get(subnet, first))
             while candidate <= last:
                 address: IPAddress = (
                     ipaddress.IPv4Address(candidate)
@@ -225,8 +235,24 @@ class AddressPlan:
                 elif address in taken:
                     candidate += 1
                 else:
+                    if floors is not None:
+                        floors[subnet] = candidate
                     return address
+            if floors is not None:
+                floors[subnet] = candidate
         return None
+
+
+@attrs.define
+class _Allocated:
+    """The addresses handed out, kept between adds by one connection so that an add neither
+    reads nor parses every stored address: valid while the database's ``data_version`` (moved
+    by other connections' commits only) stays what it was when they were read, and while
+    this connection's own changes are applied to it (an add) or drop it (any other)."""
+
+    data_version: int
+    taken: set[IPAddress]
+    floors: dict[AddressPlan, dict[IPNetwork, int]] = attrs.Factory(dict)
 
 
 def _host_range(subnet: IPNetwork) -> tuple[int, int]:
@@ -332,6 +358,7 @@ class Registry:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._allocated: _Allocated | None = None
 
     @classmethod
     def open(
@@ -495,13 +522,15 @@ class Registry:
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             self._refuse_duplicate(name, public_key)
             self._refuse_taken(LivePeer(public_key, None, (), tuple(routes)))
-            taken = self._taken_addresses()
+            allocated = self._allocated_now()
+            taken = allocated.taken
             for address in addresses:
                 if address in taken:
                     raise AddressUnavailable(f"{address} is taken by another peer")
             chosen = list(addresses)
+            floors = allocated.floors.setdefault(plan, {})
             for version in sorted({s.version for s in plan.subnets} - {a.version for a in chosen}):
-                free = plan.free(version, taken)
+                free = plan.free(version, taken, floors)
                 if free is None:
                     raise AddressesExhausted(
                         f"no free IPv{version} address left in the interface subnets"
@@ -521,6 +550,9 @@ class Registry:
             self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
             self._store_policy(peer_id, policy)
             self._bump_generation()
+        # committed: what this connection knows of the addresses stays current
+        taken.update(peer.addresses)
+        self._allocated = allocated
         return peer
 
     def remove(self, name: str) -> RegistryPeer:
@@ -668,9 +700,16 @@ class Registry:
             raise PeerExists(f"a peer named {name!r} exists already")
         raise PeerExists(f"peer {row[0]!r} has this public key already; one peer per key")
 
-    def _taken_addresses(self) -> set[IPAddress]:
-        rows = self._db.execute("SELECT address FROM addresses").fetchall()
-        return {ipaddress.ip_address(address) for (address,) in rows}
+    def _allocated_now(self) -> _Allocated:
+        """The addresses taken, as kept since this connection last read them unless another
+        connection committed since; call inside a write transaction."""
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        allocated = self._allocated
+        if allocated is None or allocated.data_version != version:
+            rows = self._db.execute("SELECT address FROM addresses").fetchall()
+            taken = {ipaddress.ip_address(address) for (address,) in rows}
+            allocated = _Allocated(int(version), taken)
+        return allocated
 
     def _insert_peer(
         self, name: str, public_key: bytes, psk: bytes | None, created: datetime.datetime
@@ -694,6 +733,7 @@ class Registry:
         )
 
     def _bump_generation(self) -> None:
+        self._allocated = None  # a change of this connection's: add alone keeps it current
         self._db.execute("UPDATE changes SET generation = generation + 1")
 
     def _migrate(self) -> None:

@@ -30,7 +30,7 @@ from trivpn.dataplane.wireguard.routes import PeerRoutes
 from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
 from trivpn.proto.policy import PeerState, Policy
-from trivpn.proto.wireguard import Device, Peer, PeerConfig
+from trivpn.proto.wireguard import FIRST_TIMER_SPREAD, Device, Peer, PeerConfig
 
 
 class WireGuardFront:
@@ -58,6 +58,7 @@ class WireGuardFront:
             under_load_rate=cfg.under_load_rate,
             mtu=mtu,
             allowed_ips=self.routes,
+            first_timer_spread=FIRST_TIMER_SPREAD,
         )
         self._timers = TimerLoop(self.device)
         self._sink = OutputSink(tun, sock, counters, wake_timers=self._timers.wake)
@@ -158,6 +159,15 @@ class WireGuardFront:
 
     def uapi_snapshot(self) -> uapi.DeviceSnapshot:
         return self._uapi.uapi_snapshot()
+
+    def uapi_device_snapshot(self) -> uapi.DeviceSnapshot:
+        return self._uapi.uapi_device_snapshot()
+
+    def uapi_peer_keys(self) -> list[bytes]:
+        return self._uapi.uapi_peer_keys()
+
+    def uapi_peer_snapshot(self, public_key: bytes) -> uapi.PeerSnapshot | None:
+        return self._uapi.uapi_peer_snapshot(public_key)
 
     def uapi_apply(self, operations: Sequence[uapi.Operation]) -> None:
         self._uapi.uapi_apply(operations)

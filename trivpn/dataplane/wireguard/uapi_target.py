@@ -17,6 +17,7 @@ from trivpn.dataplane.wireguard.interface import (
 )
 from trivpn.dataplane.wireguard.peers import KEEP, PeerSet, PeerUpdate
 from trivpn.proto import uapi
+from trivpn.proto.wireguard import Peer
 from trivpn.proto.wireguard.crypto import CryptoError, dh
 
 log = logging.getLogger("trivpn")
@@ -66,24 +67,25 @@ class UapiTarget:
         self.on_peer_change: PeerChangeHandler | None = None
 
     def uapi_snapshot(self) -> uapi.DeviceSnapshot:
+        return attrs.evolve(
+            self.uapi_device_snapshot(),
+            peers=tuple(_peer_snapshot(peer) for peer in self._device),
+        )
+
+    def uapi_device_snapshot(self) -> uapi.DeviceSnapshot:
         return uapi.DeviceSnapshot(
             private_key=self._device.identity.private_key,
             listen_port=self._interface.listen_port,
             fwmark=self._interface.fwmark,
-            peers=tuple(
-                uapi.PeerSnapshot(
-                    public_key=peer.public_key,
-                    preshared_key=peer.preshared_key,
-                    endpoint=peer.endpoint,
-                    last_handshake_time=peer.last_handshake_time,
-                    rx_bytes=peer.rx_bytes,
-                    tx_bytes=peer.tx_bytes,
-                    persistent_keepalive=peer.persistent_keepalive,
-                    allowed_ips=peer.allowed_ips,
-                )
-                for peer in self._device
-            ),
+            peers=(),
         )
+
+    def uapi_peer_keys(self) -> list[bytes]:
+        return list(self._device.peers)
+
+    def uapi_peer_snapshot(self, public_key: bytes) -> uapi.PeerSnapshot | None:
+        peer = self._device.peers.get(public_key)
+        return None if peer is None else _peer_snapshot(peer)
 
     def uapi_apply(self, operations: Sequence[uapi.Operation]) -> None:
         """Apply a `wg set`: everything checked first, so that a refusal changes nothing."""
@@ -210,3 +212,16 @@ class UapiTarget:
             )
         changed = [op.public_key] if result.outcome is not None else []
         return changed, result.took_from
+
+
+def _peer_snapshot(peer: Peer) -> uapi.PeerSnapshot:
+    return uapi.PeerSnapshot(
+        public_key=peer.public_key,
+        preshared_key=peer.preshared_key,
+        endpoint=peer.endpoint,
+        last_handshake_time=peer.last_handshake_time,
+        rx_bytes=peer.rx_bytes,
+        tx_bytes=peer.tx_bytes,
+        persistent_keepalive=peer.persistent_keepalive,
+        allowed_ips=peer.allowed_ips,
+    )

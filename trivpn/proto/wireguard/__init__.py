@@ -45,7 +45,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from .device import DEFAULT_UNDER_LOAD_RATE, Device
+    from .device import DEFAULT_UNDER_LOAD_RATE, FIRST_TIMER_SPREAD, Device
     from .keys import encode_key, genkey, genpsk, parse_key, peer_label, pubkey
     from .peer import (
         AllowedIps,
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_UNDER_LOAD_RATE",
+    "FIRST_TIMER_SPREAD",
     "AllowedIps",
     "Device",
     "EndpointChanged",
@@ -86,9 +87,8 @@ __all__ = [
 # Each name is imported from its module on first use (PEP 562), so `trivpn genkey` loads keys
 # and crypto, not the whole protocol: the device and the peer cost a tenth of a second.
 _KEYS_NAMES: Final = ("encode_key", "genkey", "genpsk", "parse_key", "peer_label", "pubkey")
-_HOME: Final = {"DEFAULT_UNDER_LOAD_RATE": "device", "Device": "device"} | dict.fromkeys(
-    _KEYS_NAMES, "keys"
-)
+_DEVICE_NAMES: Final = ("DEFAULT_UNDER_LOAD_RATE", "FIRST_TIMER_SPREAD", "Device")
+_HOME: Final = dict.fromkeys(_DEVICE_NAMES, "device") | dict.fromkeys(_KEYS_NAMES, "keys")
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,12 @@ from .peer import (
 _HEAP_SLACK_FACTOR: Final = 2
 _HEAP_SLACK_MIN: Final = 64
 
+# Peers added at once (a server starting with thousands of keepalive peers) would all send
+# their first handshake in one tick. Up to a crowd of them start at once, as wg(8) does;
+# a larger crowd is spread over this many seconds (at most each peer's keepalive interval).
+FIRST_TIMER_SPREAD: Final = 2.0
+FIRST_TIMER_CROWD: Final = 64
+
 # Handshake messages per second (with a valid mac1) above which cookies are demanded.
 # A DH costs tens of microseconds here and a handshake needs four, so a few hundred per
 # second is still a small share of one core.
@@ -69,6 +75,7 @@ class Device:
         under_load_rate: float = DEFAULT_UNDER_LOAD_RATE,
         mtu: int | None = None,
         allowed_ips: AllowedIps | None = None,
+        first_timer_spread: float = 0.0,
     ) -> None:
         self.identity = StaticIdentity.from_private_key(private_key)
         self.counters: Counter[str] = Counter()
@@ -100,6 +107,10 @@ class Device:
         # and the draws from the shared rng then do not depend on the deadlines' order.
         self._added = itertools.count()
         self._rank: dict[Peer, int] = {}
+        # Added peers whose first timer (due at once) has not run: when they are a crowd, each
+        # is put off at its first due tick by a random 0..first_timer_spread s instead of run.
+        self._first_timer_spread = first_timer_spread
+        self._unspread: set[Peer] = set()
 
     def __repr__(self) -> str:
         return f"Device(peers={len(self._peers)})"
@@ -127,6 +138,8 @@ class Device:
         self._peers[config.public_key] = peer
         self._rank[peer] = next(self._added)
         self._touched.add(peer)
+        if self._first_timer_spread > 0 and peer.timers.persistent_keepalive == float("-inf"):
+            self._unspread.add(peer)
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
@@ -137,6 +150,7 @@ class Device:
         peer.remove()
         self._touched.discard(peer)
         self._scheduled.pop(peer, None)  # its heap entries are stale from now on
+        self._unspread.discard(peer)
         del self._rank[peer]
 
     def set_private_key(self, private_key: bytes) -> bool:
@@ -240,8 +254,10 @@ class Device:
         self._touched.add(peer)
         return out
 
-    def tick(self, now: float, out: Output | None = None) -> Output:
-        """Run every timer due at ``now`` (call it at ``next_deadline()``).
+    def tick(self, now: float, out: Output | None = None, *, limit: int | None = None) -> Output:
+        """Run the timers due at ``now`` (call it at ``next_deadline()``), of at most ``limit``
+        peers (the earliest due): the rest stay due, so ``next_deadline()`` is still ``now``
+        and the caller may let others run before the next slice.
 
         Costs O(log peers) per due peer plus the flush of the peers touched since the last
         call; peers with nothing due are not looked at.
@@ -251,7 +267,7 @@ class Device:
         self._flush_touched()
         heap, scheduled = self._heap, self._scheduled
         due: list[Peer] = []
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             entry = heapq.heappop(heap)
             peer = entry[2]
             if scheduled.get(peer) is entry:
@@ -266,9 +282,24 @@ class Device:
         # can have become due meanwhile.
         self._touched.update(due)
         for peer in due:
+            if self._unspread and peer in self._unspread and self._spread_first_timer(peer, now):
+                continue
             peer.tick(now, out)
         self._flush_touched()
         return out
+
+    def _spread_first_timer(self, peer: Peer, now: float) -> bool:
+        """Put off a new peer's first timer by a random share of the spread (at most its
+        keepalive interval) if it starts in a crowd; whether it was put off. A change since
+        (a handshake, a new keepalive setting) has made the timer its own: it runs as it is."""
+        crowd = len(self._unspread) > FIRST_TIMER_CROWD
+        self._unspread.discard(peer)
+        if not crowd or peer.timers.persistent_keepalive != float("-inf"):
+            return False
+        spread = min(self._first_timer_spread, float(peer.persistent_keepalive or 0))
+        fraction = int.from_bytes(self._ctx.rng(4), "little") / (1 << 32)
+        peer.timers.persistent_keepalive = now + spread * fraction
+        return True
 
     def next_deadline(self) -> float | None:
         """When to call ``tick`` next (None: no timer pending).
