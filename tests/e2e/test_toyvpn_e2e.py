@@ -315,7 +315,12 @@ def test_a_second_signal_during_shutdown_does_not_cut_the_cleanup_short(
             server.proc.wait(0.002)
     assert server.stop(signal.SIGTERM) == 0, server.log()
     log = server.log()
-    assert "SIGINT: shutting down" in log and "already shutting down" in log
+    # The first signal handled starts the shutdown (which of the pending SIGINT and SIGTERM
+    # comes first is the kernel's and Python's choice); every later one is absorbed.
+    handled = re.findall(r"(SIGINT|SIGTERM): (shutting down|already shutting down)", log)
+    assert [what for _, what in handled[:1]] == ["shutting down"], log
+    assert all(what == "already shutting down" for _, what in handled[1:]), log
+    assert len(handled) >= 2, log
     assert "table inet trivpn removed" in log
     assert nft_tables(lab.server) == []
     assert forwarding(lab.server) == "0"
