@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,22 +78,8 @@ def timed(action: Callable[[], object]) -> float:
 
 def ping_while(ns: netlab.Netns, work: Callable[[], None]) -> tuple[float, int, int]:
     """The worst RTT (ms) of a ping every 10 ms while ``work()`` runs; answers, requests."""
-    ping = subprocess.Popen(
-        ns.argv("ping", "-i", "0.01", "-W", "3", netlab.INTERNET_HOST),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        time.sleep(0.3)
-        work()
-        time.sleep(0.3)
-    finally:
-        ping.send_signal(signal.SIGINT)
-        output, _ = ping.communicate(timeout=10)
-    rtts = [float(ms) for ms in re.findall(r"time=([\d.]+) ms", output)]
-    sent = re.search(r"(\d+) packets transmitted", output)
-    return max(rtts, default=float("nan")), len(rtts), int(sent.group(1)) if sent else 0
+    rtts, sent = netlab.ping_while(ns, netlab.INTERNET_HOST, work, wait=3)
+    return max(rtts, default=float("nan")), len(rtts), sent
 
 
 def run(peers: int = PEERS) -> int:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,31 +45,6 @@ def many_peers() -> str:
     )
 
 
-def rtts(output: str) -> list[float]:
-    return [float(ms) for ms in re.findall(r"time=([\d.]+) ms", output)]
-
-
-def ping_while(ns: netlab.Netns, work: Callable[[], None]) -> tuple[list[float], int]:
-    """Ping the internet host every 10 ms while ``work()`` runs: the RTTs (ms) of the
-    answers and the number of requests sent."""
-    ping = subprocess.Popen(
-        ns.argv("ping", "-i", "0.01", "-W", "2", netlab.INTERNET_HOST),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        time.sleep(0.3)
-        work()
-        time.sleep(0.3)
-    finally:
-        ping.send_signal(signal.SIGINT)
-        output, _ = ping.communicate(timeout=10)
-    sent = re.search(r"(\d+) packets transmitted", output)
-    assert sent is not None, output
-    return rtts(output), int(sent.group(1))
-
-
 def test_control_requests_do_not_stall_the_tunnel(
     lab: netlab.Lab,
     server: wglab.LabServer,
@@ -89,7 +61,7 @@ def test_control_requests_do_not_stall_the_tunnel(
     server.start()
     wglab.wait_online(client_ns)
 
-    idle, idle_sent = ping_while(client_ns, lambda: time.sleep(1.5))
+    idle, idle_sent = netlab.ping_while(client_ns, netlab.INTERNET_HOST, lambda: time.sleep(1.5))
     answers: dict[str, str] = {}
 
     def control() -> None:
@@ -100,7 +72,7 @@ def test_control_requests_do_not_stall_the_tunnel(
             answers[f"status{round}"] = server.trivpn("status", "--json", timeout=60)
             answers[f"wg{round}"] = server.wg("show", server.ifname, "dump")
 
-    busy, busy_sent = ping_while(client_ns, control)
+    busy, busy_sent = netlab.ping_while(client_ns, netlab.INTERNET_HOST, control)
     # every request was answered in full
     for round in range(2):
         assert int(answers[f"scrape{round}"]) == PEERS + 1

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
+import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _counter = itertools.count()
@@ -91,6 +93,30 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def ping_while(
+    ns: Netns, target: str, work: Callable[[], None], *, wait: float = 2.0
+) -> tuple[list[float], int]:
+    """Ping ``target`` every 10 ms from ``ns`` while ``work()`` runs (with 0.3 s of idle
+    pings either side): the RTTs (ms) of the answers and the number of requests sent."""
+    ping = subprocess.Popen(
+        ns.argv("ping", "-i", "0.01", "-W", str(wait), target),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(0.3)
+        work()
+        time.sleep(0.3)
+    finally:
+        ping.send_signal(signal.SIGINT)
+        output, _ = ping.communicate(timeout=10)
+    sent = re.search(r"(\d+) packets transmitted", output)
+    if sent is None:
+        raise RuntimeError(f"ping from {ns.name} said no count:\n{output}")
+    return [float(ms) for ms in re.findall(r"time=([\d.]+) ms", output)], int(sent.group(1))
 
 
 class Lab:
