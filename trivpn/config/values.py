@@ -18,11 +18,11 @@ from cattrs.errors import IterableValidationError, IterableValidationNote
 
 from trivpn.config.errors import InvalidValue
 from trivpn.proto.endpoints import join_host_port, parse_host_port
+from trivpn.proto.ip import IPAddress as IPAddress  # the config's value types, one owner
+from trivpn.proto.ip import IPNetwork as IPNetwork
 from trivpn.proto.wireguard import keys
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def by_version(value: IPAddress | IPNetwork) -> tuple[int, IPAddress | IPNetwork]:

@@ -10,13 +10,12 @@ are indexed too, so that taking an owner's routes or listing them never walks th
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
+from trivpn.proto.ip import IPAddress, IPNetwork
+
 T = TypeVar("T")  # owners: compared and hashed by identity, or values in tests
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RouteOwner(Protocol):

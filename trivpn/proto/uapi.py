@@ -27,8 +27,8 @@ from typing import Final, Protocol
 import attrs
 
 from trivpn.proto.endpoints import EndpointSyntaxError, format_endpoint, parse_host_port
+from trivpn.proto.ip import IPNetwork
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = tuple[str, int]
 
 KEY_LEN: Final = 32

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 
 from trivpn.config import IPAddress, WireGuardConfig, WireGuardPeerConfig
-from trivpn.dataplane.router import IPNetwork, RouteOwner, Router
+from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.wireguard.interface import InterfaceSettings
 from trivpn.dataplane.wireguard.io_protocols import TunWriter, UdpSocket
 from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop
@@ -29,6 +29,7 @@ from trivpn.dataplane.wireguard.policy import PeerPolicies
 from trivpn.dataplane.wireguard.routes import PeerRoutes
 from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
+from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import PeerState, Policy
 from trivpn.proto.wireguard import FIRST_TIMER_SPREAD, Device, Peer, PeerConfig
 

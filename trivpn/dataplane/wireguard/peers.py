@@ -10,10 +10,10 @@ from typing import Literal
 import attrs
 
 from trivpn.config import WireGuardPeerConfig
-from trivpn.dataplane.router import IPNetwork
 from trivpn.dataplane.wireguard.output import OutputSink
 from trivpn.dataplane.wireguard.policy import PeerPolicies
 from trivpn.dataplane.wireguard.routes import PeerRoute, PeerRoutes
+from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import ACTIVE_POLICY, Policy
 from trivpn.proto.wireguard import Device, Peer, PeerConfig
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeGuard
 
-from trivpn.dataplane.router import IPNetwork, RouteOwner, Router
+from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.wireguard.output import OutputSink
+from trivpn.proto.ip import IPNetwork
 from trivpn.proto.wireguard import Device, Peer
 
 

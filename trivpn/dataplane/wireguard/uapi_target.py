@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from trivpn.dataplane.router import IPNetwork
 from trivpn.dataplane.wireguard.interface import (
     InterfaceSettingError,
     InterfaceSettings,
@@ -17,6 +16,7 @@ from trivpn.dataplane.wireguard.interface import (
 )
 from trivpn.dataplane.wireguard.peers import KEEP, PeerSet, PeerUpdate
 from trivpn.proto import uapi
+from trivpn.proto.ip import IPNetwork
 from trivpn.proto.wireguard import Peer
 from trivpn.proto.wireguard.crypto import CryptoError, dh
 

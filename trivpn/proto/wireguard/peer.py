@@ -13,6 +13,7 @@ from typing import Final, NamedTuple, Protocol
 
 import attrs
 
+from ..ip import IPNetwork as IPNetwork  # re-exported by the package
 from . import crypto
 from .cookie import Address, CookieGenerator, RandomBytes
 from .keypair import Keypair
@@ -34,8 +35,6 @@ from .timers import (
     Timer,
     jitter_from,
 )
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _IPV4_HEADER: Final = 20
 _IPV6_HEADER: Final = 40
