@@ -6,10 +6,12 @@ import datetime
 
 import pytest
 
+from trivpn.proto.periods import QuotaPeriod
 from trivpn.proto.policy import (
     PeerState,
     Policy,
     PolicyError,
+    Quota,
     format_expires,
     next_change,
     parse_expires,
@@ -105,9 +107,20 @@ def test_json_fields() -> None:
         "state": "expired",
         "enabled": True,
         "expires": "2027-02-01T00:00:00Z",
+        "quota_bytes": None,
+        "quota_period": None,
+        "rate_down_bps": None,
+        "rate_up_bps": None,
     }
-    assert policy_json(PeerState.DISABLED, Policy(enabled=False)) == {
+    limited = Policy(
+        enabled=False, quota=Quota(50 * 2**30, QuotaPeriod.MONTH), rate_down=20_000_000
+    )
+    assert policy_json(PeerState.DISABLED, limited) == {
         "state": "disabled",
         "enabled": False,
         "expires": None,
+        "quota_bytes": 50 * 2**30,
+        "quota_period": "month",
+        "rate_down_bps": 20_000_000,
+        "rate_up_bps": None,
     }

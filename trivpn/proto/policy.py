@@ -1,8 +1,8 @@
 """A WireGuard peer's policy and what it decides: active or blocked, and until when.
 
 Sans-IO: the wall clock (epoch seconds) is an argument, as ``now`` is elsewhere in proto.
-This step holds ``enabled`` and ``expires``; quotas and rates join `Policy` as more fields,
-`state` as more causes and `next_change` as more deadlines.
+A policy holds ``enabled``, ``expires``, a traffic ``quota`` per calendar period and rate
+limits each way; `state` decides from it and the peer's usage (`trivpn.proto.usage`).
 
 Expiry values, for `--expires` and the registry:
 
@@ -12,6 +12,10 @@ Expiry values, for `--expires` and the registry:
 - ``30d``, ``12h``, ``2w``: that long from now (a positive whole number of hours, days or
   weeks).
 - ``never``: no expiry.
+
+Quotas: ``50GiB/month`` (a size with a unit, then ``/`` and a period: day, week, month,
+total); periods are calendar periods in UTC (`trivpn.proto.periods`). Rates: ``20Mbit``
+(bits per second; kbit, Mbit, Gbit). ``none`` clears either.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import datetime
 import enum
 import re
 from typing import Any, Final
+
+from trivpn.proto.periods import QuotaPeriod, period_end
 
 UTC: Final = datetime.UTC
 EXPIRES_ALLOWED: Final = (
@@ -35,13 +41,48 @@ class PolicyError(ValueError):
     """A policy value that does not parse; the message names the value and what is allowed."""
 
 
+QUOTA_ALLOWED: Final = (
+    "expected a size and a period, e.g. 50GiB/month (units B, KB, MB, GB, TB, KiB, MiB, GiB, "
+    "TiB; periods day, week, month, total) or none"
+)
+RATE_ALLOWED: Final = (
+    "expected a rate above 0 in bits per second, e.g. 20Mbit (units kbit, Mbit, Gbit) or none"
+)
+_SIZE_UNITS: Final = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_RATE_UNITS: Final = {"kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
+_AMOUNT: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)")
+MAX_QUOTA: Final = 2**62  # bytes: far beyond any link, and within SQLite's INTEGER
+MAX_RATE: Final = 10**12  # bits per second (1 Tbit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    """So many bytes (received plus sent, as `wg show`'s transfer) per period."""
+
+    bytes: int
+    period: QuotaPeriod
+
+    def __str__(self) -> str:
+        return f"{format_size(self.bytes)}/{self.period}"
+
+
 class PeerState(enum.StrEnum):
     """What the policy makes of a peer at a moment. Every state but ACTIVE blocks it."""
 
     ACTIVE = "active"
     DISABLED = "disabled"
     EXPIRED = "expired"
-    OVER_QUOTA = "over_quota"  # the quota step; never returned yet
+    OVER_QUOTA = "over_quota"
 
     @property
     def blocked(self) -> bool:
@@ -59,10 +100,13 @@ def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
 # A dataclass, not attrs: the CLI's key commands import this module and must start fast.
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Policy:
-    """One peer's settings; the default blocks nothing."""
+    """One peer's settings; the default blocks and limits nothing."""
 
     enabled: bool = True
     expires: datetime.datetime | None = None  # aware, made UTC
+    quota: Quota | None = None
+    rate_down: int | None = None  # bits per second toward the peer
+    rate_up: int | None = None  # bits per second from the peer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires", _utc(self.expires))
@@ -76,24 +120,42 @@ class Policy:
 ACTIVE_POLICY: Final = Policy()
 
 
-def state(policy: Policy, wallclock: float) -> PeerState:
-    """The peer's state at ``wallclock`` (epoch seconds); expired from the deadline on.
-    Disabled wins over expired: re-enabling is the first thing an operator would try."""
+def state(policy: Policy, wallclock: float, used: int = 0) -> PeerState:
+    """The peer's state at ``wallclock`` (epoch seconds) having used ``used`` bytes of its
+    quota's current period: expired from the deadline on, over quota from the quota on.
+    Disabled wins over expired over over-quota: the first cause is the one to lift first."""
     if not policy.enabled:
         return PeerState.DISABLED
     expires_at = policy.expires_at
     if expires_at is not None and wallclock >= expires_at:
         return PeerState.EXPIRED
+    if policy.quota is not None and used >= policy.quota.bytes:
+        return PeerState.OVER_QUOTA
     return PeerState.ACTIVE
 
 
 def next_change(policy: Policy, wallclock: float) -> float | None:
     """The next moment (epoch seconds) after ``wallclock`` at which ``state`` may answer
-    otherwise without the policy changing; None: never."""
+    otherwise, or the quota's period rolls over, without the policy changing; None: never.
+    (Usage moves by itself too: the data path reports the quota's crossing.)"""
+    deadlines: list[float] = []
     expires_at = policy.expires_at
-    if not policy.enabled or expires_at is None or expires_at <= wallclock:
+    if expires_at is not None and expires_at > wallclock:
+        deadlines.append(expires_at)
+    if policy.quota is not None:
+        end = period_end(policy.quota.period, wallclock)
+        if end is not None:
+            deadlines.append(end)
+    if not policy.enabled or (expires_at is not None and expires_at <= wallclock):
+        return None  # blocked until the policy changes
+    return min(deadlines, default=None)
+
+
+def remaining(policy: Policy, used: int) -> int | None:
+    """Bytes the peer may still move in its quota's period; None: no quota."""
+    if policy.quota is None:
         return None
-    return expires_at
+    return max(policy.quota.bytes - used, 0)
 
 
 def end_of_day(day: datetime.date) -> datetime.datetime:
@@ -132,10 +194,68 @@ def format_expires(expires: datetime.datetime | None) -> str | None:
     return expires.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _amount(text: str, units: dict[str, int]) -> float | None:
+    match = _AMOUNT.fullmatch(text.strip().lower())
+    if match is None or match[2] not in units:
+        return None
+    return float(match[1]) * units[match[2]]
+
+
+def parse_quota(text: str) -> Quota | None:
+    """``50GiB/month``; None for ``none``. Raises PolicyError naming the value."""
+    if text.strip().lower() == "none":
+        return None
+    size, slash, period = text.partition("/")
+    amount = _amount(size, _SIZE_UNITS)
+    period = period.strip().lower()
+    if not slash or amount is None or period not in set(QuotaPeriod):
+        raise PolicyError(f"{text!r} — {QUOTA_ALLOWED}")
+    if not 1 <= amount <= MAX_QUOTA:
+        raise PolicyError(f"{text!r} — a quota of at least 1 B and below 4 EiB; {QUOTA_ALLOWED}")
+    return Quota(int(amount), QuotaPeriod(period))
+
+
+def parse_rate(text: str) -> int | None:
+    """``20Mbit`` (or ``20Mbit/s``) in bits per second; None for ``none``. Raises PolicyError
+    naming the value: a rate of 0 would block, which is what ``peer disable`` is for."""
+    value = text.strip()
+    if value.lower() == "none":
+        return None
+    amount = _amount(value.removesuffix("/s"), _RATE_UNITS)
+    if amount is None:
+        raise PolicyError(f"{text!r} — {RATE_ALLOWED}")
+    if not 1 <= amount <= MAX_RATE:
+        raise PolicyError(f"{text!r} — {RATE_ALLOWED}, at most 1000Gbit")
+    return int(amount)
+
+
+def format_size(count: int) -> str:
+    """A byte count in the largest binary unit that holds it whole (``50GiB``), else bytes."""
+    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+        size = _SIZE_UNITS[unit.lower()]
+        if count >= size and count % size == 0:
+            return f"{count // size}{unit}"
+    return f"{count}B"
+
+
+def format_rate(bps: int) -> str:
+    """Bits per second in the largest unit that holds it whole (``20Mbit``)."""
+    for unit in ("Gbit", "Mbit", "kbit"):
+        size = _RATE_UNITS[unit.lower()]
+        if bps >= size and bps % size == 0:
+            return f"{bps // size}{unit}"
+    return f"{bps / 1000:g}kbit"
+
+
 def policy_json(state: PeerState, policy: Policy) -> dict[str, Any]:
     """A peer's state and policy as the status document and `peer list --json` carry them."""
+    quota = policy.quota
     return {
         "state": str(state),
         "enabled": policy.enabled,
         "expires": format_expires(policy.expires),
+        "quota_bytes": None if quota is None else quota.bytes,
+        "quota_period": None if quota is None else str(quota.period),
+        "rate_down_bps": policy.rate_down,
+        "rate_up_bps": policy.rate_up,
     }
