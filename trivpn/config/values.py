@@ -20,6 +20,7 @@ from trivpn.config.errors import InvalidValue
 from trivpn.proto.endpoints import join_host_port, parse_host_port
 from trivpn.proto.ip import IPAddress as IPAddress  # the config's value types, one owner
 from trivpn.proto.ip import IPNetwork as IPNetwork
+from trivpn.proto.policy import QUOTA_ALLOWED, RATE_ALLOWED, Quota, parse_quota, parse_rate
 from trivpn.proto.wireguard import keys
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -119,6 +120,16 @@ def structure_key(value: object, _: Any) -> bytes:
         return keys.parse_key(text)
     except ValueError as e:  # parse_key never repeats the text: safe for secrets
         raise InvalidValue(value, str(e)) from None
+
+
+def structure_quota(value: object, _: Any) -> Quota | None:
+    """A traffic quota (``"50GiB/month"``, trivpn.proto.policy); ``"none"``: none."""
+    return _parsed(parse_quota, value, QUOTA_ALLOWED)
+
+
+def structure_rate(value: object, _: Any) -> int | None:
+    """A rate limit (``"20Mbit"``) in bits per second; ``"none"``: none."""
+    return _parsed(parse_rate, value, RATE_ALLOWED)
 
 
 def endpoint_hook(examples: str, parse: Callable[[str], object] = Endpoint.parse) -> Hook:
