@@ -9,12 +9,14 @@ Modes (each builds one lab and measures its scenarios in it):
   wireguard  a wireguard-go client (10.8.0.2/32) against `trivpn serve` (WireGuard on), then
              against wireguard-go as the server; the two alternate run by run in one lab, so
              both see the same machine noise, and the ratios trivpn/wireguard-go are printed
+             (with --policy: trivpn with a rate limit and a quota that never bind, against
+             trivpn without; the ratios policy/no policy are printed)
   all        toyvpn, baseline and wireguard
   scale      10,000 peers (config and registry): registry adds, RSS, time to serving, the
              time of status, a scrape and `wg show`, the worst ping RTT meanwhile (bench_scale)
 Several scenarios in one run add ratio columns against the last one.
 
-Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE]
+Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE] [--policy]
 Everything lives in namespaces this tool creates and removes; no traffic leaves them.
 """
 
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import netlab, wglab
+from support import iperf, netlab, wglab
 
 from trivpn.net import nft
 
@@ -386,13 +388,18 @@ class WireGuardClient:
             _stop_wireguard_go(self.wg)
 
 
+# --policy: limits that never bind in a run (a few GB at most), so only their cost shows.
+BENCH_POLICY = {"quota": "1TiB/total", "rate_down": "10Gbit", "rate_up": "10Gbit"}
+
+
 class WireGuardTrivpnScenario:
-    """`trivpn serve` with WireGuard on (ToyVPN off) and the wireguard-go client as its peer."""
+    """`trivpn serve` with WireGuard on (ToyVPN off) and the wireguard-go client as its peer,
+    a static peer with ``policy`` (keys of its ``[[wireguard.peers]]`` table) if given."""
 
-    name = "trivpn-wg"
-
-    def __init__(self, client: WireGuardClient) -> None:
+    def __init__(self, client: WireGuardClient, policy: dict[str, str] | None = None) -> None:
         self.client = client
+        self.policy = policy
+        self.name = "trivpn-wg+policy" if policy else "trivpn-wg"
         self.server: netlab.Trivpn | None = None
         # The UAPI socket directory is shared by every namespace: a name no parallel run uses.
         self.ifname = wglab.unique_ifname("tvwg")
@@ -405,7 +412,9 @@ class WireGuardTrivpnScenario:
         key_file.touch(mode=0o600)
         key_file.write_text(keys.private + "\n")
         config = work / "trivpn-wg.toml"
-        client_peer = wglab.peer_table("bench-client", self.client.public_key, f"{WG_CLIENT_IP}/32")
+        client_peer = wglab.peer_table(
+            "bench-client", self.client.public_key, f"{WG_CLIENT_IP}/32", policy=self.policy
+        )
         config.write_text(
             wglab.server_config(
                 self.ifname,
@@ -502,6 +511,14 @@ def _wireguard_group() -> Group:
     return Group([WireGuardTrivpnScenario(client), WireGuardGoScenario(client)], [client])
 
 
+def _policy_group() -> Group:
+    """--policy: trivpn with BENCH_POLICY against trivpn without, taking turns in one lab."""
+    client = WireGuardClient()
+    return Group(
+        [WireGuardTrivpnScenario(client, BENCH_POLICY), WireGuardTrivpnScenario(client)], [client]
+    )
+
+
 MODES: dict[str, Callable[[], Group]] = {
     "toyvpn": lambda: Group([ToyVpnScenario(), BareRelayScenario()]),
     "baseline": lambda: Group([BaselineScenario()]),
@@ -587,28 +604,22 @@ class IperfRun:
 def iperf_once(
     client: netlab.Netns, target: str, seconds: int, reverse: bool, pids: dict[str, int]
 ) -> IperfRun:
-    argv = ["iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
-    if reverse:
-        argv.append("-R")
-    for attempt in range(10):
+    argv = iperf.client_argv(target, seconds, reverse=reverse, port=IPERF_PORT)
+    for _ in range(iperf.BUSY_RETRIES):
         with cpu_sampler(pids) as cpu:
             result = client.run(*argv, check=False, timeout=seconds + 30)
         try:
-            report: dict[str, Any] = json.loads(result.stdout)
-        except json.JSONDecodeError as e:
-            raise BenchError(f"iperf3 gave no JSON: {result.stderr.strip()}") from e
-        error = report.get("error")
-        if error is None:
+            report = iperf.report_of(result)
+        except iperf.IperfError as e:
+            raise BenchError(str(e)) from e
+        if report is not None:
             end = report["end"]
             # iperf3 measures its own two ends (getrusage over wall time: % of one core).
             cpu["iperf3 client"] = float(end["cpu_utilization_percent"]["host_total"])
             cpu["iperf3 server"] = float(end["cpu_utilization_percent"]["remote_total"])
-            return IperfRun(float(end["sum_received"]["bits_per_second"]), cpu)
-        # The server takes a moment to accept the next test after one ends.
-        if "busy" not in str(error) or attempt == 9:
-            raise BenchError(f"iperf3: {error}")
-        time.sleep(1.0)
-    raise AssertionError("unreachable")
+            return IperfRun(iperf.received_bps(report), cpu)
+        time.sleep(iperf.BUSY_WAIT)
+    raise BenchError(f"iperf3: the server on port {IPERF_PORT} stayed busy")
 
 
 @dataclass
@@ -669,49 +680,28 @@ def run_group(group: Group, runs: int, seconds: int, work: Path) -> list[Scenari
     # Alone, a scenario starts once; several take turns, each started afresh every round.
     take_turns = len(group.scenarios) > 1
     with netlab.Lab("bn") as lab:
-        iperf_server = None
         fixtures: list[Fixture] = []
         running: Scenario | None = None
         try:
             for fixture in group.fixtures:
                 fixtures.append(fixture)
                 fixture.start(lab, work)
-            iperf_server = lab.internet.popen(
-                # A test cut short when a scenario stops must not leave the server busy.
-                [
-                    "iperf3",
-                    "-s",
-                    "-B",
-                    netlab.INTERNET_HOST,
-                    "-p",
-                    str(IPERF_PORT),
-                    "--rcv-timeout",
-                    "3000",
-                    "--idle-timeout",
-                    "5",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            _wait(lambda: _listening(lab.internet, "t", IPERF_PORT), 10, "iperf3 -s")
-            results = [ScenarioResult(s.name) for s in group.scenarios]
-            for i in range(runs):
-                for scenario, result in zip(group.scenarios, results, strict=True):
-                    if running is None:
-                        print(f"bench: {scenario.name}: starting", flush=True)
-                        running = scenario
-                        scenario.start(lab, work)
-                    measure_round(scenario, result, lab.clients[0], seconds, f"{i + 1}/{runs}")
-                    if take_turns:
-                        running = None
-                        scenario.stop()
-            return results
+            with iperf.server(lab.internet, netlab.INTERNET_HOST, IPERF_PORT):
+                results = [ScenarioResult(s.name) for s in group.scenarios]
+                for i in range(runs):
+                    for scenario, result in zip(group.scenarios, results, strict=True):
+                        if running is None:
+                            print(f"bench: {scenario.name}: starting", flush=True)
+                            running = scenario
+                            scenario.start(lab, work)
+                        measure_round(scenario, result, lab.clients[0], seconds, f"{i + 1}/{runs}")
+                        if take_turns:
+                            running = None
+                            scenario.stop()
+                return results
         finally:
             if running is not None:
                 running.stop()
-            if iperf_server is not None:
-                iperf_server.kill()
-                iperf_server.wait(10)
             for fixture in reversed(fixtures):
                 fixture.stop()
 
@@ -792,6 +782,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers here")
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="wireguard mode: trivpn with a rate limit and a quota far above what the run "
+        "uses, against trivpn without (instead of against wireguard-go)",
+    )
     args = parser.parse_args()
     if args.mode == "scale":  # a lab of its own, no iperf3: see tools/bench_scale.py
         if os.geteuid() != 0:
@@ -807,6 +803,8 @@ def main() -> int:
         parser.error(
             f"--mode: {', '.join(unknown) or 'empty'} — choose from {', '.join(MODES)}, all"
         )
+    if args.policy and modes != ["wireguard"]:
+        parser.error("--policy: only with --mode wireguard")
     if args.runs < 1 or args.time < 1:
         parser.error("--runs and --time must be at least 1")
     if os.geteuid() != 0:
@@ -818,7 +816,8 @@ def main() -> int:
     keep_logs = False
     try:
         for mode in modes:
-            by_mode[mode] = run_group(MODES[mode](), args.runs, args.time, work)
+            group = _policy_group() if args.policy else MODES[mode]()
+            by_mode[mode] = run_group(group, args.runs, args.time, work)
     except (BenchError, TimeoutError, subprocess.TimeoutExpired) as e:
         keep_logs = True  # the trivpn logs are what explains a failed start
         print(f"bench: {e}\nbench: logs kept in {work}", file=sys.stderr)

@@ -23,7 +23,7 @@ from support import netlab, wglab
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvq", clients=1)]
 
 STOP_BOUND = 2.0  # s: disable -> no more replies (the registry is polled every 0.5 s)
-BACK_BOUND = 20.0  # s: enable -> replies again (wireguard-go retries every 5 s)
+BACK_BOUND = wglab.RECONNECT_WAIT  # s: enable -> replies again
 EXPIRY_SLACK = 1.0  # s: the last reply around the expiry
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ")
 
@@ -75,8 +75,7 @@ def pinger_for() -> Iterator[Callable[[netlab.Netns], Pinger]]:
 
 
 def state(server: wglab.LabServer, name: str) -> str:
-    row = json.loads(server.trivpn("peer", "show", name, "--json"))
-    return str(row["state"])
+    return str(server.peer_json(name)["state"])
 
 
 def test_disable_enable_and_expiry_of_a_running_peer(

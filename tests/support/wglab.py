@@ -28,6 +28,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from support.netlab import INTERNET_HOST, Netns, Trivpn, wait_for
 from trivpn.control import status_socket
@@ -233,6 +234,9 @@ class WireGuardGo:
 WG_PORT = 51820
 SERVER_ADDRESS = "10.8.0.1/24"
 HANDSHAKE_WAIT = 40.0  # s: wireguard-go retries an unanswered handshake every 5 s
+# s: a peer the server blocked, then let back: wireguard-go's own retry reconnects it (it
+# handshakes again 15 s after the server stopped answering, then every 5 s)
+RECONNECT_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -253,15 +257,24 @@ def _toml(value: object) -> str:
     return json.dumps(value)
 
 
-def peer_table(name: str, public_key: str, *allowed_ips: str, endpoint: str | None = None) -> str:
-    """One ``[[wireguard.peers]]`` table of a trivpn config."""
+def peer_table(
+    name: str,
+    public_key: str,
+    *allowed_ips: str,
+    endpoint: str | None = None,
+    policy: Mapping[str, object] | None = None,
+) -> str:
+    """One ``[[wireguard.peers]]`` table of a trivpn config; ``policy``: more keys of it
+    (``{"quota": "4MiB/total", "rate_down": "20Mbit"}``)."""
     text = f"""
 [[wireguard.peers]]
 name = {_toml(name)}
 public_key = {_toml(public_key)}
 allowed_ips = {_toml(list(allowed_ips))}
 """
-    return text + (f"endpoint = {_toml(endpoint)}\n" if endpoint else "")
+    settings: dict[str, object] = {"endpoint": endpoint} if endpoint else {}
+    settings.update(policy or {})
+    return text + "".join(f"{key} = {_toml(value)}\n" for key, value in settings.items())
 
 
 def server_config(
@@ -326,15 +339,15 @@ def connect_client(
     wg.up(f"{address}/32", routes=("default",))
 
 
-def apply_client_config(wg: WireGuardGo, text: str) -> str:
-    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
-    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
-    would. Returns the client's public key."""
+def _client_ini(text: str) -> configparser.ConfigParser:
     ini = configparser.ConfigParser()
     ini.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     ini.read_string(text)
-    iface, peer = ini["Interface"], ini["Peer"]
-    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
+    return ini
+
+
+def _add_server_peer(wg: WireGuardGo, peer: configparser.SectionProxy) -> tuple[str, ...]:
+    """The [Peer] of a client config, added to ``wg``; its allowed ips."""
     allowed = tuple(a.strip() for a in peer["AllowedIPs"].split(","))
     wg.add_peer(
         peer["PublicKey"],
@@ -343,10 +356,30 @@ def apply_client_config(wg: WireGuardGo, text: str) -> str:
         persistent_keepalive=int(peer["PersistentKeepalive"]),
         preshared_key=peer["PresharedKey"],
     )
+    return allowed
+
+
+def apply_client_config(wg: WireGuardGo, text: str) -> str:
+    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
+    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
+    would. Returns the client's public key."""
+    ini = _client_ini(text)
+    iface = ini["Interface"]
+    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
+    allowed = _add_server_peer(wg, ini["Peer"])
     (address,) = (a.strip() for a in iface["Address"].split(","))
     routes = ["default" if a == "0.0.0.0/0" else a for a in allowed]
     wg.up(address, routes=routes)
     return wg_pubkey(iface["PrivateKey"])
+
+
+def rehandshake(wg: WireGuardGo, text: str) -> None:
+    """Remove the server peer that apply_client_config(``text``) added and add it again:
+    wireguard-go then handshakes on its next packet, instead of after its own retry (some
+    15 s after a restarted server stopped answering). Routes and address stay."""
+    peer = _client_ini(text)["Peer"]
+    wg.set("peer", peer["PublicKey"], "remove")
+    _add_server_peer(wg, peer)
 
 
 def reaches_internet(ns: Netns, count: int = 1) -> bool:
@@ -419,6 +452,11 @@ class LabServer:
 
     def dump(self) -> InterfaceStatus:
         return parse_dump(self.wg("show", self.ifname, "dump"))
+
+    def peer_json(self, name: str) -> dict[str, Any]:
+        """`trivpn peer show NAME --json`: live from the server when it runs, else stored."""
+        row: dict[str, Any] = json.loads(self.trivpn("peer", "show", name, "--json"))
+        return row
 
     def trivpn(self, *args: str, timeout: float = 60) -> str:
         """`trivpn ARGS -c CONFIG` in the server ns; its stdout (it may hold a private key)."""
