@@ -139,7 +139,10 @@ def test_a_relative_expiry_and_the_table(conf: Path, capsys: pytest.CaptureFixtu
         (["set", "nobody", "--expires", "never"], "no peer named 'nobody' in the registry"),
         (["disable", "nobody"], "no peer named 'nobody' in the registry"),
         (["disable", "site"], "is a peer of the config file"),
-        (["set", "site", "--expires", "1d"], "set enabled, expires, quota or rates there and reload"),
+        (
+            ["set", "site", "--expires", "1d"],
+            "set enabled, expires, quota or rates there and reload",
+        ),
     ],
 )
 def test_mistakes_are_one_line_exit_2_and_change_nothing(
