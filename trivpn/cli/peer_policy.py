@@ -66,7 +66,7 @@ def add_limit_options(parser: argparse.ArgumentParser, *, clearing: str = "") ->
         "50GiB/month; blocked once used up, until the next period; none: no quota",
     )
     parser.add_argument(
-        "--rate", metavar="R", help="a rate limit each way, e.g. 20Mbit (kbit, Mbit, Gbit); none"
+        "--rate", metavar="R", help="a rate limit each way, e.g. 20Mbit (kbit, Mbit, Gbit), or none"
     )
     parser.add_argument("--rate-down", metavar="R", help="toward the peer; wins over --rate")
     parser.add_argument("--rate-up", metavar="R", help="from the peer; wins over --rate")
