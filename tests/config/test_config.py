@@ -192,7 +192,7 @@ def test_unknown_key_in_section() -> None:
     line = only_problem("[toyvpn]\nsecrte = 'x'\n")
     assert line == (
         "toyvpn.secrte: unknown key — allowed: enabled, listen, secret, secret_file, pool, "
-        "dns, routes, search_domain, keepalive, idle_timeout"
+        "dns, routes, search_domain, keepalive, idle_timeout, rate_down, rate_up"
     )
 
 
