@@ -31,7 +31,6 @@ from trivpn.proto.policy import (
     PeerState,
     Policy,
     format_expires,
-    format_size,
     next_change,
     remaining,
     state,
@@ -246,18 +245,18 @@ class PeerPolicies:
         device, quota = self._device, policy.quota
         left = remaining(policy, used) if found is PeerState.ACTIVE else None
         warn_left: int | None = None
-        if quota is not None and left is not None:
+        if quota is not None:  # over it too: a batch may cross both marks at once
             period = period_key(quota.period, wallclock)
             warn_at = math.ceil(quota.bytes * WARN_SHARE)
             if self._warned.get(peer.public_key) != period:
                 if used >= warn_at:
                     self._warned[peer.public_key] = period
                     log.warning(
-                        "wireguard: peer %s has used %s of its quota %s (%d%%)",
+                        "wireguard: peer %s has used %d%% of its quota %s (%d bytes)",
                         peer.label,
-                        format_size(used),
-                        quota,
                         used * 100 // quota.bytes,
+                        quota,
+                        used,
                     )
                 else:
                     warn_left = warn_at - used
