@@ -17,7 +17,7 @@ from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.toyvpn import ToyVpnFront
 
 SECRET = b"lab-secret-1234"
-RATE = 8_000_000  # 1 MB/s: the burst is the minimum, 64 KiB
+RATE = 2_000_000  # 250 kB/s: the burst is the minimum, 64 KiB
 SIZE = 1000  # bytes per packet: 65 fit in the burst
 
 

@@ -125,14 +125,14 @@ def test_unauthenticated_and_replayed_datagrams_spend_neither_usage_nor_tokens()
 def test_a_rate_from_the_peer_drops_over_it_and_refills_with_time() -> None:
     net = Net()
     net.handshake()
-    rate_bps = 8_000_000  # 1 MB/s: the burst is the minimum, 64 KiB
+    rate_bps = 2_000_000  # 250 kB/s: the burst is the minimum, 64 KiB
     net.b.set_rates(net.b_peer, None, rate_bps, net.now)
     size = 1000  # the inner packet's length is what the bucket counts
     out = deliver_to_b(net, a_batch(net, 100, payload=size - 20))
     assert len(out.packets) == 65536 // size == 65
     assert net.b.counters["rate_limited"] == 35
     rx = net.b_peer.rx_bytes
-    net.now += 0.01  # 10 kB refilled
+    net.now += 0.04  # 10 kB refilled
     out = deliver_to_b(net, a_batch(net, 20, payload=size - 20))
     assert len(out.packets) == 10 and net.b.counters["rate_limited"] == 45
     assert net.b_peer.rx_bytes == rx + 20 * 1040  # usage counts what the rate dropped too
@@ -184,7 +184,7 @@ def test_a_rate_toward_the_peer_does_not_slow_another_peer() -> None:
         assert server_peer.current is not None
         clients.append((client, server_peer))
     (_, slow), (_, fast) = clients
-    server.set_rates(slow, 8_000_000, None, 0.0)  # toward it: 1 MB/s, burst 64 KiB
+    server.set_rates(slow, 2_000_000, None, 0.0)  # toward it: 250 kB/s, burst 64 KiB
     out = Output()
     for i in range(200):
         packet = ip4(B_TUN, "10.0.0.1", bytes([i]) * 980)  # 1000 bytes
