@@ -279,12 +279,13 @@ def test_list_table_and_json(conf: Path, capsys: pytest.CaptureFixture[str]) -> 
     capsys.readouterr()
     assert peer(conf, "list") == 0
     header, site, alice = capsys.readouterr().out.splitlines()
-    titles = ["NAME", "STATE", "EXPIRES", "ADDRESS", "PUBLIC KEY", "ENDPOINT"]
+    titles = ["NAME", "STATE", "USAGE", "EXPIRES", "RATE", "ADDRESS", "PUBLIC KEY", "ENDPOINT"]
     titles += ["LATEST HANDSHAKE", "RECEIVED", "SENT"]
     assert re.split(r" {2,}", header) == titles  # columns: two spaces or more apart
     live = ["-", "-", "-", "-"]
-    assert site.split() == ["site", "active", "never", "10.8.0.2/32", STATIC_PUB, *live]
-    assert alice.split() == ["alice", "active", "never", "10.8.0.3,", "fd00:8::2", alice_key, *live]
+    policy = ["active", "0", "B", "never", "-"]  # no usage yet, no expiry, no rate limit
+    assert site.split() == ["site", *policy, "10.8.0.2/32", STATIC_PUB, *live]
+    assert alice.split() == ["alice", *policy, "10.8.0.3,", "fd00:8::2", alice_key, *live]
     assert peer(conf, "list", "--json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["source"]) for r in rows] == [("site", "config"), ("alice", "registry")]

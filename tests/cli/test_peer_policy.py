@@ -110,13 +110,14 @@ def test_a_relative_expiry_and_the_table(conf: Path, capsys: pytest.CaptureFixtu
     assert peer(conf, "list") == 0
     header, site, alice = capsys.readouterr().out.splitlines()
     titles = re.split(r" {2,}", header)
-    assert titles[:3] == ["NAME", "STATE", "EXPIRES"]
-    assert site.split()[:3] == ["site", "disabled", "2027-02-01T00:00:00Z"]
-    assert alice.split()[:3] == ["alice", "active", expires.isoformat().replace("+00:00", "Z")]
+    assert titles[:5] == ["NAME", "STATE", "USAGE", "EXPIRES", "RATE"]
+    assert site.split()[:6] == ["site", "disabled", "0", "B", "2027-02-01T00:00:00Z", "-"]
+    iso = expires.isoformat().replace("+00:00", "Z")
+    assert alice.split()[:6] == ["alice", "active", "0", "B", iso, "-"]
 
     assert peer(conf, "show", "alice") == 0
     shown = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
-    assert shown["state"] == "active" and shown["expires"] == alice.split()[2]
+    assert shown["state"] == "active" and shown["expires"] == iso
     assert peer(conf, "show", "site", "--json") == 0
     row = json.loads(capsys.readouterr().out)
     assert (row["name"], row["state"], row["enabled"]) == ("site", "disabled", False)
@@ -138,7 +139,10 @@ def test_a_relative_expiry_and_the_table(conf: Path, capsys: pytest.CaptureFixtu
         (["set", "nobody", "--expires", "never"], "no peer named 'nobody' in the registry"),
         (["disable", "nobody"], "no peer named 'nobody' in the registry"),
         (["disable", "site"], "is a peer of the config file"),
-        (["set", "site", "--expires", "1d"], "set enabled/expires there and reload"),
+        (
+            ["set", "site", "--expires", "1d"],
+            "set enabled, expires, quota or rates there and reload",
+        ),
     ],
 )
 def test_mistakes_are_one_line_exit_2_and_change_nothing(

@@ -96,3 +96,26 @@ def test_render_without_protocols_or_peers() -> None:
 
 def test_table_pads_columns() -> None:
     assert status.table(("A", "LONG"), [("xyz", "1"), ("", "")]) == "A    LONG\nxyz  1\n"
+
+
+def test_render_shows_each_peers_usage_and_quota() -> None:
+    doc = document()
+    alice, unnamed = doc["wireguard"]["peers"]
+    alice.update(
+        state="over_quota", quota_bytes=4 * 1024**2, quota_period="total", usage_bytes=4198400
+    )
+    unnamed.update(quota_bytes=None, quota_period=None, usage_bytes=1536)
+    lines = status.render(doc, NOW).splitlines()
+    header = next(line for line in lines if line.startswith("NAME"))
+    alice_line = next(line for line in lines if line.startswith("alice"))
+    unnamed_line = next(line for line in lines if "B" * 43 in line)
+    assert alice_line[header.index("STATE") :].startswith("over_quota ")
+    assert alice_line[header.index("USAGE") :].startswith("4.00 MiB of 4.00 MiB/total ")
+    assert unnamed_line[header.index("USAGE") :].startswith("1.50 KiB ")
+
+
+def test_render_of_a_server_from_before_usage_shows_none() -> None:
+    lines = status.render(document(), NOW).splitlines()
+    header = next(line for line in lines if line.startswith("NAME"))
+    alice = next(line for line in lines if line.startswith("alice"))
+    assert alice[header.index("USAGE") :].startswith("- ")

@@ -192,7 +192,7 @@ def test_unknown_key_in_section() -> None:
     line = only_problem("[toyvpn]\nsecrte = 'x'\n")
     assert line == (
         "toyvpn.secrte: unknown key — allowed: enabled, listen, secret, secret_file, pool, "
-        "dns, routes, search_domain, keepalive, idle_timeout"
+        "dns, routes, search_domain, keepalive, idle_timeout, rate_down, rate_up"
     )
 
 
@@ -587,6 +587,11 @@ def test_shipped_peer_example_works_once_filled_in() -> None:
     assert (alice.name, alice.persistent_keepalive) == ("alice", 25)
     assert alice.preshared_key == keys.parse_key(PSK)
     assert alice.enabled and alice.expires is not None and alice.expires.year == 2027
+    assert (str(alice.quota), alice.rate_down, alice.rate_up) == (
+        "50GiB/month",
+        20 * 10**6,
+        5 * 10**6,
+    )
 
 
 @pytest.mark.parametrize(
@@ -884,7 +889,8 @@ def test_unknown_key_in_a_peer() -> None:
     line = only_problem(WG + peer() + "keepalive = 25\n")
     assert line == (
         "wireguard.peers[0].keepalive: unknown key — allowed: name, public_key, allowed_ips, "
-        "preshared_key, preshared_key_file, endpoint, persistent_keepalive, enabled, expires"
+        "preshared_key, preshared_key_file, endpoint, persistent_keepalive, enabled, expires, "
+        "quota, rate_down, rate_up"
     )
 
 

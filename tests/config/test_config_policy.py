@@ -1,11 +1,12 @@
-"""[[wireguard.peers]] enabled and expires."""
+"""[[wireguard.peers]] enabled, expires, quota, rate_down and rate_up."""
 
 import datetime
 
 import pytest
 
 from trivpn.config import ConfigError, parse_config
-from trivpn.proto.policy import Policy
+from trivpn.proto.periods import QuotaPeriod
+from trivpn.proto.policy import QUOTA_ALLOWED, RATE_ALLOWED, Policy, Quota
 from trivpn.proto.wireguard import keys
 
 SERVER_KEY = keys.genkey(lambda n: b"\x01" * n)
@@ -68,3 +69,30 @@ def test_bad_expires_names_key_value_and_what_is_allowed(
 def test_bad_enabled() -> None:
     problem = only_problem(peer_with('enabled = "no"'))
     assert problem.startswith("wireguard.peers[0].enabled: 'no' — expected true or false"), problem
+
+
+def test_quota_and_rates() -> None:
+    text = peer_with('quota = "50GiB/month"', 'rate_down = "20Mbit"', 'rate_up = "512kbit"')
+    (alice,) = parse_config(text).wireguard.peers
+    quota = Quota(50 * 1024**3, QuotaPeriod.MONTH)
+    assert (alice.quota, alice.rate_down, alice.rate_up) == (quota, 20_000_000, 512_000)
+    assert alice.policy == Policy(quota=quota, rate_down=20_000_000, rate_up=512_000)
+    (bob,) = parse_config(peer_with('quota = "none"', 'rate_up = "none"')).wireguard.peers
+    assert bob.policy == Policy()
+
+
+@pytest.mark.parametrize(
+    ("line", "shown", "allowed"),
+    [
+        ('quota = "5XB/month"', "'5XB/month'", QUOTA_ALLOWED),
+        ('quota = "5GiB"', "'5GiB'", QUOTA_ALLOWED),
+        ("quota = 5", "5", QUOTA_ALLOWED),
+        ('rate_down = "0Mbit"', "'0Mbit'", RATE_ALLOWED),
+        ('rate_up = "20MB"', "'20MB'", RATE_ALLOWED),
+    ],
+)
+def test_bad_quota_or_rate_names_key_value_and_what_is_allowed(
+    line: str, shown: str, allowed: str
+) -> None:
+    key = line.split(" ")[0]
+    assert only_problem(peer_with(line)) == f"wireguard.peers[0].{key}: {shown} — {allowed}"

@@ -346,3 +346,21 @@ def test_peer_expiry_and_blocked_by_reason() -> None:
     assert value(found, drops, protocol="wireguard", reason="blocked") == 4
     doc["counters"]["wireguard"] = {}
     assert value(samples(doc), drops, protocol="wireguard", reason="blocked") == 0  # seen early
+
+
+def test_quota_and_usage_per_peer_and_rate_limited_drops() -> None:
+    doc = document()
+    alice, unnamed = doc["wireguard"]["peers"]
+    alice.update(quota_bytes=50 * 1024**3, quota_period="month", usage_bytes=7 * 1024**3)
+    unnamed.update(quota_bytes=None, quota_period=None, usage_bytes=1234)
+    doc["counters"]["wireguard"] = {"rate_limited": 4}
+    found = samples(doc)
+    alice_labels = {"name": "alice", "public_key": "A" * 43 + "="}
+    unnamed_labels = {"name": "", "public_key": "B" * 43 + "="}
+    assert value(found, "trivpn_peer_quota_bytes", **alice_labels) == 50 * 1024**3
+    assert [s.labels for s in found["trivpn_peer_quota_bytes"]] == [alice_labels]  # only quotas
+    assert value(found, "trivpn_peer_usage_bytes", **alice_labels) == 7 * 1024**3
+    assert value(found, "trivpn_peer_usage_bytes", **unnamed_labels) == 1234
+    drops = "trivpn_packets_dropped"
+    assert value(found, drops, protocol="wireguard", reason="rate_limited") == 4
+    assert value(found, drops, protocol="toyvpn", reason="rate_limited") == 0  # before any

@@ -41,6 +41,13 @@ def test_document_has_the_state_and_no_secret_keys() -> None:
         "state": "disabled",
         "enabled": False,
         "expires": None,
+        "quota_bytes": None,
+        "quota_period": None,
+        "rate_down_bps": None,
+        "rate_up_bps": None,
+        "usage_bytes": 12000,  # no quota: the bytes since the last reset
+        "lifetime_rx_bytes": 5000,
+        "lifetime_tx_bytes": 7000,
     }
     (session,) = doc["toyvpn"]["sessions"]
     assert session["endpoint"] == "[2001:db8::7]:5555"

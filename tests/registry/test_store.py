@@ -71,7 +71,7 @@ def reg(db_path: Path) -> Iterator[Registry]:
 
 def test_new_registry_is_private_wal_and_current(db_path: Path) -> None:
     with Registry.open(db_path) as r:
-        assert r.schema_version == store.SCHEMA_VERSION == 4
+        assert r.schema_version == store.SCHEMA_VERSION == 5
         assert r.peers() == []
         assert r.generation() == 1
         mode = r._db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -380,7 +380,7 @@ def test_a_version_1_database_migrates_forward(db_path: Path) -> None:
         )
     db.close()
     with Registry.open(db_path) as r:
-        assert r.schema_version == 4
+        assert r.schema_version == 5
         assert r.generation() == 1
         a, b = r.peers()
         assert (a.name, a.public_key, a.preshared_key) == ("alice", pub(1), b"\x05" * 32)
@@ -396,7 +396,7 @@ def test_a_version_1_database_migrates_forward(db_path: Path) -> None:
         assert removed.addresses == (ip("10.8.0.2"),)
         assert r._db.execute("SELECT count(*) FROM addresses").fetchone()[0] == 3  # bob, carol
     with Registry.open(db_path) as again:  # opening a current file changes nothing
-        assert again.schema_version == 4 and again.generation() == 3
+        assert again.schema_version == 5 and again.generation() == 3
 
 
 def test_a_version_2_database_migrates_forward(tmp_path: Path) -> None:
@@ -428,7 +428,7 @@ def test_a_version_2_database_migrates_forward(tmp_path: Path) -> None:
         )
     db.close()
     with Registry.open(db_path) as r:
-        assert r.schema_version == 4 and r.generation() == 7
+        assert r.schema_version == 5 and r.generation() == 7
         (a,) = r.peers()
         assert a.addresses == (ip("10.8.0.2"), ip("fd00:8::2"))
         assert (a.routes, a.endpoint, a.persistent_keepalive) == ((), None, None)

@@ -113,7 +113,7 @@ def test_a_version_3_database_migrates_forward(tmp_path: Path) -> None:
         )
     db.close()
     with Registry.open(db_path) as r:
-        assert r.schema_version == store.SCHEMA_VERSION == 4
+        assert r.schema_version == store.SCHEMA_VERSION == 5
         assert r.generation() == 9  # a migration is no change of peers
         (a,) = r.peers()
         assert a.policy == Policy()  # every existing peer stays active

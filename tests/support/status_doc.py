@@ -12,6 +12,7 @@ from typing import Any
 from trivpn.config import parse_config
 from trivpn.proto import toyvpn
 from trivpn.proto.policy import PeerState, Policy
+from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import Device, PeerConfig, encode_key, keys
 
 NOW = 1_700_000_000.0
@@ -126,6 +127,7 @@ def fake_server() -> Any:
         listen_port=51820,
         public_key=encode_key(device.public_key),
         peer_state=lambda key: (PeerState.DISABLED, Policy(enabled=False)),
+        peer_usage=lambda key: UsageRecord(lifetime_rx=5000, lifetime_tx=7000, total=12000),
     )
     toy = toyvpn.ToyVpnServer(secret=SECRET, pool=cfg.toyvpn.pool, mtu=1420)
     hs = toy.receive(b"\x00" + SECRET, ("2001:db8::7", 5555), 10.0)

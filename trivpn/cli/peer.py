@@ -1,5 +1,5 @@
-"""`trivpn peer add | list | show | remove | set | enable | disable`: the peer registry from
-the command line.
+"""`trivpn peer add | list | show | remove | set | enable | disable | reset-usage`: the peer
+registry from the command line.
 
 `peer add` prints the client's wg-quick config once: its private key is made here and never
 stored, so a lost config cannot be shown again (remove the peer and add it anew, or add it
@@ -8,15 +8,13 @@ stdout or to a file created 0600 that must not exist yet.
 
 Endpoint, latest handshake and transfer come from the running server, through its control
 socket (root only); when it cannot be reached they are "-", and `peer list` says why on stderr.
-A peer's state (active, disabled, expired) is its policy at this moment (trivpn.proto.policy);
-a running server follows a change within a second.
+A peer's state (active, disabled, expired, over quota), its limits and its usage: see
+trivpn.cli.peer_policy; a running server follows a change within a second.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import io
 import ipaddress
 import json
@@ -28,18 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from trivpn.cli import configfile, status
+from trivpn.cli import configfile, peer_policy, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.proto.ip import IPAddress, IPNetwork
-from trivpn.proto.policy import (
-    Policy,
-    PolicyError,
-    format_expires,
-    parse_expires,
-    policy_json,
-    state,
-)
+from trivpn.proto.policy import Policy, state
+from trivpn.proto.usage import NO_USAGE, UsageRecord, counted_bytes
 from trivpn.proto.wireguard import crypto, keys
 
 # The config and the registry are imported by the commands that use them: `trivpn genkey`
@@ -86,7 +78,7 @@ def add_parsers(sub: Any) -> None:
         "leaves PrivateKey for the user to fill in",
     )
     p.add_argument("--disabled", action="store_true", help="add it blocked (`peer enable` later)")
-    p.add_argument("--expires", metavar="WHEN", help=_EXPIRES_HELP)
+    peer_policy.add_limit_options(p)
     p.add_argument("--qr", action="store_true", help="also print the config as a QR code")
     p.add_argument(
         "--output",
@@ -118,9 +110,17 @@ def add_parsers(sub: Any) -> None:
         help="change a registry peer's settings; a running server applies them within a second",
     )
     p.add_argument("name")
-    p.add_argument("--expires", metavar="WHEN", help=_EXPIRES_HELP + "; never clears it")
+    peer_policy.add_limit_options(p, clearing="; never clears it")
     configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_set)
+
+    p = psub.add_parser(
+        "reset-usage",
+        help="zero what counts against a peer's quota now (the lifetime counters stay)",
+    )
+    p.add_argument("name")
+    configfile.add_config_option(p)
+    p.set_defaults(func=cmd_peer_reset_usage)
 
     for command, enabled, what in (
         ("enable", True, "let a disabled peer connect again"),
@@ -130,12 +130,6 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("name")
         configfile.add_config_option(p)
         p.set_defaults(func=cmd_peer_set, enabled=enabled)
-
-
-_EXPIRES_HELP: Final = (
-    "when the peer is blocked: 2027-01-31 (the end of that day, UTC), "
-    "2027-01-31T18:00:00+01:00, 12h, 30d or 2w from now, or never"
-)
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
@@ -258,7 +252,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
         raise CliError(f"name: {args.name!r} — {PEER_NAME_ALLOWED}", 2)
     addresses = _parse_addresses(args.address)
     routes = _parse_routes(args.route)
-    policy = _new_policy(args)
+    policy = peer_policy.new_policy(args)
     output = Path(args.output) if args.output else None
     as_png = output is not None and output.suffix.lower() == ".png"
     client_private: bytes | None
@@ -308,45 +302,12 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
     shown = ", ".join(map(str, peer.addresses + peer.routes))
     where = f" in {output}" if output else ""
     print(
-        f"trivpn: added peer {peer.name!r} ({shown}{_policy_note(policy)}); its config{where} "
+        f"trivpn: added peer {peer.name!r} ({shown}{peer_policy.policy_note(policy)}); "
+        f"its config{where} "
         "is shown only now: the private key is not stored",
         file=sys.stderr,
     )
     return 0
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _parse_expires_option(text: str, now: datetime.datetime) -> datetime.datetime | None:
-    try:
-        return parse_expires(text, now)
-    except PolicyError as e:
-        raise CliError(f"--expires: {e}", EXIT_CONFIG) from None
-
-
-def _new_policy(args: argparse.Namespace) -> Policy:
-    """A new peer's policy from `peer add`'s options; an expiry must lie ahead."""
-    expires = None
-    if args.expires is not None:
-        now = _utcnow()
-        expires = _parse_expires_option(args.expires, now)
-        if expires is not None and expires <= now:
-            raise CliError(
-                f"--expires: {args.expires!r} — {format_expires(expires)} is in the past; "
-                "expected a moment after now",
-                EXIT_CONFIG,
-            )
-    return Policy(enabled=not args.disabled, expires=expires)
-
-
-def _policy_note(policy: Policy) -> str:
-    """What `peer add` says of a policy that is not the default."""
-    notes = [] if policy.enabled else ["disabled"]
-    if policy.expires is not None:
-        notes.append(f"expires {format_expires(policy.expires)}")
-    return "".join(f", {note}" for note in notes)
 
 
 @contextmanager
@@ -388,8 +349,11 @@ def _terminal_qr(text: str, *, colored: bool) -> str:
 
 
 def _rows(cfg: Config) -> list[dict[str, Any]]:
-    """Every peer, static (config file) ones first, as plain values (live columns None)."""
+    """Every peer, static (config file) ones first, as plain values (live columns None);
+    state and usage as the registry has them."""
     now = time.time()
+    with _open_registry(cfg, create=False) as reg:
+        peers, usage = ([], {}) if reg is None else (reg.peers(), reg.usage_records())
     rows: list[dict[str, Any]] = [
         {
             "name": p.name,
@@ -397,12 +361,10 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
             "addresses": [str(n) for n in p.allowed_ips],
             "public_key": keys.encode_key(p.public_key),
             "created": None,
-            **policy_json(state(p.policy, now), p.policy),
+            **peer_policy.policy_fields(p.policy, usage.get(p.public_key, NO_USAGE), now),
         }
         for p in cfg.wireguard.peers
     ]
-    with _open_registry(cfg, create=False) as reg:
-        peers = [] if reg is None else reg.peers()
     rows += [
         {
             "name": p.name,
@@ -410,7 +372,7 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
             "addresses": [str(a) for a in p.addresses] + [str(n) for n in p.routes],
             "public_key": keys.encode_key(p.public_key),
             "created": p.created_at.isoformat(),
-            **policy_json(state(p.policy, now), p.policy),
+            **peer_policy.policy_fields(p.policy, usage.get(p.public_key, NO_USAGE), now),
         }
         for p in peers
     ]
@@ -420,7 +382,8 @@ def _rows(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
-    """Endpoint, latest handshake and transfer from the running server, when it answers.
+    """Endpoint, latest handshake, transfer, state and usage from the running server, when
+    it answers.
 
     A server that is not running leaves them None quietly; any other reason is said on stderr.
     """
@@ -443,13 +406,16 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
                 latest_handshake=peer["latest_handshake"],
                 received=peer["rx_bytes"],
                 sent=peer["tx_bytes"],
+                **peer_policy.live_fields(peer),
             )
 
 
 _COLUMNS: Final = (
     ("NAME", "name"),
     ("STATE", "state"),
+    ("USAGE", "usage"),
     ("EXPIRES", "expires"),
+    ("RATE", "rate"),
     ("ADDRESS", "addresses"),
     ("PUBLIC KEY", "public_key"),
     ("ENDPOINT", "endpoint"),
@@ -471,6 +437,9 @@ def _display(row: dict[str, Any], now: float) -> dict[str, Any]:
             shown[key] = status.format_bytes(row[key])
     shown["state"] = row["state"].replace("_", "-")  # over_quota reads over-quota
     shown["expires"] = row["expires"] or "never"
+    shown["usage"] = peer_policy.usage_cell(row)
+    shown["rate"] = peer_policy.rate_cell(row)
+    shown["lifetime"] = peer_policy.lifetime_cell(row)
     return shown
 
 
@@ -519,7 +488,10 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
         ("peer", row["name"]),
         ("source", "config file" if row["source"] == "config" else "registry"),
         ("state", row["state"]),
+        ("usage", row["usage"]),
         ("expires", row["expires"]),
+        ("rate", row["rate"]),
+        ("lifetime", row["lifetime"]),
         ("public key", row["public_key"]),
         ("addresses", row["addresses"]),
         ("created", row["created"]),
@@ -552,36 +524,48 @@ def cmd_peer_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The Policy fields `peer set`, `enable` or `disable` change (parsed before anything is
-    opened, so a bad value changes nothing)."""
-    changes: dict[str, Any] = {}
-    enabled = getattr(args, "enabled", None)
-    if enabled is not None:
-        changes["enabled"] = enabled
-    if getattr(args, "expires", None) is not None:
-        changes["expires"] = _parse_expires_option(args.expires, _utcnow())
-    if not changes:
-        raise CliError("peer set: nothing to change; give --expires", EXIT_CONFIG)
-    return changes
-
-
 def cmd_peer_set(args: argparse.Namespace) -> int:
     """`peer set`, `peer enable`, `peer disable`: one registry transaction each."""
-    changes = _policy_changes(args)
+    changes = peer_policy.set_changes(args)
     cfg = configfile.load(args.config)
-    _refuse_static(cfg, args.name, "set enabled/expires there and reload the server (SIGHUP)")
+    _refuse_static(
+        cfg, args.name, "set enabled, expires, quota or rates there and reload the server (SIGHUP)"
+    )
     with _open_registry(cfg, create=False) as reg:
         if reg is None:
             raise CliError(f"no peer named {args.name!r} in the registry", EXIT_CONFIG)
-        old, new = reg.update_policy(args.name, lambda p: dataclasses.replace(p, **changes))
+        old, new = reg.update_policy(args.name, lambda p: peer_policy.changed(p, changes))
+        record = reg.usage_records([new.public_key]).get(new.public_key, NO_USAGE)
     now = time.time()
-    before, after = state(old.policy, now), state(new.policy, now)
+    before, after = _state(old.policy, record, now), _state(new.policy, record, now)
     said = [] if before == after else [f"{before} -> {after}"]
-    if "expires" in changes and old.policy.expires != new.policy.expires:
-        said.append(f"expires {format_expires(new.policy.expires) or 'never'}")
+    said += peer_policy.change_note(old.policy, new.policy)
     print(
         f"trivpn: peer {new.name!r}: {', '.join(said) or 'unchanged'} ({after})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _state(policy: Policy, record: UsageRecord, now: float) -> str:
+    return str(state(policy, now, counted_bytes(record, policy, now)))
+
+
+def cmd_peer_reset_usage(args: argparse.Namespace) -> int:
+    """Zero a peer's usage periods; a static peer's usage is kept by its public key."""
+    cfg = configfile.load(args.config)
+    static = next((p for p in cfg.wireguard.peers if p.name == args.name), None)
+    with _open_registry(cfg, create=static is not None) as reg:
+        if reg is None:
+            raise CliError(f"no peer named {args.name!r} in the registry", EXIT_CONFIG)
+        if static is None:
+            policy = reg.reset_usage(args.name).policy
+        else:
+            reg.reset_key_usage(static.public_key)
+            policy = static.policy
+    print(
+        f"trivpn: peer {args.name!r}: usage reset; the lifetime counters stay "
+        f"({_state(policy, NO_USAGE, time.time())})",
         file=sys.stderr,
     )
     return 0

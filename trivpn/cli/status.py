@@ -122,6 +122,18 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def format_usage(peer: Mapping[str, Any]) -> str:
+    """What counts against the peer's quota, and the quota: "1.50 GiB of 50.00 GiB/month";
+    without a quota, the bytes since the last reset."""
+    used = peer.get("usage_bytes")
+    if used is None:  # a server from before usage
+        return NONE
+    quota = peer.get("quota_bytes")
+    if quota is None:
+        return format_bytes(used)
+    return f"{format_bytes(used)} of {format_bytes(quota)}/{peer['quota_period']}"
+
+
 def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
     if not peers:
         return ["wireguard peers: none"]
@@ -129,6 +141,7 @@ def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
         (
             _or_none(p["name"]),
             p.get("state", "active"),  # a server from before policies: all active
+            format_usage(p),
             _or_none(p["endpoint"]),
             format_handshake(p["latest_handshake"], now),
             format_bytes(p["rx_bytes"]),
@@ -141,6 +154,7 @@ def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
     headers = (
         "NAME",
         "STATE",
+        "USAGE",
         "ENDPOINT",
         "LATEST HANDSHAKE",
         "RECEIVED",

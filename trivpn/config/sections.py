@@ -26,6 +26,7 @@ from trivpn.config.values import (
     checked,
     endpoint_hook,
     hooked,
+    structure_rate,
 )
 
 # --- [interface]: the TUN device ------------------------------------------------------------
@@ -78,6 +79,9 @@ class ToyVpnConfig:
     search_domain: str = attrs.field(default="", metadata=checked(check_search_domain))
     keepalive: float = attrs.field(default=15.0, metadata=checked(check_seconds))
     idle_timeout: float = attrs.field(default=60.0, metadata=checked(check_seconds))
+    # bits per second per session, each way (down: toward the client); None: unlimited
+    rate_down: int | None = attrs.field(default=None, metadata=hooked(structure_rate))
+    rate_up: int | None = attrs.field(default=None, metadata=hooked(structure_rate))
 
 
 # The secret in the shipped conf/trivpn.toml: known to everyone, so never accepted in use.

@@ -30,8 +30,10 @@ from trivpn.config.values import (
     hooked,
     networks_hook,
     structure_key,
+    structure_quota,
+    structure_rate,
 )
-from trivpn.proto.policy import Policy, end_of_day
+from trivpn.proto.policy import Policy, Quota, end_of_day
 from trivpn.proto.wireguard import crypto, keys
 
 DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
@@ -82,10 +84,19 @@ class WireGuardPeerConfig:
     expires: datetime.datetime | None = attrs.field(
         default=None, metadata=hooked(structure_expires)
     )
+    quota: Quota | None = attrs.field(default=None, metadata=hooked(structure_quota))
+    rate_down: int | None = attrs.field(default=None, metadata=hooked(structure_rate))  # bit/s
+    rate_up: int | None = attrs.field(default=None, metadata=hooked(structure_rate))
 
     @property
     def policy(self) -> Policy:
-        return Policy(enabled=self.enabled, expires=self.expires)
+        return Policy(
+            enabled=self.enabled,
+            expires=self.expires,
+            quota=self.quota,
+            rate_down=self.rate_down,
+            rate_up=self.rate_up,
+        )
 
 
 @attrs.frozen(kw_only=True)

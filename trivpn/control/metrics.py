@@ -12,7 +12,9 @@ clients cannot starve a scrape.
 WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
 counter restarts when a new session takes an address, which Prometheus treats as a reset).
 Per WireGuard peer: bytes and transport packets each way, completed handshakes, and the
-time of the latest one; its expiry and whether (and why) it is blocked.
+time of the latest one; its expiry and whether (and why) it is blocked; its quota (peers
+with one) and its usage (what counts against the quota: its period's bytes, else the bytes
+since the last reset, across restarts).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ USUAL_DROPS: Final = {
         "unknown_peer",
         "ratelimited",
         "blocked",
+        "rate_limited",
     ),
     "toyvpn": (
         "bad_secret",
@@ -69,6 +72,7 @@ USUAL_DROPS: Final = {
         "malformed",
         "unknown_endpoint",
         "pool_full",
+        "rate_limited",
     ),
 }
 # The server's own counters: (protocol, reason) for the drops among them.
@@ -188,8 +192,8 @@ def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iter
 
 
 def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
-    """Expiry and block state per peer (trivpn.proto.policy): a series per blocking reason,
-    0 or 1, so that an alert sees every peer's series exist."""
+    """Expiry, block state, quota and usage per peer (trivpn.proto.policy): a series per
+    blocking reason, 0 or 1, so that an alert sees every peer's series exist."""
     labels = ("name", "public_key")
     expiry = GaugeMetricFamily(
         "trivpn_peer_expiry_timestamp_seconds",
@@ -201,6 +205,17 @@ def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
         "1 if the peer is blocked for this reason (no handshake, no traffic), else 0.",
         labels=(*labels, "reason"),
     )
+    quota = GaugeMetricFamily(
+        "trivpn_peer_quota_bytes",
+        "The peer's traffic quota (received plus sent) per its period (`trivpn peer show`); "
+        "only peers with one.",
+        labels=labels,
+    )
+    usage = GaugeMetricFamily(
+        "trivpn_peer_usage_bytes",
+        "Bytes that count against the peer's quota: its period's, else since the last reset.",
+        labels=labels,
+    )
     for peer in peers:
         values = (peer["name"] or "", peer["public_key"])
         expires = peer.get("expires")
@@ -209,7 +224,11 @@ def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
         state = peer.get("state", PeerState.ACTIVE)
         for reason in BLOCK_REASONS:
             blocked.add_metric((*values, reason), int(state == reason))
-    yield from (expiry, blocked)
+        quota_bytes = peer.get("quota_bytes")
+        if quota_bytes is not None:
+            quota.add_metric(values, quota_bytes)
+        usage.add_metric(values, peer.get("usage_bytes", 0))
+    yield from (expiry, blocked, quota, usage)
 
 
 def _toyvpn(doc: Document) -> Iterator[Metric]:

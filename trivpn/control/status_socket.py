@@ -17,15 +17,20 @@ The document never holds key material except public keys. Its shape (version 1):
                                      "rx_bytes", "tx_bytes", "rx_packets", "tx_packets",
                                      "handshakes", "allowed_ips",
                                      "persistent_keepalive", "state", "enabled",
-                                     "expires"}]},
+                                     "expires", "quota_bytes", "quota_period",
+                                     "rate_down_bps", "rate_up_bps", "usage_bytes",
+                                     "lifetime_rx_bytes", "lifetime_tx_bytes"}]},
      "toyvpn": null | {"listen", "listen_port", "pool": {"network", "size", "in_use"},
                        "sessions": [{"endpoint", "address", "rx_bytes", "tx_bytes",
                                      "rx_packets", "tx_packets", "idle_seconds"}]},
      "counters": {"server": {..}, "wireguard": {..}, "toyvpn": {..}}}
 
 ``latest_handshake`` is epoch seconds or null (never); endpoints are ``host:port`` strings
-(``[v6]:port``) or null; ``state`` is active, disabled or expired (trivpn.proto.policy),
-``expires`` ISO 8601 in UTC or null.
+(``[v6]:port``) or null; ``state`` is active, disabled, expired or over_quota
+(trivpn.proto.policy), ``expires`` ISO 8601 in UTC or null; ``quota_*`` and ``rate_*_bps``
+null when unset. ``usage_bytes`` is what counts against the quota (its period's bytes, else
+those since the last reset) and ``lifetime_*_bytes`` every byte ever, both across restarts
+(trivpn.proto.usage: the stored record plus what is not stored yet).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.endpoints import format_endpoint
 from trivpn.proto.policy import policy_json
 from trivpn.proto.toyvpn import Session, ToyVpnServer
+from trivpn.proto.usage import usage_json
 from trivpn.proto.wireguard import Peer, encode_key
 
 log = logging.getLogger("trivpn")
@@ -94,7 +100,7 @@ def status_document(
     doc = document_shell(server, ifname, now=now, wallclock=wallclock)
     if server.wireguard is not None:
         front = server.wireguard
-        doc["wireguard"]["peers"] = [peer_entry(front, peer) for peer in front.device]
+        doc["wireguard"]["peers"] = [peer_entry(front, peer, wallclock) for peer in front.device]
     if server.toyvpn is not None:
         sessions = server.toyvpn.sessions.values()
         doc["toyvpn"]["sessions"] = [session_entry(s, now) for s in sessions]
@@ -145,7 +151,8 @@ def document_shell(
     return doc
 
 
-def peer_entry(front: WireGuardFront, peer: Peer) -> dict[str, Any]:
+def peer_entry(front: WireGuardFront, peer: Peer, wallclock: float) -> dict[str, Any]:
+    state, policy = front.peer_state(peer.public_key)
     return {
         "name": peer.name,
         "public_key": encode_key(peer.public_key),
@@ -158,7 +165,8 @@ def peer_entry(front: WireGuardFront, peer: Peer) -> dict[str, Any]:
         "handshakes": peer.handshakes,
         "allowed_ips": [str(n) for n in peer.allowed_ips],
         "persistent_keepalive": peer.persistent_keepalive or 0,
-        **policy_json(*front.peer_state(peer.public_key)),
+        **policy_json(state, policy),
+        **usage_json(front.peer_usage(peer.public_key), policy, wallclock),
     }
 
 
@@ -191,11 +199,12 @@ async def live_document(server: StatusSource, ifname: str) -> dict[str, Any]:
     thread that runs the server). Each entry is one peer's or session's state at one
     moment; the document as a whole spans the few milliseconds between the slices."""
     now = trio.current_time()
+    wallclock = time.time()
     front, toy = server.wireguard, server.toyvpn
-    doc = document_shell(server, ifname, now=now, wallclock=time.time())
+    doc = document_shell(server, ifname, now=now, wallclock=wallclock)
     if front is not None:
         doc["wireguard"]["peers"] = await in_slices(
-            front.device, functools.partial(peer_entry, front)
+            front.device, functools.partial(peer_entry, front, wallclock=wallclock)
         )
     if toy is not None:
         sessions = list(toy.sessions.values())

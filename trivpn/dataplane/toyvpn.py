@@ -2,7 +2,9 @@
 
 A session's /32 is routed to its SessionRoute, which hands packets back to that client; a
 timer task per session sends keepalives while we are silent and ends the session when the
-client is.
+client is. ``[toyvpn] rate_down``/``rate_up`` police each session's packets with a token
+bucket per direction (trivpn.proto.token_bucket); a packet over the rate is dropped and
+counted ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from trivpn.net.udp import DatagramSocket
 from trivpn.proto import toyvpn
 from trivpn.proto.endpoints import format_endpoint
 from trivpn.proto.ip import IPAddress
+from trivpn.proto.token_bucket import TokenBucket
 
 log = logging.getLogger("trivpn")
 
@@ -30,20 +33,34 @@ log = logging.getLogger("trivpn")
 class SessionRoute:
     """The route owner of one ToyVPN session: packets for its address go to its client."""
 
-    __slots__ = ("_addr", "_encapsulate", "_sock", "session")
+    __slots__ = ("_addr", "_counters", "_encapsulate", "_rate", "_sock", "session")
 
-    def __init__(self, session: toyvpn.Session, sock: DatagramSocket) -> None:
+    def __init__(
+        self,
+        session: toyvpn.Session,
+        sock: DatagramSocket,
+        rate: TokenBucket | None = None,
+        counters: collections.Counter[str] | None = None,
+    ) -> None:
         self.session = session
         self._addr = session.addr
         self._encapsulate = session.encapsulate
         self._sock = sock
+        self._rate = rate  # toward the client
+        self._counters = collections.Counter[str]() if counters is None else counters
 
     def __repr__(self) -> str:
         return f"ToyVPN session {self.session.address} ({format_endpoint(self._addr)})"
 
     def send(self, packets: list[bytes], now: float) -> None:
         encapsulate = self._encapsulate
-        self._sock.send_many([encapsulate(p, now) for p in packets], self._addr)
+        rate = self._rate
+        if rate is not None:
+            passed = [p for p in packets if rate.take(len(p), now)]
+            self._counters["rate_limited"] += len(packets) - len(passed)
+            packets = passed
+        if packets:
+            self._sock.send_many([encapsulate(p, now) for p in packets], self._addr)
 
 
 class ToyVpnFront:
@@ -74,6 +91,9 @@ class ToyVpnFront:
         self.sock = sock
         self.counters = counters
         self._limiter = LogLimiter(log)
+        self._rate_down = cfg.rate_down
+        self._rate_up = cfg.rate_up
+        self._up: dict[toyvpn.Session, TokenBucket] = {}  # each session's, with rate_up
 
     async def receive_loop(self, nursery: trio.Nursery) -> None:
         """Datagrams in: handshakes answered (sessions start in ``nursery``), data to the TUN."""
@@ -90,6 +110,8 @@ class ToyVpnFront:
                 try:
                     result = receive(data, addr, now)
                     if type(result) is bytes:
+                        if self._up and not self._up_allows(addr, result, now):
+                            continue
                         to_tun.append(result)
                     elif isinstance(result, toyvpn.Handshake):
                         self._handshake(nursery, result)
@@ -104,6 +126,15 @@ class ToyVpnFront:
                 # The UDP checksum already covered each packet in transit: no re-verifying.
                 counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
 
+    def _up_allows(self, addr: tuple[Any, ...], packet: bytes, now: float) -> bool:
+        """Whether the packet from the client at ``addr`` is within its session's rate."""
+        session = self.protocol.sessions.get(addr)
+        bucket = None if session is None else self._up.get(session)
+        if bucket is None or bucket.take(len(packet), now):
+            return True
+        self.protocol.counters["rate_limited"] += 1
+        return False
+
     def _handshake(self, nursery: trio.Nursery, hs: toyvpn.Handshake) -> None:
         session = hs.session
         sock = self.sock
@@ -111,7 +142,11 @@ class ToyVpnFront:
             sock.send(reply, session.addr)
         if not hs.new:
             return
-        route = SessionRoute(session, sock)
+        now = trio.current_time()
+        down = None if self._rate_down is None else TokenBucket(self._rate_down, now)
+        if self._rate_up is not None:
+            self._up[session] = TokenBucket(self._rate_up, now)
+        route = SessionRoute(session, sock, down, self.protocol.counters)
         self.router.add(ipaddress.ip_network(session.address), route)
         log.info(
             "toyvpn: client %s connected as %s", format_endpoint(session.addr), session.address
@@ -144,6 +179,7 @@ class ToyVpnFront:
             )
         finally:
             self.router.remove_owner(route)  # its own routes only
+            self._up.pop(session, None)
             self.protocol.close(session)
 
 

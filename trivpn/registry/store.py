@@ -24,6 +24,12 @@ file runs them all, so the upgrade path is the path every database takes:
 4. the peer's policy (trivpn.proto.policy): ``enabled`` (0 or 1) and ``expires``, ISO 8601
    text in UTC with a Z (``2027-02-01T00:00:00Z``) or NULL for never: readable in `sqlite3`,
    ordered as text, and what a PostgreSQL ``timestamptz`` column reads as it is.
+5. the rest of the policy: ``quota_bytes`` and ``quota_period`` (both NULL: no quota),
+   ``rate_down`` and ``rate_up`` (bits per second, NULL: unlimited); and ``usage``, one row
+   per public key (registry and static peers alike, so no foreign key) as
+   trivpn.proto.usage.UsageRecord holds it: lifetime bytes each way, and each period's
+   first day (ISO date; '' for none yet) beside its bytes. Writers add deltas in SQL
+   (`Registry.add_usage`), never totals, so concurrent writers add up.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -50,11 +56,13 @@ from trivpn.config import (
     by_version,
 )
 from trivpn.proto.ip import IPAddress, IPNetwork
-from trivpn.proto.policy import ACTIVE_POLICY, Policy, format_expires
+from trivpn.proto.periods import CALENDAR_PERIODS, QuotaPeriod, period_key
+from trivpn.proto.policy import ACTIVE_POLICY, Policy, Quota, format_expires
+from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageRecord
 from trivpn.proto.wireguard import crypto, keys
 
 DB_NAME: Final = "peers.db"
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 DEFAULT_TIMEOUT: Final = 10.0  # seconds to wait for another writer before giving up
 _OPEN_RETRY_SECONDS: Final = 0.02
 
@@ -110,6 +118,9 @@ class RegistryPeer:
             persistent_keepalive=self.persistent_keepalive,
             enabled=self.policy.enabled,
             expires=self.policy.expires,
+            quota=self.policy.quota,
+            rate_down=self.policy.rate_down,
+            rate_up=self.policy.rate_up,
         )
 
 
@@ -339,12 +350,35 @@ def _migrate_to_4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE peers ADD COLUMN expires TEXT")  # ISO 8601, UTC, Z; NULL: never
 
 
+def _migrate_to_5(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE peers ADD COLUMN quota_bytes INTEGER")
+    db.execute("ALTER TABLE peers ADD COLUMN quota_period TEXT")  # day, week, month, total
+    db.execute("ALTER TABLE peers ADD COLUMN rate_down INTEGER")  # bits per second
+    db.execute("ALTER TABLE peers ADD COLUMN rate_up INTEGER")
+    db.execute(
+        """CREATE TABLE usage (
+            public_key TEXT PRIMARY KEY,
+            lifetime_rx INTEGER NOT NULL,
+            lifetime_tx INTEGER NOT NULL,
+            day_start TEXT NOT NULL,
+            day_bytes INTEGER NOT NULL,
+            week_start TEXT NOT NULL,
+            week_bytes INTEGER NOT NULL,
+            month_start TEXT NOT NULL,
+            month_bytes INTEGER NOT NULL,
+            total_bytes INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
 _MIGRATIONS: Final[Sequence[Callable[[sqlite3.Connection], None]]] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -458,7 +492,8 @@ class Registry:
         """The peers matching ``where`` (on ``peers p``), by name; call inside a transaction."""
         rows = self._db.execute(
             "SELECT id, name, public_key, preshared_key, created_at, endpoint, "
-            f"persistent_keepalive, enabled, expires FROM peers p {where} ORDER BY name",
+            "persistent_keepalive, enabled, expires, quota_bytes, quota_period, rate_down, "
+            f"rate_up FROM peers p {where} ORDER BY name",
             args,
         ).fetchall()
         addresses: dict[int, list[IPAddress]] = {row[0]: [] for row in rows}
@@ -484,7 +519,7 @@ class Registry:
                 routes=tuple(sorted(routes[peer_id], key=by_version)),
                 endpoint=None if endpoint is None else Endpoint.parse(endpoint),
                 persistent_keepalive=keepalive,
-                policy=_policy(enabled, expires),
+                policy=_policy(*policy),
             )
             for (
                 peer_id,
@@ -494,8 +529,7 @@ class Registry:
                 created_at,
                 endpoint,
                 keepalive,
-                enabled,
-                expires,
+                *policy,
             ) in rows
         ]
 
@@ -587,10 +621,92 @@ class Registry:
         return old, new
 
     def _store_policy(self, peer_id: int, policy: Policy) -> None:
+        quota = policy.quota
         self._db.execute(
-            "UPDATE peers SET enabled = ?, expires = ? WHERE id = ?",
-            (int(policy.enabled), format_expires(policy.expires), peer_id),
+            "UPDATE peers SET enabled = ?, expires = ?, quota_bytes = ?, quota_period = ?, "
+            "rate_down = ?, rate_up = ? WHERE id = ?",
+            (
+                int(policy.enabled),
+                format_expires(policy.expires),
+                None if quota is None else quota.bytes,
+                None if quota is None else str(quota.period),
+                policy.rate_down,
+                policy.rate_up,
+                peer_id,
+            ),
         )
+
+    # --- usage (trivpn.proto.usage) ---------------------------------------------------------
+
+    def usage_records(self, public_keys: Iterable[bytes] | None = None) -> dict[bytes, UsageRecord]:
+        """The stored usage of these peers (None: of every key with a row); a key without a
+        row is left out (it counts from NO_USAGE)."""
+        with _errors(self.path), self._transaction("BEGIN"):
+            if public_keys is None:
+                rows = self._db.execute(f"SELECT {_USAGE_COLUMNS} FROM usage").fetchall()
+            else:
+                rows = self._usage_rows([keys.encode_key(k) for k in public_keys])
+        return {keys.parse_key(row[0]): _usage_record(row[1:]) for row in rows}
+
+    def _usage_rows(self, encoded: Sequence[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(encoded), _KEYS_PER_QUERY):
+            chunk = encoded[i : i + _KEYS_PER_QUERY]
+            rows += self._db.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage "
+                f"WHERE public_key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return rows
+
+    def add_usage(
+        self, deltas: Sequence[tuple[bytes, int, int]], wallclock: float
+    ) -> dict[bytes, UsageRecord]:
+        """Add (public key, received, sent) bytes counted at ``wallclock`` to each key's row
+        in one transaction, as `UsageRecord.added` would, but in SQL: a concurrent writer's
+        deltas add up instead of being overwritten. Returns the rows after, for every key
+        given. Not a peer change: the generation stays (other connections' data_version
+        moves, as with any commit)."""
+        if any(rx < 0 or tx < 0 for _, rx, tx in deltas):
+            raise ValueError("usage deltas are never negative: usage never goes back")
+        if not deltas:
+            return {}
+        starts = [period_key(p, wallclock) for p in CALENDAR_PERIODS]
+        updated = format_expires(datetime.datetime.fromtimestamp(int(wallclock), datetime.UTC))
+        rows = [
+            (keys.encode_key(key), rx, tx, *(v for s in starts for v in (s, rx + tx)), rx + tx)
+            for key, rx, tx in deltas
+            if rx or tx
+        ]
+        encoded = [keys.encode_key(key) for key, _, _ in deltas]
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            self._db.executemany(_ADD_USAGE, [(*row, updated) for row in rows])
+            found = self._usage_rows(encoded)
+        after = {keys.parse_key(row[0]): _usage_record(row[1:]) for row in found}
+        return {key: after.get(key, NO_USAGE) for key, _, _ in deltas}
+
+    def reset_usage(self, name: str) -> RegistryPeer:
+        """Zero the periods of registry peer ``name``'s usage (the lifetime counters stay),
+        and bump the generation so that a running server reloads it. Raises PeerNotFound."""
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            found = self._peers("WHERE p.name = ?", (name,))
+            if not found:
+                raise PeerNotFound(f"no peer named {name!r} in the registry")
+            self._reset_usage(found[0].public_key)
+        return found[0]
+
+    def reset_key_usage(self, public_key: bytes) -> None:
+        """`reset_usage` of a peer by its public key: a static peer's (the config file's)."""
+        with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
+            self._reset_usage(public_key)
+
+    def _reset_usage(self, public_key: bytes) -> None:
+        self._db.execute(
+            "UPDATE usage SET day_start = '', day_bytes = 0, week_start = '', week_bytes = 0, "
+            "month_start = '', month_bytes = 0, total_bytes = 0 WHERE public_key = ?",
+            (keys.encode_key(public_key),),
+        )
+        self._bump_generation()
 
     # --- changes made through `wg set` on the running server -------------------------------
 
@@ -657,6 +773,10 @@ class Registry:
         # explicit, though ON DELETE CASCADE would do it: the row, its addresses and its
         # routes go in the same transaction either way
         peer_id = f"(SELECT id FROM peers WHERE {where})"
+        self._db.execute(
+            f"DELETE FROM usage WHERE public_key = (SELECT public_key FROM peers WHERE {where})",
+            (value,),
+        )
         self._db.execute(f"DELETE FROM addresses WHERE peer_id = {peer_id}", (value,))
         self._db.execute(f"DELETE FROM routes WHERE peer_id = {peer_id}", (value,))
         self._db.execute(f"DELETE FROM peers WHERE {where}", (value,))
@@ -819,10 +939,58 @@ def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
         raise RegistryError(f"persistent keepalive {keepalive}: expected 1 to 65535 seconds")
 
 
-def _policy(enabled: int, expires: str | None) -> Policy:
+def _policy(
+    enabled: int,
+    expires: str | None,
+    quota_bytes: int | None,
+    quota_period: str | None,
+    rate_down: int | None,
+    rate_up: int | None,
+) -> Policy:
+    quota = None
+    if quota_bytes is not None and quota_period is not None:
+        quota = Quota(quota_bytes, QuotaPeriod(quota_period))
     return Policy(
         enabled=bool(enabled),
         expires=None if expires is None else datetime.datetime.fromisoformat(expires),
+        quota=quota,
+        rate_down=rate_down,
+        rate_up=rate_up,
+    )
+
+
+_USAGE_COLUMNS: Final = (
+    "public_key, lifetime_rx, lifetime_tx, day_start, day_bytes, week_start, week_bytes, "
+    "month_start, month_bytes, total_bytes"
+)
+_KEYS_PER_QUERY: Final = 500  # well below SQLite's limit on bound parameters
+# A period whose stored start is not the current one rolled over: it counts afresh
+# (UsageRecord.used and .added, in SQL). SET reads the old row throughout.
+_ADD_USAGE: Final = (
+    f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (public_key) DO UPDATE SET "
+    "lifetime_rx = lifetime_rx + excluded.lifetime_rx, "
+    "lifetime_tx = lifetime_tx + excluded.lifetime_tx, "
+    + "".join(
+        f"{p}_bytes = CASE WHEN {p}_start = excluded.{p}_start "
+        f"THEN {p}_bytes + excluded.{p}_bytes ELSE excluded.{p}_bytes END, "
+        f"{p}_start = excluded.{p}_start, "
+        for p in (period.value for period in CALENDAR_PERIODS)
+    )
+    + "total_bytes = total_bytes + excluded.total_bytes, updated_at = excluded.updated_at"
+)
+
+
+def _usage_record(row: Sequence[Any]) -> UsageRecord:
+    """A row of _USAGE_COLUMNS but the key: the calendar periods in CALENDAR_PERIODS' order."""
+    rx, tx, day, day_bytes, week, week_bytes, month, month_bytes, total = row
+    return UsageRecord(
+        lifetime_rx=rx,
+        lifetime_tx=tx,
+        day=PeriodCount(day, day_bytes),
+        week=PeriodCount(week, week_bytes),
+        month=PeriodCount(month, month_bytes),
+        total=total,
     )
 
 

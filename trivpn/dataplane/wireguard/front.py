@@ -31,6 +31,7 @@ from trivpn.dataplane.wireguard.uapi_target import PeerChangeHandler, UapiTarget
 from trivpn.proto import uapi
 from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import PeerState, Policy
+from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import FIRST_TIMER_SPREAD, Device, Peer, PeerConfig
 
 
@@ -64,6 +65,7 @@ class WireGuardFront:
         self._timers = TimerLoop(self.device)
         self._sink = OutputSink(tun, sock, counters, wake_timers=self._timers.wake)
         self.policies = PeerPolicies(self.device, wallclock, self._timers.wake)
+        self._sink.on_quota_reached = self.policies.quota_reached
         self.peers = PeerSet(self.device, self.routes, self._sink, self.policies)
         self.interface = InterfaceSettings(sock, self.peers)
         self._uapi = UapiTarget(self.peers, self.interface, self._timers.wake)
@@ -128,6 +130,10 @@ class WireGuardFront:
         """A peer's state (as of the last check) and the policy it follows."""
         return self.policies.state(public_key), self.policies.policy(public_key)
 
+    def peer_usage(self, public_key: bytes) -> UsageRecord:
+        """A peer's usage: its stored record plus what is not stored yet."""
+        return self.policies.usage(public_key)
+
     def routed_networks(self) -> frozenset[IPNetwork]:
         """Every network routed to a peer of this front."""
         return self.routes.routed_networks()
@@ -182,5 +188,5 @@ class WireGuardFront:
         await self._timers.run(self._sink)
 
     async def policy_loop(self) -> None:
-        """Blocks peers at their expiry."""
+        """Blocks and unblocks peers at their expiry and their quota period's roll-over."""
         await self.policies.run()

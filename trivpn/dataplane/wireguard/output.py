@@ -16,6 +16,8 @@ from trivpn.proto.wireguard import (
     HandshakeCompleted,
     HandshakeFailed,
     Output,
+    Peer,
+    QuotaReached,
     SessionExpired,
 )
 
@@ -40,6 +42,8 @@ class OutputSink:
         # told whenever the routed networks or the peers' endpoints may have changed; must
         # not block (trivpn.daemon.peer_routes keeps the kernel routes)
         self.on_routes_change: Callable[[], None] | None = None
+        # told when a peer's usage reached a mark its policy set (PeerPolicies.quota_reached)
+        self.on_quota_reached: Callable[[Peer], None] | None = None
 
     def routes_changed(self) -> None:
         if self.on_routes_change is not None:
@@ -58,6 +62,8 @@ class OutputSink:
                 _log_event(event)
                 if isinstance(event, EndpointChanged):
                     self.routes_changed()  # a route may now hold the new endpoint
+                elif isinstance(event, QuotaReached) and self.on_quota_reached is not None:
+                    self.on_quota_reached(event.peer)  # after the batch: the device held it
         self.wake_timers()
 
     def _send_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:

@@ -84,6 +84,7 @@ class PeerSet:
         peers it took a network from. A policy that blocks it blocks it before any packet."""
         # The route table holds the networks; the device's copy of the config does not.
         peer = self.device.add_peer(attrs.evolve(config, allowed_ips=()))
+        self.policies.attach(peer)
         self.policies.set(peer, policy)
         self.routes.attach(PeerRoute(peer, self.device, self._sink))
         losers = self.set_allowed_ips(peer, config.allowed_ips)
@@ -95,7 +96,7 @@ class PeerSet:
         peer = self.device.peers[public_key]
         self.routes.detach(peer)
         self.device.remove_peer(public_key)
-        self.policies.forget(public_key)
+        self.policies.forget(peer)
         self._sink.routes_changed()
 
     def discard(self, public_key: bytes) -> bool:

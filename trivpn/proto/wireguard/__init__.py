@@ -15,7 +15,8 @@ Driving it (the server's side)::
     for data, addr in out.datagrams: sock.sendto(data, addr)
     for packet in out.packets: tun.write(packet)        # already source-checked
     for event in out.events: ...                        # HandshakeCompleted, EndpointChanged,
-                                                        # HandshakeFailed, SessionExpired
+                                                        # HandshakeFailed, SessionExpired,
+                                                        # QuotaReached
     device.remove_peer(public_key)                      # at runtime, keys erased
 
 Every call takes an optional ``out`` to append to, so a batch of datagrams can share one
@@ -28,7 +29,11 @@ just added sends its first keepalive, and so its handshake, on the next tick).
 ``invalid_initiation``, ``unknown_peer``, ``replayed_initiation``, ``handshake_flood``,
 ``unexpected_response``, ``invalid_response``, ``invalid_cookie_reply``, ``unknown_index``,
 ``expired_keypair``, ``decrypt_failed``, ``replay``, ``malformed_inner``,
-``spoofed_source``, ``no_endpoint``, ``staged_dropped``, ``removed_peer``.
+``spoofed_source``, ``no_endpoint``, ``staged_dropped``, ``removed_peer``, ``blocked``
+(a peer blocked by its policy, or at its usage limit) and ``rate_limited``.
+
+Per-peer limits (`Device.set_usage_limit`, `Device.set_rates`) are checked per packet only
+behind one flag, ``Peer.limited``: a peer without any costs one attribute read more.
 
 The TUN -> peer longest-prefix lookup belongs to the server's route table; the device only
 checks, on receive, that a decrypted packet's source is one of that peer's allowed_ips, as
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
         Output,
         Peer,
         PeerConfig,
+        QuotaReached,
         SessionExpired,
         StaticAllowedIps,
     )
@@ -74,6 +80,7 @@ __all__ = [
     "Output",
     "Peer",
     "PeerConfig",
+    "QuotaReached",
     "SessionExpired",
     "StaticAllowedIps",
     "encode_key",

@@ -11,11 +11,13 @@ from __future__ import annotations
 import heapq
 import hmac
 import itertools
+import math
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
+from ..token_bucket import TokenBucket
 from . import crypto, messages
 from .cookie import (
     Address,
@@ -53,6 +55,14 @@ DEFAULT_UNDER_LOAD_RATE: Final = 500.0
 
 _TRANSPORT: Final = struct.Struct("<IIQ")
 _HANDSHAKE_SENDER: Final = struct.Struct("<I")
+
+
+def _bucket(bucket: TokenBucket | None, bps: int | None, now: float) -> TokenBucket | None:
+    if bps is None:
+        return None
+    if bucket is not None and bucket.rate == bps / 8:
+        return bucket
+    return TokenBucket(bps, now)
 
 
 # (deadline, sequence, peer): one peer's earliest timer as scheduled in the heap.
@@ -208,6 +218,33 @@ class Device:
         peer.set_blocked(blocked)
         self._touched.add(peer)
         return True
+
+    def set_usage_limit(
+        self, peer: Peer, remaining: int | None, *, warn_remaining: int | None = None
+    ) -> None:
+        """Let ``peer`` move ``remaining`` more bytes (received plus sent, as rx_bytes +
+        tx_bytes count them, handshakes included) from now; None: no limit. QuotaReached is
+        raised once when usage reaches the limit, and once before at ``warn_remaining`` bytes
+        from now, if given.
+
+        The datagram whose bytes make usage reach the limit still goes (it was in flight:
+        received, or passed when it was queued); every later one either way is dropped and
+        counted "blocked", checked after authentication on the way in. So usage never passes
+        the limit by a datagram or more: rx_bytes + tx_bytes < limit + the largest datagram
+        counted (a data packet's padded length + 32), plus the handshake messages (148 or 92
+        bytes each) counted before the caller blocks the peer at the QuotaReached event.
+        """
+        base = peer.rx_bytes + peer.tx_bytes
+        limit = math.inf if remaining is None else base + remaining
+        mark = math.inf if warn_remaining is None else base + warn_remaining
+        peer.set_usage_limit(limit, mark)
+
+    def set_rates(self, peer: Peer, down_bps: int | None, up_bps: int | None, now: float) -> None:
+        """Police ``peer``'s traffic at these rates (bits per second of inner IP packets;
+        None: unlimited): toward the peer before encryption, from it after authentication.
+        A packet over the rate is dropped and counted "rate_limited"; keepalives pass. A
+        rate unchanged keeps its bucket (and the tokens in it)."""
+        peer.set_rates(_bucket(peer.rate_down, down_bps, now), _bucket(peer.rate_up, up_bps, now))
 
     # --- the three inputs ----------------------------------------------------------------
 

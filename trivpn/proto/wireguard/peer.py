@@ -7,6 +7,7 @@ cookies, index lookup). Every method appends what must happen to an :class:`Outp
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
@@ -14,6 +15,7 @@ from typing import Final, NamedTuple, Protocol
 import attrs
 
 from ..ip import IPNetwork as IPNetwork  # re-exported by the package
+from ..token_bucket import TokenBucket
 from . import crypto
 from .cookie import Address, CookieGenerator, RandomBytes
 from .keypair import Keypair
@@ -157,7 +159,16 @@ class SessionExpired:
     peer: Peer
 
 
-Event = HandshakeCompleted | EndpointChanged | HandshakeFailed | SessionExpired
+@attrs.frozen(eq=False)
+class QuotaReached:
+    """The peer's usage (rx + tx bytes) reached the mark Device.set_usage_limit set: its
+    warning mark, or its limit (from then on its packets are dropped until the limit moves).
+    Raised once per mark."""
+
+    peer: Peer
+
+
+Event = HandshakeCompleted | EndpointChanged | HandshakeFailed | SessionExpired | QuotaReached
 
 
 @attrs.define(slots=True)
@@ -253,6 +264,13 @@ class Peer:
         self.last_handshake_time: float | None = None  # wall clock, for status output
         self.removed = False
         self.blocked = False  # by its policy (Device.set_blocked)
+        # Limits (Device.set_usage_limit, Device.set_rates); ``limited`` is the one flag the
+        # hot path reads when there are none.
+        self.limited = False
+        self.usage_limit = math.inf  # rx_bytes + tx_bytes at which its packets stop
+        self._usage_mark = math.inf  # rx_bytes + tx_bytes at which QuotaReached is raised
+        self.rate_down: TokenBucket | None = None  # toward the peer
+        self.rate_up: TokenBucket | None = None  # from the peer
         if self.persistent_keepalive:
             # Like wg(8): a keepalive (and so a handshake) right away, on the next tick.
             self.timers.persistent_keepalive = float("-inf")
@@ -284,6 +302,8 @@ class Peer:
 
     def send(self, packet: bytes, now: float, out: Output) -> None:
         """Encrypt an IP packet to this peer, or queue it and start a handshake."""
+        if self.limited and not self._may_send(packet, now, out):
+            return
         kp = self.current
         if (
             kp is not None
@@ -302,7 +322,54 @@ class Peer:
         self.staged.append(packet)
         self._send_staged(now, out)
 
+    def _may_send(self, packet: bytes, now: float, out: Output) -> bool:
+        """The limits toward the peer, before the packet is queued or encrypted."""
+        if self._at_limit(out):
+            return False
+        bucket = self.rate_down
+        if bucket is not None and packet and not bucket.take(len(packet), now):
+            self._ctx.counters["rate_limited"] += 1
+            return False
+        return True
+
+    def _at_limit(self, out: Output) -> bool:
+        """Whether usage has reached the limit: the packet at hand is dropped ("blocked")."""
+        if self.rx_bytes + self.tx_bytes < self.usage_limit:
+            return False
+        self._ctx.counters["blocked"] += 1
+        self._note_usage(out)  # reached by handshake bytes, say: raised here then
+        return True
+
+    def _note_usage(self, out: Output) -> None:
+        """Raise QuotaReached once usage reaches the mark; the next mark is the limit."""
+        if self.rx_bytes + self.tx_bytes >= self._usage_mark:
+            limit = self.usage_limit
+            self._usage_mark = limit if self._usage_mark < limit else math.inf
+            out.events.append(QuotaReached(self))
+
+    def set_usage_limit(self, limit: float, mark: float) -> None:
+        """See Device.set_usage_limit (absolute values: rx_bytes + tx_bytes)."""
+        self.usage_limit = limit
+        self._usage_mark = min(mark, limit)
+        self._update_limited()
+
+    def set_rates(self, down: TokenBucket | None, up: TokenBucket | None) -> None:
+        self.rate_down = down
+        self.rate_up = up
+        self._update_limited()
+
+    def _update_limited(self) -> None:
+        self.limited = (
+            self.usage_limit != math.inf
+            or self._usage_mark != math.inf
+            or self.rate_down is not None
+            or self.rate_up is not None
+        )
+
     def _transmit(self, kp: Keypair, counter: int, packet: bytes, now: float, out: Output) -> None:
+        # Queued packets too stop at the limit (they passed it when queued, before a handshake).
+        if self.limited and self._at_limit(out):
+            return
         n = len(packet)
         padded = (n + 15) & ~15
         mtu = self._ctx.mtu
@@ -319,6 +386,8 @@ class Peer:
         timers.send_keepalive = None  # any authenticated packet sent
         if n and timers.new_handshake is None:
             timers.on_data_sent(now, self._jitter())
+        if self.limited:
+            self._note_usage(out)
 
     def _send_staged(self, now: float, out: Output) -> None:
         staged = self.staged
@@ -502,6 +571,9 @@ class Peer:
         if not kp.replay.check_and_set(counter):
             ctx.counters["replay"] += 1
             return
+        # Authenticated and fresh: only now may the limits spend the peer's usage or tokens.
+        if self.limited and self._at_limit(out):
+            return
         size = len(view)
         # Copy the packet out before anything else reuses the cipher's scratch buffer.
         packet = self._inner_packet(view) if size else None
@@ -518,6 +590,12 @@ class Peer:
         timers.new_handshake = None  # any authenticated packet received
         if size:
             timers.on_data_received(now)
+        if self.limited:
+            self._note_usage(out)
+            bucket = self.rate_up
+            if packet is not None and bucket is not None and not bucket.take(len(packet), now):
+                ctx.counters["rate_limited"] += 1
+                return
         if packet is not None:
             out.packets.append(packet)
 
