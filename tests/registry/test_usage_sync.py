@@ -1,7 +1,8 @@
 """trivpn.registry.usage_sync: the usage keeper under MockClock, on a real SQLite registry.
 
-The front's side is `Policies` here: the `PeerPolicies` usage contract on `UsageMeter`s,
-with counters the test moves (what the data path does) and a quota that blocks.
+The front's side is first `Policies`: the `PeerPolicies` usage contract on `UsageMeter`s,
+with counters the test moves (what the data path does) and a quota that blocks; then the
+real front (its `PeerPolicies`) with the registry sync, as the server wires them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from typing import TypeVar
 import pytest
 import trio
 import trio.testing
-from support.fakes import make_front
+from support.fakes import make_front, virtual_wallclock
 
+from trivpn.config import WireGuardPeerConfig
+from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.policy import PendingUsage
+from trivpn.proto.periods import QuotaPeriod
+from trivpn.proto.policy import PeerState, Policy, Quota
 from trivpn.proto.usage import NO_USAGE, UsageMeter, UsageRecord
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import store
@@ -340,3 +346,88 @@ async def test_a_reload_and_a_restart_never_take_usage_back(
         nursery.cancel_scope.cancel()
     record = stored(path)[KEY_A]
     assert (record.lifetime_rx, record.lifetime_tx, record.total) == (756, 301, 1057)
+
+
+# --- the real front, its PeerPolicies and the registry sync, wired as the server does ---
+
+
+QUOTA = Quota(4 * MIB, QuotaPeriod.TOTAL)
+
+
+def wire(front: WireGuardFront, path: Path) -> tuple[PeerSync, UsageKeeper[PendingUsage]]:
+    sync = PeerSync(front, registry_opener(path.parent), (), PLAN, run_sync=inline)
+    keeper = UsageKeeper(front.policies, sync.with_registry, wallclock=virtual_wallclock)
+    sync.on_foreign_commit = keeper.registry_changed
+    return sync, keeper
+
+
+async def test_a_registry_peer_over_its_quota_is_blocked_from_the_start_until_a_reset(
+    path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    cli = Registry.open(path)
+    cli.add("alice", KEY_A, None, PLAN, policy=Policy(quota=QUOTA))
+    cli.add_usage([(KEY_A, 3 * MIB, 2 * MIB)], virtual_wallclock())
+    front = make_front(wallclock=virtual_wallclock)
+    sync, keeper = wire(front, path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(keeper.run)  # the server: before its socket serves, and the sync
+        await nursery.start(sync.run)
+        peer = front.device.peers[KEY_A]
+        assert peer.blocked  # from its first packet
+        assert front.peer_state(KEY_A)[0] is PeerState.OVER_QUOTA
+        cli.reset_usage("alice")
+        reset = trio.current_time()
+        while peer.blocked:
+            await trio.sleep(0.01)
+        assert trio.current_time() - reset <= 1.0
+        assert front.peer_state(KEY_A)[0] is PeerState.ACTIVE
+        assert front.policies.usage(KEY_A).lifetime_rx == 3 * MIB
+        nursery.cancel_scope.cancel()
+    cli.close()
+
+
+async def test_a_static_peer_is_blocked_by_its_stored_usage_and_a_reset_unblocks_it(
+    path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    cli = Registry.open(path)
+    cli.add_usage([(KEY_B, 4 * MIB, 0)], virtual_wallclock())
+    static = WireGuardPeerConfig(name="site", public_key=KEY_B, allowed_ips=(), quota=QUOTA)
+    front = make_front(static, wallclock=virtual_wallclock)
+    peer = front.device.peers[KEY_B]
+    assert not peer.blocked  # the front alone knows no usage
+    sync, keeper = wire(front, path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(keeper.run)
+        assert peer.blocked
+        await nursery.start(sync.run)
+        cli.reset_key_usage(KEY_B)  # moves no peer: the data_version alone tells
+        reset = trio.current_time()
+        while peer.blocked:
+            await trio.sleep(0.01)
+        assert trio.current_time() - reset <= 1.0
+        nursery.cancel_scope.cancel()
+    cli.close()
+
+
+async def test_a_removed_peers_last_bytes_and_the_others_are_stored_at_shutdown(
+    path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    statics = [
+        WireGuardPeerConfig(name="a", public_key=KEY_A, allowed_ips=()),
+        WireGuardPeerConfig(name="b", public_key=KEY_B, allowed_ips=()),
+    ]
+    front = make_front(*statics, wallclock=virtual_wallclock)
+    sync, keeper = wire(front, path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(keeper.run)
+        await nursery.start(sync.run)
+        front.device.peers[KEY_A].rx_bytes += 1500  # what the data path counts
+        front.device.peers[KEY_B].tx_bytes += 148
+        await trio.sleep(FLUSH_INTERVAL + 0.1)
+        assert totals(path) == {KEY_A: 1500, KEY_B: 148}
+        front.device.peers[KEY_B].tx_bytes += 52
+        front.discard_peer(KEY_B)  # a reload that found it gone from the file
+        front.device.peers[KEY_A].rx_bytes += 1
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()  # SIGTERM: the last flush
+    assert totals(path) == {KEY_A: 1501, KEY_B: 200}

@@ -32,6 +32,7 @@ from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.toyvpn import ToyVpnFront
 from trivpn.dataplane.tun_reader import tun_reader
 from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.net import link, nft, sysctl, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
@@ -90,7 +91,7 @@ class Server:
         self.toyvpn: toyvpn.ToyVpnServer | None = None
         self.wireguard: WireGuardFront | None = None
         self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
-        self.usage: UsageKeeper | None = None  # the peers' usage kept in the registry
+        self.usage: UsageKeeper[PendingUsage] | None = None  # usage kept in the registry
         # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
         # WireGuard one to a new OS socket inside the same object, so the count carries on.
         self._sockets: list[udp.DatagramSocket] = []
@@ -259,10 +260,9 @@ class Server:
         # one connection for both: the keeper's commits are not another process's
         self.usage = UsageKeeper(front.policies, self.peersync.with_registry)
         self.peersync.on_foreign_commit = self.usage.registry_changed
-        # registry peers in and every peer's usage loaded before the socket serves, so a peer
-        # over its quota is blocked from its first packet after a restart; both keep running
-        # (registry changes and `wg set`s kept; usage flushed, and once more on the way out)
-        await nursery.start(self.peersync.run)
+        # every key's usage loaded before the socket serves (registry peers' too, before the
+        # sync adds them): a peer over its quota is blocked from its first packet after a
+        # restart. Then flushed every few seconds, and once more on the way out.
         await nursery.start(supervise, "usage", self.usage.run)
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
@@ -271,6 +271,7 @@ class Server:
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
+        nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn
