@@ -32,11 +32,13 @@ from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.toyvpn import ToyVpnFront
 from trivpn.dataplane.tun_reader import tun_reader
 from trivpn.dataplane.wireguard.front import WireGuardFront
+from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.net import link, nft, sysctl, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
 from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync, registry_opener
+from trivpn.registry.usage_sync import UsageKeeper
 
 log = logging.getLogger("trivpn")
 
@@ -89,6 +91,7 @@ class Server:
         self.toyvpn: toyvpn.ToyVpnServer | None = None
         self.wireguard: WireGuardFront | None = None
         self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
+        self.usage: UsageKeeper[PendingUsage] | None = None  # usage kept in the registry
         # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
         # WireGuard one to a new OS socket inside the same object, so the count carries on.
         self._sockets: list[udp.DatagramSocket] = []
@@ -145,7 +148,7 @@ class Server:
                         stack.callback(sock.close)  # the socket a `wg set listen-port` made too
                         _set_fwmark(sock, cfg.wireguard.fwmark)
                         self._sockets.append(sock)
-                        self._start_wireguard(data_plane, sock, tun)
+                        await self._start_wireguard(data_plane, sock, tun)
                     if cfg.toyvpn.enabled:
                         sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
                         stack.callback(sock.close)
@@ -179,10 +182,19 @@ class Server:
             if serving.cancel_called:
                 log.info("%s: already shutting down", name)
             elif signum == signal.SIGHUP:
-                await reload_config(self)  # logs its own errors; never stops the server
+                await self._reload()
             else:
                 log.info("%s: shutting down", name)
                 serving.cancel()
+
+    async def _reload(self) -> None:
+        # usage is stored before the reload replaces peers, and read again after it (a peer
+        # the file added may have some from an earlier run)
+        if self.usage is not None:
+            await self.usage.flush()
+        await reload_config(self)  # logs its own errors; never stops the server
+        if self.usage is not None:
+            self.usage.registry_changed()
 
     async def _nft_manager(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Forwarding on and the `inet trivpn` table in place while the server runs."""
@@ -218,7 +230,9 @@ class Server:
 
     # -- the data plane ----------------------------------------------------------------------
 
-    def _start_wireguard(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
+    async def _start_wireguard(
+        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun
+    ) -> None:
         cfg = self.cfg.wireguard
         front = WireGuardFront(
             cfg,
@@ -237,6 +251,19 @@ class Server:
             len(cfg.peers),
             f", fwmark {cfg.fwmark:#x}" if cfg.fwmark else "",
         )
+        self.peersync = PeerSync(
+            front,
+            registry_opener(self.cfg.state.dir),
+            cfg.peers,
+            AddressPlan.from_config(self.cfg, front.device.public_key),
+        )
+        # one connection for both: the keeper's commits are not another process's
+        self.usage = UsageKeeper(front.policies, self.peersync.with_registry)
+        self.peersync.on_foreign_commit = self.usage.registry_changed
+        # every key's usage loaded before the socket serves (registry peers' too, before the
+        # sync adds them): a peer over its quota is blocked from its first packet after a
+        # restart. Then flushed every few seconds, and once more on the way out.
+        await nursery.start(supervise, "usage", self.usage.run)
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
@@ -244,12 +271,6 @@ class Server:
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
-        self.peersync = PeerSync(
-            front,
-            registry_opener(self.cfg.state.dir),
-            cfg.peers,
-            AddressPlan.from_config(self.cfg, front.device.public_key),
-        )
         nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:

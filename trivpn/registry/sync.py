@@ -10,6 +10,9 @@ data plane never waits on the database):
   travels with it: a `trivpn peer disable` blocks it within about ``POLL_INTERVAL``.
 - front -> registry: a `wg set` that added, changed or removed peers reports them
   (`WireGuardFront.on_peer_change`); the persister writes them to the registry.
+- the usage keeper (trivpn.registry.usage_sync) works on the same connection, through
+  `with_registry` (so its commits are not taken for another process's), and is told by
+  ``on_foreign_commit`` when the watcher saw another process's commit.
 
 Our own commits do not move our connection's data_version, and a write that is the only
 change since the applied generation is taken as applied (the front has it already); when
@@ -40,6 +43,7 @@ from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
 from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import Policy
+from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (
     AddressPlan,
@@ -200,6 +204,12 @@ class RegistryLike(Protocol):
     def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int: ...
     def update_live(self, peer: LivePeer, plan: AddressPlan) -> int: ...
     def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None: ...
+    def usage_records(
+        self, public_keys: Iterable[bytes] | None = None
+    ) -> dict[bytes, UsageRecord]: ...
+    def add_usage(
+        self, deltas: Sequence[tuple[bytes, int, int]], wallclock: float
+    ) -> dict[bytes, UsageRecord]: ...
     def close(self) -> None: ...
 
 
@@ -289,6 +299,15 @@ class _Store:
         generation = registry.add_live(name, live, plan)
         return Written("added", name, generation, registry.snapshot())
 
+    def call(self, fn: Callable[[RegistryLike], T], *, create: bool, close: bool) -> T | None:
+        """``fn`` on the registry (opened, or made with ``create``); None: there is none."""
+        try:
+            registry = self._registry or self._opened(create=create)
+            return None if registry is None else fn(registry)
+        finally:
+            if close:
+                self.close()
+
     def _opened(self, *, create: bool) -> RegistryLike | None:
         self._registry = self._open(create)
         return self._registry
@@ -338,6 +357,8 @@ class PeerSync:
         self._changes_in, self._changes_out = trio.open_memory_channel[Sequence[PeerChange]](
             math.inf
         )
+        # told (must not block) after the watcher read what another process committed
+        self.on_foreign_commit: Callable[[], None] | None = None
 
     # -- the task ------------------------------------------------------------------------
 
@@ -353,7 +374,8 @@ class PeerSync:
                 nursery.start_soon(self._persist_loop)
         finally:
             self.front.on_peer_change = None
-            self._store.close()
+            with trio.CancelScope(shield=True):  # after a call the usage keeper has under way
+                await self._db(self._store.close)
 
     async def _watch(self) -> None:
         while True:
@@ -375,10 +397,23 @@ class PeerSync:
             self._force_read = True
             log.exception("peersync: reading the peer registry failed")
             return
-        if snapshot is not None and snapshot.generation != self.generation:
+        if snapshot is None:
+            return
+        if snapshot.generation != self.generation:
             self._snapshot = snapshot
             self.generation = snapshot.generation
             await self._reconcile_in_slices()
+        if self.on_foreign_commit is not None:
+            self.on_foreign_commit()  # a `peer reset-usage` moves no peer, say
+
+    async def with_registry(
+        self, fn: Callable[[RegistryLike], T], *, create: bool = False, close: bool = False
+    ) -> T | None:
+        """``fn(registry)`` in the database thread, on this sync's connection, after any call
+        under way; None when there is no registry (and not ``create``). ``close``: the
+        connection is closed afterwards (the last call at shutdown: the watcher's own clean-up
+        may have run already)."""
+        return await self._db(lambda: self._store.call(fn, create=create, close=close))
 
     def set_static(self, static: Sequence[WireGuardPeerConfig], plan: AddressPlan) -> None:
         """New static peers (a reload): registry peers they now clash with leave the front,
