@@ -38,7 +38,8 @@ SPARED = 0.8  # an unlimited peer beside a limited one keeps this much of what i
 IPERF_SECONDS = 4
 QUOTA = 4 * MIB
 # bytes: how far past its quota a peer's usage can get: the datagram that crosses it (at most
-# 1420 + 32 here) and the few handshake messages (148 or 92 bytes) counted before the block.
+# 1456 here: 1420 padded to 16, + 32) and the few handshake messages (148 or 92 bytes each)
+# counted before the block (Device.set_usage_limit).
 QUOTA_BOUND = 4096
 BLOCK_WAIT = 10.0  # s: a transfer well past the quota reaches it (and the block) by then
 IPERF_PORTS = (iperf.PORT, iperf.PORT + 1)
@@ -170,6 +171,7 @@ def test_quota_stops_a_transfer_and_more_quota_lets_it_through(
     netlab.wait_for(
         lambda: wglab.reaches_internet(ns), wglab.RECONNECT_WAIT, what="bob back online"
     )
+    proc.wait_log("wireguard: peer bob active again (was over_quota)")
     netlab.tcp_transfer(lab, ns, 2 * QUOTA)  # every byte of it arrives
     row = server.peer_json("bob")
     assert row["state"] == "active"
@@ -187,17 +189,50 @@ def test_reset_usage_unblocks_an_over_quota_peer(
     proc = start_server(server)
     add_client(server, wireguard_go, ns, "bob", "--quota", "4MiB/total")
     run_past_quota(server, ns, "bob")
+    time.sleep(FLUSH_INTERVAL)  # the usage is stored by then (sooner: the next test)
 
     server.trivpn("peer", "reset-usage", "bob")
     netlab.wait_for(
         lambda: wglab.reaches_internet(ns), wglab.RECONNECT_WAIT, what="bob back online"
     )
+    proc.wait_log("wireguard: peer bob active again (was over_quota)")
     row = server.peer_json("bob")
     assert row["state"] == "active"
     assert row["usage_bytes"] < QUOTA // 4  # the reconnect's few packets
     assert row["lifetime_rx_bytes"] + row["lifetime_tx_bytes"] >= QUOTA  # kept
     assert proc.stop() == 0, proc.log()
     assert "Traceback" not in proc.log()
+
+
+@pytest.mark.xfail(
+    reason="reset-usage zeroes only the stored row: the usage the server counted since its "
+    "last flush stays pending (load_usage keeps it) and is added back after the reset",
+    strict=False,  # a flush that lands between the block and the reset lets it pass
+)
+def test_reset_usage_right_after_the_block_zeroes_what_is_not_stored_yet(
+    lab: netlab.Lab,
+    server: wglab.LabServer,
+    wireguard_go: Callable[..., wglab.WireGuardGo],
+) -> None:
+    ns = lab.clients[0]
+    proc = start_server(server)
+    add_client(server, wireguard_go, ns, "bob", "--quota", "4MiB/total")
+    upload = ns.popen(
+        iperf.client_argv(netlab.INTERNET_HOST, 8, port=IPERF_PORTS[1]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        netlab.wait_for(
+            lambda: server.peer_json("bob")["state"] == "over_quota", BLOCK_WAIT, what="over quota"
+        )
+        server.trivpn("peer", "reset-usage", "bob")
+    finally:
+        upload.kill()
+        upload.wait(10)
+    netlab.wait_for(lambda: server.peer_json("bob")["state"] == "active", 3, what="active")
+    assert usage(server, "bob") < QUOTA // 4
+    assert proc.stop() == 0, proc.log()
 
 
 def test_usage_survives_a_restart_and_a_kill(
@@ -283,6 +318,8 @@ def test_static_peer_limits_follow_a_reload(
     netlab.wait_for(
         lambda: wglab.reaches_internet(ns), wglab.RECONNECT_WAIT, what="carol back online"
     )
+    proc.wait_log("reload: static peer 'carol' ")
+    proc.wait_log("wireguard: peer carol active again (was over_quota)")
     row = server.peer_json("carol")
     assert (row["state"], row["quota_bytes"]) == ("active", 1024 * MIB)
     assert (row["rate_down_bps"], row["rate_up_bps"]) == (20_000_000, None)
