@@ -137,8 +137,7 @@ class PeerPolicies:
         """The peer is gone (its keys went with it); its usage stays pending until taken."""
         key = peer.public_key
         self._policies.pop(key, None)
-        self._states.pop(key, None)
-        self._warned.pop(key, None)
+        self._states.pop(key, None)  # its warning stays: once per period, reloads or not
         usage = self._usage.get(key)
         if usage is not None and usage.peer is peer:
             usage.base_rx, usage.base_tx = usage.counters()
