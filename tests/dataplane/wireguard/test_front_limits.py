@@ -5,6 +5,7 @@ MockClock, the wall clock moving with trio's; the usage keeper is played by ``ke
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -51,10 +52,12 @@ def packet(n: int) -> bytes:
     return ip4(A_TUN, B_TUN, bytes([n]) * (PACKET - 20))
 
 
-def keep(front: WireGuardFront, store: dict[bytes, UsageRecord]) -> list[PendingUsage]:
+def keep(
+    front: WireGuardFront, store: dict[bytes, UsageRecord], wallclock: float | None = None
+) -> list[PendingUsage]:
     """One flush of the usage keeper, with ``store`` as the registry (it adds, as SQL does)."""
     taken = front.policies.pending_usage()
-    wallclock = virtual_wallclock()
+    wallclock = virtual_wallclock() if wallclock is None else wallclock
     for item in taken:
         record = store.get(item.public_key, NO_USAGE)
         store[item.public_key] = record.added(item.rx_delta, item.tx_delta, wallclock)
@@ -294,3 +297,33 @@ async def test_the_80_percent_warning_comes_once_per_period_and_blocks_nothing(
         assert front.peer_state(CLIENT)[0] is PeerState.ACTIVE
         assert len(blocked_log(caplog)) == 1
         nursery.cancel_scope.cancel()
+
+
+def test_usage_another_writer_added_is_checked_when_stored() -> None:
+    front = make_front(client_config(), wallclock=virtual_wallclock_at_epoch)
+    set_policy(front, Policy(quota=Quota(QUOTA, QuotaPeriod.TOTAL)))
+    store = {CLIENT: NO_USAGE.added(4000, 0, WALL_EPOCH)}  # another gateway's, not loaded
+    fake_traffic(front, 50, 50)
+    assert front.peer_state(CLIENT)[0] is PeerState.ACTIVE  # 100 bytes seen
+    keep(front, store, WALL_EPOCH)
+    assert front.peer_usage(CLIENT).total == 4100
+    assert front.peer_state(CLIENT)[0] is PeerState.OVER_QUOTA  # at once, when stored
+    assert front.device.peers[CLIENT].blocked
+
+
+def test_each_cause_is_lifted_on_its_own() -> None:
+    front = make_front(client_config(), wallclock=virtual_wallclock_at_epoch)
+    peer = front.device.peers[CLIENT]
+    quota = Quota(QUOTA, QuotaPeriod.TOTAL)
+    front.policies.load_usage({CLIENT: NO_USAGE.added(QUOTA, 0, WALL_EPOCH)})
+    past = datetime.datetime.fromtimestamp(WALL_EPOCH - 1, datetime.UTC)
+    later = datetime.datetime.fromtimestamp(WALL_EPOCH + 3600, datetime.UTC)
+    set_policy(front, Policy(enabled=False, expires=past, quota=quota))
+    assert front.peer_state(CLIENT)[0] is PeerState.DISABLED and peer.blocked
+    set_policy(front, Policy(expires=past, quota=quota))  # enabled
+    assert front.peer_state(CLIENT)[0] is PeerState.EXPIRED and peer.blocked
+    set_policy(front, Policy(expires=later, quota=quota))  # a later expiry
+    assert front.peer_state(CLIENT)[0] is PeerState.OVER_QUOTA and peer.blocked
+    set_policy(front, Policy(expires=later, quota=Quota(QUOTA + 1, QuotaPeriod.TOTAL)))
+    assert front.peer_state(CLIENT)[0] is PeerState.ACTIVE and not peer.blocked
+    assert peer.usage_limit == QUOTA + 1 - QUOTA + peer.rx_bytes + peer.tx_bytes  # 1 byte left
