@@ -339,15 +339,15 @@ def connect_client(
     wg.up(f"{address}/32", routes=("default",))
 
 
-def _client_ini(text: str) -> configparser.ConfigParser:
+def apply_client_config(wg: WireGuardGo, text: str) -> str:
+    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
+    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
+    would. Returns the client's public key."""
     ini = configparser.ConfigParser()
     ini.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     ini.read_string(text)
-    return ini
-
-
-def _add_server_peer(wg: WireGuardGo, peer: configparser.SectionProxy) -> tuple[str, ...]:
-    """The [Peer] of a client config, added to ``wg``; its allowed ips."""
+    iface, peer = ini["Interface"], ini["Peer"]
+    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
     allowed = tuple(a.strip() for a in peer["AllowedIPs"].split(","))
     wg.add_peer(
         peer["PublicKey"],
@@ -356,30 +356,10 @@ def _add_server_peer(wg: WireGuardGo, peer: configparser.SectionProxy) -> tuple[
         persistent_keepalive=int(peer["PersistentKeepalive"]),
         preshared_key=peer["PresharedKey"],
     )
-    return allowed
-
-
-def apply_client_config(wg: WireGuardGo, text: str) -> str:
-    """Configure ``wg`` from exactly the wg-quick text `trivpn peer add` printed: keys,
-    endpoint, allowed ips, keepalive with `wg set`, the address and routes as wg-quick
-    would. Returns the client's public key."""
-    ini = _client_ini(text)
-    iface = ini["Interface"]
-    wg.wg("set", wg.ifname, "private-key", "/dev/stdin", input=iface["PrivateKey"])
-    allowed = _add_server_peer(wg, ini["Peer"])
     (address,) = (a.strip() for a in iface["Address"].split(","))
     routes = ["default" if a == "0.0.0.0/0" else a for a in allowed]
     wg.up(address, routes=routes)
     return wg_pubkey(iface["PrivateKey"])
-
-
-def rehandshake(wg: WireGuardGo, text: str) -> None:
-    """Remove the server peer that apply_client_config(``text``) added and add it again:
-    wireguard-go then handshakes on its next packet, instead of after its own retry (some
-    15 s after a restarted server stopped answering). Routes and address stay."""
-    peer = _client_ini(text)["Peer"]
-    wg.set("peer", peer["PublicKey"], "remove")
-    _add_server_peer(wg, peer)
 
 
 def reaches_internet(ns: Netns, count: int = 1) -> bool:
