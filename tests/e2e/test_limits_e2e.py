@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -131,22 +132,28 @@ def test_rate_limit_holds_one_stream_and_spares_another_peer(
     row = server.peer_json("bob")
     assert (row["rate_down_bps"], row["rate_up_bps"]) == (20_000_000, 20_000_000)
 
-    # carol alone before and after the run beside bob (their mean: the machine's load drifts)
-    figures: dict[str, float] = {}
-    for reverse, way in ((False, "up"), (True, "down")):
-        before = bps(carol_ns, reverse=reverse, port=IPERF_PORTS[1])
+    # carol alone and beside bob, taking turns, twice each way; each pair's mean counts (the
+    # machine is shared: one run alone may be 20 % off the next)
+    bob: dict[str, list[float]] = {"up": [], "down": []}
+    alone: dict[str, list[float]] = {"up": [], "down": []}
+    beside: dict[str, list[float]] = {"up": [], "down": []}
+    for reverse, way in ((False, "up"), (True, "down"), (False, "up"), (True, "down")):
+        alone[way].append(bps(carol_ns, reverse=reverse, port=IPERF_PORTS[1]))
         with ThreadPoolExecutor(2) as pool:
-            bob = pool.submit(bps, bob_ns, reverse=reverse, port=IPERF_PORTS[0])
-            carol = pool.submit(bps, carol_ns, reverse=reverse, port=IPERF_PORTS[1])
-            figures[f"bob {way}"], figures[f"carol beside bob {way}"] = bob.result(), carol.result()
-        after = bps(carol_ns, reverse=reverse, port=IPERF_PORTS[1])
-        figures[f"carol alone {way}"] = (before + after) / 2
-    print("rate limit figures (Mbit/s):", {k: round(v / 1e6, 1) for k, v in figures.items()})
+            bob_run = pool.submit(bps, bob_ns, reverse=reverse, port=IPERF_PORTS[0])
+            carol_run = pool.submit(bps, carol_ns, reverse=reverse, port=IPERF_PORTS[1])
+            bob[way].append(bob_run.result())
+            beside[way].append(carol_run.result())
+    figures = {
+        name: {way: [round(v / 1e6, 1) for v in runs] for way, runs in ways.items()}
+        for name, ways in (("bob", bob), ("carol alone", alone), ("carol beside bob", beside))
+    }
+    print("rate limit figures (Mbit/s):", figures)
 
     low, high = RATE_RANGE
     for way in ("up", "down"):
-        assert low <= figures[f"bob {way}"] <= high, figures
-        assert figures[f"carol beside bob {way}"] >= SPARED * figures[f"carol alone {way}"], figures
+        assert all(low <= run <= high for run in bob[way]), figures
+        assert statistics.mean(beside[way]) >= SPARED * statistics.mean(alone[way]), figures
     assert proc.stop() == 0, proc.log()
     assert "Traceback" not in proc.log()
 
