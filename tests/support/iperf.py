@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -87,3 +88,40 @@ def run(
 def received_bps(report: dict[str, Any]) -> float:
     """What the receiving end counted, in bits per second."""
     return float(report["end"]["sum_received"]["bits_per_second"])
+
+
+@contextlib.contextmanager
+def sustained(ns: Netns, target: str, *, port: int = PORT) -> Iterator[None]:
+    """TCP from ``ns`` to ``target`` for as long as the block runs: one iperf3 run after
+    another (a run the server refused as busy, or one a blocked tunnel ended, is followed by
+    the next), all ended when the block ends."""
+    lock = threading.Lock()
+    stopped = False
+    current: subprocess.Popen[str] | None = None
+
+    def keep_going() -> None:
+        nonlocal current
+        while True:
+            with lock:
+                if stopped:
+                    return
+                current = ns.popen(
+                    client_argv(target, 60, port=port),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            current.wait()
+            time.sleep(BUSY_WAIT / 2)
+
+    thread = threading.Thread(target=keep_going, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with lock:
+            stopped = True
+            if current is not None:
+                current.kill()
+        thread.join(10)
+        if current is not None:
+            current.wait(10)
