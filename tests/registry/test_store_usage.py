@@ -106,6 +106,16 @@ def test_add_usage_rolls_a_stale_period_as_the_record_does(reg: Registry) -> Non
     assert after.used(QuotaPeriod.MONTH, JAN_1) == 11
 
 
+def test_a_writer_behind_at_a_boundary_never_takes_a_period_back(reg: Registry) -> None:
+    a = pub(1)
+    reg.add_usage([(a, 10, 0)], JAN_1)
+    (after,) = reg.add_usage([(a, 5, 0)], DEC_30).values()  # another writer's, a late clock
+    assert after.month == PeriodCount("2027-01-01", 10)  # December's bytes do not count now
+    assert after.day == PeriodCount("2027-01-01", 10)
+    assert after.week == PeriodCount("2026-12-28", 15)  # the same week: they do
+    assert (after.lifetime_rx, after.total) == (15, 15)
+
+
 def test_many_keys_are_read_in_chunks(reg: Registry) -> None:
     many = [(i.to_bytes(32, "big"), i, 1) for i in range(1, 1200)]
     reg.add_usage(many, DEC_30)

@@ -30,8 +30,7 @@ from trivpn.cli import configfile, peer_policy, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.proto.ip import IPAddress, IPNetwork
-from trivpn.proto.policy import Policy, state
-from trivpn.proto.usage import NO_USAGE, UsageRecord, counted_bytes
+from trivpn.proto.usage import NO_USAGE
 from trivpn.proto.wireguard import crypto, keys
 
 # The config and the registry are imported by the commands that use them: `trivpn genkey`
@@ -537,7 +536,8 @@ def cmd_peer_set(args: argparse.Namespace) -> int:
         old, new = reg.update_policy(args.name, lambda p: peer_policy.changed(p, changes))
         record = reg.usage_records([new.public_key]).get(new.public_key, NO_USAGE)
     now = time.time()
-    before, after = _state(old.policy, record, now), _state(new.policy, record, now)
+    before = peer_policy.state_of(old.policy, record, now)
+    after = peer_policy.state_of(new.policy, record, now)
     said = [] if before == after else [f"{before} -> {after}"]
     said += peer_policy.change_note(old.policy, new.policy)
     print(
@@ -545,10 +545,6 @@ def cmd_peer_set(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _state(policy: Policy, record: UsageRecord, now: float) -> str:
-    return str(state(policy, now, counted_bytes(record, policy, now)))
 
 
 def cmd_peer_reset_usage(args: argparse.Namespace) -> int:
@@ -565,7 +561,7 @@ def cmd_peer_reset_usage(args: argparse.Namespace) -> int:
             policy = static.policy
     print(
         f"trivpn: peer {args.name!r}: usage reset; the lifetime counters stay "
-        f"({_state(policy, NO_USAGE, time.time())})",
+        f"({peer_policy.state_of(policy, NO_USAGE, time.time())})",
         file=sys.stderr,
     )
     return 0

@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 from trivpn.cli import status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.proto.policy import (
+    PeerState,
     Policy,
     PolicyError,
     format_expires,
@@ -66,7 +67,7 @@ def add_limit_options(parser: argparse.ArgumentParser, *, clearing: str = "") ->
         "50GiB/month; blocked once used up, until the next period; none: no quota",
     )
     parser.add_argument(
-        "--rate", metavar="R", help="a rate limit each way, e.g. 20Mbit (kbit, Mbit, Gbit); none"
+        "--rate", metavar="R", help="a rate limit each way, e.g. 20Mbit (kbit, Mbit, Gbit), or none"
     )
     parser.add_argument("--rate-down", metavar="R", help="toward the peer; wins over --rate")
     parser.add_argument("--rate-up", metavar="R", help="from the peer; wins over --rate")
@@ -156,11 +157,15 @@ def change_note(old: Policy, new: Policy) -> list[str]:
     return [said for key, said in _settings(new).items() if said != before[key]]
 
 
+def state_of(policy: Policy, record: UsageRecord, wallclock: float) -> PeerState:
+    """The state a stored policy and usage make at ``wallclock``."""
+    return state(policy, wallclock, counted_bytes(record, policy, wallclock))
+
+
 def policy_fields(policy: Policy, record: UsageRecord, wallclock: float) -> dict[str, Any]:
     """A row's ROW_FIELDS as the registry and the config file make them at ``wallclock``."""
-    used = counted_bytes(record, policy, wallclock)
     return {
-        **policy_json(state(policy, wallclock, used), policy),
+        **policy_json(state_of(policy, record, wallclock), policy),
         **usage_json(record, policy, wallclock),
     }
 

@@ -664,9 +664,9 @@ class Registry:
     ) -> dict[bytes, UsageRecord]:
         """Add (public key, received, sent) bytes counted at ``wallclock`` to each key's row
         in one transaction, as `UsageRecord.added` would, but in SQL: a concurrent writer's
-        deltas add up instead of being overwritten. Returns the rows after, for every key
-        given. Not a peer change: the generation stays (other connections' data_version
-        moves, as with any commit)."""
+        deltas add up instead of being overwritten, and a stored period never goes back.
+        Returns the rows after, for every key given. Not a peer change: the generation stays
+        (other connections' data_version moves, as with any commit)."""
         if any(rx < 0 or tx < 0 for _, rx, tx in deltas):
             raise ValueError("usage deltas are never negative: usage never goes back")
         if not deltas:
@@ -964,8 +964,11 @@ _USAGE_COLUMNS: Final = (
     "month_start, month_bytes, total_bytes"
 )
 _KEYS_PER_QUERY: Final = 500  # well below SQLite's limit on bound parameters
-# A period whose stored start is not the current one rolled over: it counts afresh
-# (UsageRecord.used and .added, in SQL). SET reads the old row throughout.
+# UsageRecord.added in SQL: a delta of the stored period adds to it; of a later one, the
+# period rolled over and counts afresh. A delta of an earlier period (a writer whose clock is
+# behind another's, at a boundary) counts in the lifetime and total only: the stored period
+# never goes back. Starts are ISO dates ('' before any), so text order is time order. SET
+# reads the old row throughout.
 _ADD_USAGE: Final = (
     f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (public_key) DO UPDATE SET "
@@ -973,11 +976,13 @@ _ADD_USAGE: Final = (
     "lifetime_tx = lifetime_tx + excluded.lifetime_tx, "
     + "".join(
         f"{p}_bytes = CASE WHEN {p}_start = excluded.{p}_start "
-        f"THEN {p}_bytes + excluded.{p}_bytes ELSE excluded.{p}_bytes END, "
-        f"{p}_start = excluded.{p}_start, "
+        f"THEN {p}_bytes + excluded.{p}_bytes "
+        f"WHEN {p}_start > excluded.{p}_start THEN {p}_bytes ELSE excluded.{p}_bytes END, "
+        f"{p}_start = max({p}_start, excluded.{p}_start), "
         for p in (period.value for period in CALENDAR_PERIODS)
     )
-    + "total_bytes = total_bytes + excluded.total_bytes, updated_at = excluded.updated_at"
+    + "total_bytes = total_bytes + excluded.total_bytes, "
+    "updated_at = max(updated_at, excluded.updated_at)"
 )
 
 

@@ -3,11 +3,12 @@
 Its parts, by job: ``routes`` (cryptokey routing on the one route table), ``peers`` (the
 peer set and the one peer update), ``interface`` (listen port, private key, fwmark),
 ``uapi_target`` (the `wg` adapter), ``loops`` (the receive and timer tasks), ``policy``
-(which peers are blocked, and the expiry timer) and ``output`` (datagrams, TUN packets and
-events out). Peers change at runtime through the UAPI, the peer registry
-(trivpn.registry.sync: ``apply_peer_config``, ``discard_peer``) and a reload; a `wg set`
-reports the peers it changed to ``on_peer_change``, and route or endpoint changes are reported
-to ``on_routes_change``. The front itself does no I/O but through its socket and TUN.
+(which peers are blocked, their limits and usage, and the timer of expiries and quota
+periods) and ``output`` (datagrams, TUN packets and events out). Peers change at runtime
+through the UAPI, the peer registry (trivpn.registry.sync: ``apply_peer_config``,
+``discard_peer``) and a reload; a `wg set` reports the peers it changed to
+``on_peer_change``, and route or endpoint changes are reported to ``on_routes_change``. The
+front itself does no I/O but through its socket and TUN.
 """
 
 from __future__ import annotations

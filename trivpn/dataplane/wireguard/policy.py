@@ -31,7 +31,6 @@ from trivpn.proto.policy import (
     PeerState,
     Policy,
     format_expires,
-    format_size,
     next_change,
     remaining,
     state,
@@ -42,6 +41,7 @@ from trivpn.proto.wireguard import Device, Peer
 log = logging.getLogger("trivpn")
 
 MAX_SLEEP: Final = 10.0  # s: how late a wall-clock step may be noticed
+CHECK_SLICE: Final = 200  # peers checked between two checkpoints of the timer (~2 ms)
 WARN_SHARE: Final = 0.8  # of a quota: a warning is logged once per period on reaching it
 
 
@@ -137,8 +137,7 @@ class PeerPolicies:
         """The peer is gone (its keys went with it); its usage stays pending until taken."""
         key = peer.public_key
         self._policies.pop(key, None)
-        self._states.pop(key, None)
-        self._warned.pop(key, None)
+        self._states.pop(key, None)  # its warning stays: once per period, reloads or not
         usage = self._usage.get(key)
         if usage is not None and usage.peer is peer:
             usage.base_rx, usage.base_tx = usage.counters()
@@ -170,14 +169,19 @@ class PeerPolicies:
         self, stored: Mapping[bytes, UsageRecord], taken: Sequence[PendingUsage]
     ) -> None:
         """The store holds ``stored``, ``taken`` added: the meters move their marks to the
-        counters taken, and those peers' states and limits are checked again (another
-        writer may have added to the records too)."""
+        counters taken. The peers whose records moved by more than what was taken (another
+        writer added, or reset them) have their states and limits checked again."""
+        moved: list[bytes] = []
         for item in taken:
             usage = self._usage.get(item.public_key)
             record = stored.get(item.public_key)
-            if usage is not None and record is not None:
-                usage.meter.stored(record, item.rx, item.tx)
-        self._recheck(item.public_key for item in taken)
+            if usage is None or record is None:
+                continue
+            expected = usage.meter.record.total + item.rx_delta + item.tx_delta
+            usage.meter.stored(record, item.rx, item.tx)
+            if record.total != expected:  # else the usage seen is as it was: nothing to check
+                moved.append(item.public_key)
+        self._recheck(moved)
 
     def load_usage(self, records: Mapping[bytes, UsageRecord]) -> None:
         """Records read afresh (start-up; another process changed them, e.g. a usage reset):
@@ -198,9 +202,14 @@ class PeerPolicies:
 
     # -- checks --
 
-    def check_all(self, wallclock: float) -> None:
-        """Block or unblock every peer whose state changed by ``wallclock``."""
-        self._recheck(list(self._policies), wallclock)
+    async def check_all(self, wallclock: float) -> None:
+        """Block or unblock every peer whose state changed by ``wallclock``, and renew the
+        limits of those with a quota (a period may have rolled over): in slices, with a
+        checkpoint between, so that thousands of peers never hold the loop."""
+        keys = list(self._policies)
+        for start in range(0, len(keys), CHECK_SLICE):
+            self._recheck(keys[start : start + CHECK_SLICE], wallclock)
+            await trio.sleep(0)
 
     def _recheck(self, keys: Iterable[bytes], wallclock: float | None = None) -> None:
         policies, peers = self._policies, self._device.peers
@@ -220,8 +229,10 @@ class PeerPolicies:
         key = peer.public_key
         policy = self.policy(key)
         used = 0
-        if policy.quota is not None:
-            used = counted_bytes(self._usage[key].current(wallclock), policy, wallclock)
+        if policy.quota is not None:  # the quota's period as stored, plus what is pending
+            usage = self._usage[key]
+            rx_delta, tx_delta = usage.meter.pending(*usage.counters())
+            used = counted_bytes(usage.meter.record, policy, wallclock) + rx_delta + tx_delta
         found = state(policy, wallclock, used)
         self._apply_limits(peer, policy, found, used, wallclock)
         before = self.state(key)
@@ -246,18 +257,18 @@ class PeerPolicies:
         device, quota = self._device, policy.quota
         left = remaining(policy, used) if found is PeerState.ACTIVE else None
         warn_left: int | None = None
-        if quota is not None and left is not None:
+        if quota is not None:  # over it too: a batch may cross both marks at once
             period = period_key(quota.period, wallclock)
             warn_at = math.ceil(quota.bytes * WARN_SHARE)
             if self._warned.get(peer.public_key) != period:
                 if used >= warn_at:
                     self._warned[peer.public_key] = period
                     log.warning(
-                        "wireguard: peer %s has used %s of its quota %s (%d%%)",
+                        "wireguard: peer %s has used %d%% of its quota %s (%d bytes)",
                         peer.label,
-                        format_size(used),
-                        quota,
                         used * 100 // quota.bytes,
+                        quota,
+                        used,
                     )
                 else:
                     warn_left = warn_at - used
@@ -275,10 +286,10 @@ class PeerPolicies:
     async def run(self) -> None:
         """Block and unblock peers at their deadlines, until cancelled."""
         while True:
+            self._changed = trio.Event()  # first: a change during the slices is not missed
             wallclock = self._wallclock()
-            self.check_all(wallclock)
+            await self.check_all(wallclock)
             deadline = self.next_deadline(wallclock)
             delay = math.inf if deadline is None else min(deadline - wallclock, MAX_SLEEP)
-            self._changed = trio.Event()
             with trio.move_on_after(max(delay, 0.0)):
                 await self._changed.wait()

@@ -302,8 +302,11 @@ class Peer:
 
     def send(self, packet: bytes, now: float, out: Output) -> None:
         """Encrypt an IP packet to this peer, or queue it and start a handshake."""
-        if self.limited and not self._may_send(packet, now, out):
-            return
+        if self.limited:
+            bucket = self.rate_down  # before queueing: a queued packet has been let through
+            if bucket is not None and packet and not bucket.take(len(packet), now):
+                self._ctx.counters["rate_limited"] += 1
+                return
         kp = self.current
         if (
             kp is not None
@@ -322,30 +325,17 @@ class Peer:
         self.staged.append(packet)
         self._send_staged(now, out)
 
-    def _may_send(self, packet: bytes, now: float, out: Output) -> bool:
-        """The limits toward the peer, before the packet is queued or encrypted."""
-        if self._at_limit(out):
-            return False
-        bucket = self.rate_down
-        if bucket is not None and packet and not bucket.take(len(packet), now):
-            self._ctx.counters["rate_limited"] += 1
-            return False
-        return True
-
-    def _at_limit(self, out: Output) -> bool:
-        """Whether usage has reached the limit: the packet at hand is dropped ("blocked")."""
-        if self.rx_bytes + self.tx_bytes < self.usage_limit:
-            return False
+    def _drop_at_limit(self, out: Output) -> None:
+        """A datagram either way while usage is at the limit: dropped, counted "blocked"."""
         self._ctx.counters["blocked"] += 1
-        self._note_usage(out)  # reached by handshake bytes, say: raised here then
-        return True
-
-    def _note_usage(self, out: Output) -> None:
-        """Raise QuotaReached once usage reaches the mark; the next mark is the limit."""
         if self.rx_bytes + self.tx_bytes >= self._usage_mark:
-            limit = self.usage_limit
-            self._usage_mark = limit if self._usage_mark < limit else math.inf
-            out.events.append(QuotaReached(self))
+            self._mark_reached(out)  # reached by handshake bytes, say: raised here then
+
+    def _mark_reached(self, out: Output) -> None:
+        """Raise QuotaReached for the mark usage reached; the next mark is the limit."""
+        limit = self.usage_limit
+        self._usage_mark = limit if self._usage_mark < limit else math.inf
+        out.events.append(QuotaReached(self))
 
     def set_usage_limit(self, limit: float, mark: float) -> None:
         """See Device.set_usage_limit (absolute values: rx_bytes + tx_bytes)."""
@@ -367,8 +357,9 @@ class Peer:
         )
 
     def _transmit(self, kp: Keypair, counter: int, packet: bytes, now: float, out: Output) -> None:
-        # Queued packets too stop at the limit (they passed it when queued, before a handshake).
-        if self.limited and self._at_limit(out):
+        # Checked here, so queued packets too stop at the limit (queued before a handshake).
+        if self.limited and self.rx_bytes + self.tx_bytes >= self.usage_limit:
+            self._drop_at_limit(out)
             return
         n = len(packet)
         padded = (n + 15) & ~15
@@ -386,8 +377,8 @@ class Peer:
         timers.send_keepalive = None  # any authenticated packet sent
         if n and timers.new_handshake is None:
             timers.on_data_sent(now, self._jitter())
-        if self.limited:
-            self._note_usage(out)
+        if self.limited and self.rx_bytes + self.tx_bytes >= self._usage_mark:
+            self._mark_reached(out)
 
     def _send_staged(self, now: float, out: Output) -> None:
         staged = self.staged
@@ -572,7 +563,8 @@ class Peer:
             ctx.counters["replay"] += 1
             return
         # Authenticated and fresh: only now may the limits spend the peer's usage or tokens.
-        if self.limited and self._at_limit(out):
+        if self.limited and self.rx_bytes + self.tx_bytes >= self.usage_limit:
+            self._drop_at_limit(out)
             return
         size = len(view)
         # Copy the packet out before anything else reuses the cipher's scratch buffer.
@@ -591,7 +583,8 @@ class Peer:
         if size:
             timers.on_data_received(now)
         if self.limited:
-            self._note_usage(out)
+            if self.rx_bytes + self.tx_bytes >= self._usage_mark:
+                self._mark_reached(out)
             bucket = self.rate_up
             if packet is not None and bucket is not None and not bucket.take(len(packet), now):
                 ctx.counters["rate_limited"] += 1
