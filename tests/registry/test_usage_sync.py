@@ -291,6 +291,29 @@ async def test_a_database_error_is_logged_once_and_retried_and_nothing_is_lost(
     assert totals(path) == {KEY_A: 11, KEY_B: 20}  # the last flush had nothing more to add
 
 
+async def test_a_failed_last_flush_says_what_is_lost(
+    path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    policies = Policies()
+    policies.add_peer(KEY_A)
+    sync = make_sync(path)
+    access = Failing(sync.with_registry)
+    keeper = UsageKeeper(policies, access, wallclock=lambda: WALLCLOCK)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        await nursery.start(keeper.run)
+        access.broken = True
+        policies.count(KEY_A, 10, 0)
+        await trio.sleep(FLUSH_INTERVAL + 0.1)  # one warning (the flush is retried)
+        nursery.cancel_scope.cancel()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "usage: storing 1 peer(s)' usage at shutdown failed (RegistryBusy: database is locked); "
+        "it is lost"
+    ]
+    assert not path.exists()
+
+
 async def test_a_failed_startup_load_is_retried(
     path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -188,13 +188,9 @@ class Server:
                 serving.cancel()
 
     async def _reload(self) -> None:
-        # usage is stored before the reload replaces peers, and read again after it (a peer
-        # the file added may have some from an earlier run)
         if self.usage is not None:
-            await self.usage.flush()
+            await self.usage.flush()  # what the peers counted, before the reload replaces them
         await reload_config(self)  # logs its own errors; never stops the server
-        if self.usage is not None:
-            self.usage.registry_changed()
 
     async def _nft_manager(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Forwarding on and the `inet trivpn` table in place while the server runs."""

@@ -153,9 +153,17 @@ class UsageKeeper(Generic[P]):
                 stored = await self._registry(
                     lambda r: r.add_usage(deltas, wallclock), create=True, close=close
                 )
-            except Exception as e:
+            except Exception as e:  # a surprise from the database must not end the server
                 self._unsent = {u.public_key: u for u in taken}
-                self._failed("flush", f"storing {len(taken)} peer(s)' usage", e)
+                if close:  # no next interval: said every time
+                    log.error(
+                        "usage: storing %d peer(s)' usage at shutdown failed (%s: %s); it is lost",
+                        len(taken),
+                        type(e).__name__,
+                        e,
+                    )
+                else:
+                    self._failed("flush", f"storing {len(taken)} peer(s)' usage", e)
                 return False
             self._unsent = {}
             self.policies.usage_stored(stored or {}, taken)
