@@ -114,7 +114,7 @@ class Fixture(Protocol):
 @dataclass
 class Group:
     """Scenarios measured in one lab. With several, each round runs every one in turn (a, b,
-    a, b, ...) so that all of them see the same machine noise."""
+    b, a, a, b, ...) so that all of them see the same machine noise."""
 
     scenarios: list[Scenario]
     fixtures: list[Fixture] = field(default_factory=list)
@@ -688,8 +688,10 @@ def run_group(group: Group, runs: int, seconds: int, work: Path) -> list[Scenari
                 fixture.start(lab, work)
             with iperf.server(lab.internet, netlab.INTERNET_HOST, IPERF_PORT):
                 results = [ScenarioResult(s.name) for s in group.scenarios]
+                pairs = list(zip(group.scenarios, results, strict=True))
                 for i in range(runs):
-                    for scenario, result in zip(group.scenarios, results, strict=True):
+                    # every other round in reverse: neither goes first (or last) every time
+                    for scenario, result in pairs if i % 2 == 0 else pairs[::-1]:
                         if running is None:
                             print(f"bench: {scenario.name}: starting", flush=True)
                             running = scenario
