@@ -33,7 +33,9 @@ EXPIRES_ALLOWED: Final = (
     "expected a date (2027-01-31: the end of that day, UTC), a date and time with an offset "
     "(2027-01-31T18:00:00+01:00 or …Z), a duration from now (12h, 30d, 2w) or never"
 )
-_DURATION: Final = re.compile(r"([1-9][0-9]{0,5})([hdw])")
+# patterns, not compiled at import (every CLI command loads this module): `re` compiles and
+# caches them on first use
+_DURATION: Final = r"([1-9][0-9]{0,5})([hdw])"
 _UNIT_SECONDS: Final = {"h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -60,7 +62,7 @@ _SIZE_UNITS: Final = {
     "tib": 1024**4,
 }
 _RATE_UNITS: Final = {"kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
-_AMOUNT: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)")
+_AMOUNT: Final = r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)"
 MAX_QUOTA: Final = 2**62  # bytes: far beyond any link, and within SQLite's INTEGER
 MAX_RATE: Final = 10**12  # bits per second (1 Tbit)
 
@@ -169,7 +171,7 @@ def parse_expires(text: str, now: datetime.datetime) -> datetime.datetime | None
     value = text.strip()
     if value.lower() == "never":
         return None
-    duration = _DURATION.fullmatch(value.lower())
+    duration = re.fullmatch(_DURATION, value.lower())
     if duration is not None:
         seconds = int(duration[1]) * _UNIT_SECONDS[duration[2]]
         return (now + datetime.timedelta(seconds=seconds)).astimezone(UTC).replace(microsecond=0)
@@ -195,7 +197,7 @@ def format_expires(expires: datetime.datetime | None) -> str | None:
 
 
 def _amount(text: str, units: dict[str, int]) -> float | None:
-    match = _AMOUNT.fullmatch(text.strip().lower())
+    match = re.fullmatch(_AMOUNT, text.strip().lower())
     if match is None or match[2] not in units:
         return None
     return float(match[1]) * units[match[2]]
