@@ -2,9 +2,9 @@
 
 Apart from `crypto` (which re-exports them) so that key text (`keys`, and through it the
 config, the registry and the CLI's key and peer commands) loads none of the handshake's and
-the data path's primitives: hashlib, hmac and pynacl's bindings cost more start-up than
-`trivpn genkey` has left (issue 13). `public_key` calls libsodium through pynacl's cffi
-module, loaded by its first call: the `nacl.bindings` package loads every binding (~10 ms).
+the data path's primitives: hashlib, hmac and pynacl's bindings were a fifth of `trivpn
+genkey`'s start-up (issue 13). `public_key` calls libsodium through pynacl's cffi module,
+loaded by its first call: the `nacl.bindings` package loads every binding (~10 ms).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def public_key(private_key: bytes) -> bytes:
     """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
     from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
-    lib.sodium_init()  # idempotent: what importing nacl.bindings does first
+    if lib.sodium_init() < 0:  # idempotent: what importing nacl.bindings does first
+        raise RuntimeError("libsodium: sodium_init failed")
     out = ffi.new("unsigned char[]", KEY_LEN)
     if lib.crypto_scalarmult_base(out, clamp(private_key)) != 0:
         raise RuntimeError("libsodium: crypto_scalarmult_base failed")
