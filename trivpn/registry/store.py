@@ -59,7 +59,7 @@ from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.periods import CALENDAR_PERIODS, QuotaPeriod, period_key
 from trivpn.proto.policy import ACTIVE_POLICY, Policy, Quota, format_expires
 from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageRecord
-from trivpn.proto.wireguard import crypto, keys
+from trivpn.proto.wireguard import curve25519, keys
 
 DB_NAME: Final = "peers.db"
 SCHEMA_VERSION: Final = 5
@@ -917,10 +917,10 @@ def _check_identity(
         raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
     if name in plan.reserved_names:
         raise PeerExists(f"a peer named {name!r} is in the config file (wireguard.peers)")
-    if len(public_key) != crypto.KEY_LEN or (
-        preshared_key is not None and len(preshared_key) != crypto.KEY_LEN
+    if len(public_key) != curve25519.KEY_LEN or (
+        preshared_key is not None and len(preshared_key) != curve25519.KEY_LEN
     ):
-        raise RegistryError(f"keys are {crypto.KEY_LEN} bytes")
+        raise RegistryError(f"keys are {curve25519.KEY_LEN} bytes")
     if public_key in plan.reserved_keys:
         raise PeerExists(
             "this public key is the server's own or a peer's in the config file (wireguard.peers)"
