@@ -12,6 +12,7 @@ from trivpn.proto.policy import Policy, Quota
 from trivpn.proto.usage import (
     NO_USAGE,
     PeriodCount,
+    UsageDelta,
     UsageMeter,
     UsageRecord,
     counted_bytes,
@@ -76,7 +77,8 @@ def test_a_reset_zeroes_every_period_and_keeps_the_lifetime_counters() -> None:
     record = NO_USAGE.added(300, 200, TUE).reset()
     assert (record.lifetime_rx, record.lifetime_tx) == (300, 200)
     assert [record.used(p, TUE) for p in QuotaPeriod] == [0, 0, 0, 0]
-    assert record == UsageRecord(lifetime_rx=300, lifetime_tx=200)
+    assert record == UsageRecord(lifetime_rx=300, lifetime_tx=200, resets=1)
+    assert record.reset().resets == 2  # each reset counted: a writer knows which it saw
     assert record.added(1, 0, TUE).used(DAY, TUE) == 1  # counting starts again
 
 
@@ -127,12 +129,31 @@ def test_bytes_counted_while_a_store_was_written_stay_pending() -> None:
 
 def test_reloaded_takes_another_writers_record_and_keeps_what_is_pending() -> None:
     meter = UsageMeter(NO_USAGE.added(100, 0, TUE), rx=1000, tx=0)
-    reset_elsewhere = meter.record.reset()  # `peer reset-usage`, or another gateway's adds
-    meter.reloaded(reset_elsewhere)
-    assert meter.record == reset_elsewhere
-    assert meter.pending(1030, 0) == (30, 0)
+    elsewhere = meter.record.added(500, 0, TUE)  # another gateway's adds
+    meter.reloaded(elsewhere, 1020, 0)
+    assert meter.record == elsewhere
+    assert meter.pending(1030, 0) == (30, 0) and meter.pending_counted(1030, 0) == 30
     current = meter.current(1030, 0, TUE)
-    assert current.total == 30 and current.lifetime_rx == 130
+    assert current.total == 630 and current.lifetime_rx == 630
+
+
+def test_after_a_reset_what_was_pending_counts_in_the_lifetime_only() -> None:
+    meter = UsageMeter(NO_USAGE.added(100, 0, TUE), rx=1000, tx=0)
+    reset = meter.record.reset()  # `peer reset-usage` while 20 bytes were pending
+    meter.reloaded(reset, 1020, 0)
+    assert meter.pending(1030, 0) == (30, 0)  # the lifetime counters lose nothing...
+    assert meter.pending_counted(1030, 0) == 10  # ...the periods only what came after
+    current = meter.current(1030, 0, TUE)
+    assert current.total == 10 and current.used(DAY, TUE) == 10 and current.lifetime_rx == 130
+    assert meter.delta(b"k", 1030, 0) == UsageDelta(b"k", 30, 0, 10, 1)
+    meter.stored(current, 1030, 0)
+    assert meter.pending(1030, 0) == (0, 0) and meter.pending_counted(1030, 0) == 0
+
+
+def test_a_delta_names_the_resets_its_record_has_seen() -> None:
+    meter = UsageMeter(NO_USAGE.reset().reset(), rx=0, tx=0)
+    assert meter.delta(b"k", 7, 3) == UsageDelta(b"k", 7, 3, 10, 2)
+    assert NO_USAGE.added(7, 3, TUE, counted=4).total == 4
 
 
 def test_records_are_frozen_values() -> None:
