@@ -14,6 +14,8 @@ Modes (each builds one lab and measures its scenarios in it):
   all        toyvpn, baseline and wireguard
   scale      10,000 peers (config and registry): registry adds, RSS, time to serving, the
              time of status, a scrape and `wg show`, the worst ping RTT meanwhile (bench_scale)
+  startup    the CLI's start-up: `genkey`, `peer add`, `peer list` as new processes, median of
+             5 runs each, no lab (bench_startup; --runs N there)
 Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE] [--policy]
@@ -779,7 +781,8 @@ def main() -> int:
     parser.add_argument(
         "--mode",
         default="toyvpn",
-        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale alone",
+        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale or "
+        "startup alone",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
@@ -791,6 +794,10 @@ def main() -> int:
         "uses, against trivpn without (instead of against wireguard-go)",
     )
     args = parser.parse_args()
+    if args.mode == "startup":  # no lab, no root: see tools/bench_startup.py
+        import bench_startup
+
+        return bench_startup.run()
     if args.mode == "scale":  # a lab of its own, no iperf3: see tools/bench_scale.py
         if os.geteuid() != 0:
             print("bench: run as root (it builds network namespaces)", file=sys.stderr)

@@ -1,6 +1,9 @@
 """Commands that do not run the server load none of its modules: each is a process start, and
 trio, pyroute2, nftables, prometheus_client or the WireGuard device would be most of its time
-(issue 13: `peer add` and `genkey` took half a second, mostly imports)."""
+(issue 13: `peer add` and `genkey` took half a second, mostly imports). Nor do they load what
+they do not use of the rest: key text needs no handshake primitives (hashlib, hmac, pynacl's
+bindings: `trivpn.proto.wireguard.curve25519` is apart from `crypto` for it), and a command
+that logs nothing loads no logging. The times themselves: `tools/bench --mode startup`."""
 
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ SERVER_MODULES = [
     "trivpn.daemon.server",
 ]
 CONFIG_MODULES = ["cattrs", "attrs", "sqlite3", "segno", "trivpn.config", "trivpn.registry"]
+# the handshake's and the data path's primitives, which no key or peer command uses
+HANDSHAKE_MODULES = ["trivpn.proto.wireguard.crypto", "nacl.bindings", "hashlib", "hmac"]
+# what a peer command does not need: it opens no socket but the status client's (peer list)
+UNUSED_BY_PEER_COMMANDS = [*SERVER_MODULES, *HANDSHAKE_MODULES, "segno"]
 
 # runs a command as `trivpn` does, then says which of the modules it loaded
 PROBE = """
@@ -33,10 +40,16 @@ print(json.dumps([code, sorted(m for m in json.loads(sys.argv[1]) if m in sys.mo
       file=sys.stderr)
 """
 
+# RFC 7748, section 6.1: Alice's private key and her public key, in wg(8)'s text
+RFC7748_ALICE = "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo="
+RFC7748_ALICE_PUBLIC = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
 
-def loaded(modules: list[str], *args: str) -> list[str]:
+
+def probe(modules: list[str], *args: str, stdin: str = "") -> tuple[list[str], str, str]:
+    """Which of `modules` the command loaded, its stdout and its stderr; it must succeed."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(modules), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -44,7 +57,11 @@ def loaded(modules: list[str], *args: str) -> list[str]:
     )
     code, found = json.loads(out.stderr.splitlines()[-1])
     assert code == 0, out.stderr
-    return list(found)
+    return list(found), out.stdout, out.stderr
+
+
+def loaded(modules: list[str], *args: str) -> list[str]:
+    return probe(modules, *args)[0]
 
 
 @pytest.fixture
@@ -59,11 +76,40 @@ def conf(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["genkey", "genpsk"])
 def test_key_commands_load_neither_the_server_nor_the_config(command: str) -> None:
-    assert loaded(SERVER_MODULES + CONFIG_MODULES, command) == []
+    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + ["logging"]
+    assert loaded(modules, command) == []
 
 
-def test_peer_commands_load_no_server_module(conf: Path) -> None:
-    assert loaded([*SERVER_MODULES, "segno"], "peer", "add", "alice", "-c", str(conf)) == []
+def test_pubkey_loads_only_libsodium_and_gives_the_rfc_7748_key() -> None:
+    modules = [*SERVER_MODULES, *CONFIG_MODULES, *HANDSHAKE_MODULES, "logging", "nacl._sodium"]
+    found, out, _ = probe(modules, "pubkey", stdin=RFC7748_ALICE + "\n")
+    assert found == ["nacl._sodium"]  # the one call into libsodium, without nacl.bindings
+    assert out == RFC7748_ALICE_PUBLIC + "\n"
+
+
+def test_peer_add_loads_no_server_or_handshake_module(conf: Path) -> None:
+    modules = [*UNUSED_BY_PEER_COMMANDS, "socket", "logging"]
+    found, _, err = probe(modules, "peer", "add", "alice", "-c", str(conf))
+    # it logs (the server's key file is made on first use), so logging is set up for it
+    assert found == ["logging"]
+    assert " INFO trivpn: wireguard: generated a new private key in " in err
+
+
+def test_peer_list_loads_no_server_module_and_no_logging(conf: Path) -> None:
     # peer list also asks the running server (none here) through the control socket's client
-    found = loaded([*SERVER_MODULES, "trivpn.registry.store"], "peer", "list", "-c", str(conf))
+    modules = [*UNUSED_BY_PEER_COMMANDS, "logging", "trivpn.registry.store"]
+    found = loaded(modules, "peer", "list", "-c", str(conf))
     assert found == ["trivpn.registry.store"]  # the probe sees what it should see
+
+
+def test_peer_commands_that_log_nothing_load_no_logging(conf: Path) -> None:
+    c = ("-c", str(conf))
+    loaded([], "peer", "add", "alice", *c)
+    for command in (
+        ["peer", "show", "alice"],
+        ["peer", "set", "alice", "--expires", "30d"],
+        ["peer", "disable", "alice"],
+        ["peer", "enable", "alice"],
+        ["peer", "remove", "alice"],
+    ):
+        assert loaded([*UNUSED_BY_PEER_COMMANDS, "logging"], *command, *c) == [], command

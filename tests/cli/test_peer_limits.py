@@ -16,7 +16,7 @@ from trivpn.cli.main import main
 from trivpn.control import status_client
 from trivpn.proto.periods import QuotaPeriod
 from trivpn.proto.policy import Policy, Quota
-from trivpn.proto.usage import UsageRecord
+from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.proto.wireguard import keys
 from trivpn.registry import store
 
@@ -77,7 +77,7 @@ def stored(conf: Path, name: str) -> store.RegistryPeer:
 
 def add_usage(conf: Path, public_key: bytes, rx: int, tx: int) -> None:
     with registry(conf) as r:
-        r.add_usage([(public_key, rx, tx)], time.time())
+        r.add_usage([UsageDelta(public_key, rx, tx)], time.time())
 
 
 def rows(conf: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
@@ -186,7 +186,7 @@ def test_usage_from_the_registry_makes_the_state_and_a_reset_lifts_it(
     with registry(conf) as r:
         assert r.generation() == generation + 1  # a running server reloads it
         assert r.usage_records([alice])[alice] == UsageRecord(
-            lifetime_rx=700 * 1024, lifetime_tx=400 * 1024
+            lifetime_rx=700 * 1024, lifetime_tx=400 * 1024, resets=1
         )
     assert rows(conf, capsys)["alice"]["state"] == "active"
 

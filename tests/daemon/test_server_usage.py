@@ -14,6 +14,7 @@ from support.fakes import make_front, virtual_wallclock
 
 from trivpn.config import load_config
 from trivpn.daemon.server import Server
+from trivpn.proto.usage import UsageDelta
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry.store import AddressPlan, Registry, registry_path
 from trivpn.registry.sync import PeerSync, registry_opener
@@ -70,7 +71,7 @@ async def test_a_reload_stores_usage_before_and_reads_it_again_after(
     cfg = load_config(conf)
     db = registry_path(cfg.state.dir)
     with Registry.open(db) as registry:  # carol's usage from an earlier run
-        registry.add_usage([(CAROL, 5 * MIB, 0)], virtual_wallclock())
+        registry.add_usage([UsageDelta(CAROL, 5 * MIB, 0)], virtual_wallclock())
     server = Server(cfg)
     front = server.wireguard = make_front(
         cfg=cfg.wireguard, private_key=SERVER_PRIVATE, wallclock=virtual_wallclock

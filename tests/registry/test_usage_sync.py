@@ -23,7 +23,7 @@ from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.proto.periods import QuotaPeriod
 from trivpn.proto.policy import PeerState, Policy, Quota
-from trivpn.proto.usage import NO_USAGE, UsageMeter, UsageRecord
+from trivpn.proto.usage import NO_USAGE, UsageDelta, UsageMeter, UsageRecord
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import store
 from trivpn.registry.store import AddressPlan, Registry, RegistryBusy
@@ -43,8 +43,7 @@ class Pending:
     public_key: bytes
     rx: int
     tx: int
-    rx_delta: int
-    tx_delta: int
+    delta: UsageDelta
 
 
 class Policies:
@@ -71,9 +70,9 @@ class Policies:
 
     def remove_peer(self, key: bytes) -> None:
         rx, tx = self.counters.pop(key)
-        drx, dtx = self.meters.pop(key).pending(rx, tx)
-        if drx or dtx:
-            self.removed.append(Pending(key, rx, tx, drx, dtx))
+        delta = self.meters.pop(key).delta(key, rx, tx)
+        if delta.rx or delta.tx:
+            self.removed.append(Pending(key, rx, tx, delta))
 
     def usage(self, key: bytes) -> UsageRecord:
         return self.meters[key].current(*self.counters[key], WALLCLOCK)
@@ -85,9 +84,9 @@ class Policies:
         taken, self.removed = self.removed, []
         for key, meter in self.meters.items():
             rx, tx = self.counters[key]
-            drx, dtx = meter.pending(rx, tx)
-            if drx or dtx:
-                taken.append(Pending(key, rx, tx, drx, dtx))
+            delta = meter.delta(key, rx, tx)
+            if delta.rx or delta.tx:
+                taken.append(Pending(key, rx, tx, delta))
         return taken
 
     def usage_stored(self, stored: Mapping[bytes, UsageRecord], taken: Sequence[Pending]) -> None:
@@ -100,7 +99,7 @@ class Policies:
     def load_usage(self, records: Mapping[bytes, UsageRecord]) -> None:
         for key, record in records.items():
             if key in self.meters:
-                self.meters[key].reloaded(record)
+                self.meters[key].reloaded(record, *self.counters[key])
                 self._check(key)
 
     def _check(self, key: bytes) -> None:
@@ -198,7 +197,9 @@ async def test_startup_loads_usage_so_an_over_quota_peer_is_blocked_before_traff
     path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with Registry.open(path) as registry:
-        registry.add_usage([(KEY_A, 3 * MIB, 2 * MIB), (KEY_B, MIB, 0)], WALLCLOCK)
+        registry.add_usage(
+            [UsageDelta(KEY_A, 3 * MIB, 2 * MIB), UsageDelta(KEY_B, MIB, 0)], WALLCLOCK
+        )
     policies = Policies(quota=4 * MIB)
     policies.add_peer(KEY_A)
     policies.add_peer(KEY_B)
@@ -219,7 +220,7 @@ async def test_a_reset_by_another_process_is_loaded_within_a_second_and_unblocks
 ) -> None:
     cli = Registry.open(path)  # what `trivpn peer …` commits through
     cli.add("alice", KEY_A, None, PLAN)
-    cli.add_usage([(KEY_A, 5 * MIB, 0)], WALLCLOCK)
+    cli.add_usage([UsageDelta(KEY_A, 5 * MIB, 0)], WALLCLOCK)
     policies = Policies(quota=4 * MIB)
     policies.add_peer(KEY_A)
     sync = make_sync(path)
@@ -232,11 +233,15 @@ async def test_a_reset_by_another_process_is_loaded_within_a_second_and_unblocks
         await trio.sleep(0.3)  # the watcher is mid-interval
         cli.reset_usage("alice")
         await within(1.0, lambda: not policies.blocked)
-        assert policies.used(KEY_A) == 100  # what is pending stays pending
+        assert policies.used(KEY_A) == 0  # counted before the reset: it does not come back
         lifetime = policies.usage(KEY_A).lifetime_rx
         assert lifetime == 5 * MIB + 100  # the lifetime counters are never reset
+        policies.count(KEY_A, 30, 0)  # after the reset: counts
+        assert policies.used(KEY_A) == 30
         await trio.sleep(FLUSH_INTERVAL)
-        assert totals(path) == {KEY_A: 100}
+        assert totals(path) == {KEY_A: 30}
+        with Registry.open(path) as check:
+            assert check.usage_records([KEY_A])[KEY_A].lifetime_rx == 5 * MIB + 130
         nursery.cancel_scope.cancel()
     cli.close()
 
@@ -318,7 +323,7 @@ async def test_a_failed_startup_load_is_retried(
     path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with Registry.open(path) as registry:
-        registry.add_usage([(KEY_A, 5 * MIB, 0)], WALLCLOCK)
+        registry.add_usage([UsageDelta(KEY_A, 5 * MIB, 0)], WALLCLOCK)
     policies = Policies(quota=4 * MIB)
     policies.add_peer(KEY_A)
     sync = make_sync(path)
@@ -390,7 +395,7 @@ async def test_a_registry_peer_over_its_quota_is_blocked_from_the_start_until_a_
 ) -> None:
     cli = Registry.open(path)
     cli.add("alice", KEY_A, None, PLAN, policy=Policy(quota=QUOTA))
-    cli.add_usage([(KEY_A, 3 * MIB, 2 * MIB)], virtual_wallclock())
+    cli.add_usage([UsageDelta(KEY_A, 3 * MIB, 2 * MIB)], virtual_wallclock())
     front = make_front(wallclock=virtual_wallclock)
     sync, keeper = wire(front, path)
     async with trio.open_nursery() as nursery:
@@ -411,7 +416,7 @@ async def test_a_static_peer_is_blocked_by_its_stored_usage_and_a_reset_unblocks
     path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     cli = Registry.open(path)
-    cli.add_usage([(KEY_B, 4 * MIB, 0)], virtual_wallclock())
+    cli.add_usage([UsageDelta(KEY_B, 4 * MIB, 0)], virtual_wallclock())
     static = WireGuardPeerConfig(name="site", public_key=KEY_B, allowed_ips=(), quota=QUOTA)
     front = make_front(static, wallclock=virtual_wallclock)
     peer = front.device.peers[KEY_B]

@@ -14,11 +14,11 @@ from trivpn.proto.wireguard import keys
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("genkey", help="print a new WireGuard private key (as `wg genkey`)")
-    p.set_defaults(func=cmd_genkey)
+    p.set_defaults(func=cmd_genkey, logs=False)
     p = sub.add_parser("genpsk", help="print a new preshared key (as `wg genpsk`)")
-    p.set_defaults(func=cmd_genkey)
+    p.set_defaults(func=cmd_genkey, logs=False)
     p = sub.add_parser("pubkey", help="private key on stdin → public key (as `wg pubkey`)")
-    p.set_defaults(func=cmd_pubkey)
+    p.set_defaults(func=cmd_pubkey, logs=False)
 
 
 def warn_if_world_readable_stdout() -> None:

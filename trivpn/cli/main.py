@@ -8,7 +8,6 @@ trivpn.cli.errors), never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,8 @@ from trivpn.cli.errors import EXIT_BROKEN_PIPE, EXIT_CONFIG, CliError
 
 
 def _setup_logging(level: str, log_format: str = "human") -> None:
+    import logging  # here: a command that logs nothing does not load it (issue 13)
+
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         from trivpn.cli.logfmt import JsonFormatter
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["human", "json"],
         help="human-readable lines (default) or one JSON object per line for log collectors",
     )
+    # A command whose parser sets logs=False logs nothing, so logging is neither imported nor
+    # configured for it (~10 ms of start-up); tests/cli/test_imports.py holds it to that.
+    parser.set_defaults(logs=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (serve, status, keys, toyvpn, peer):  # the order `trivpn --help` lists them
         group.add_parsers(sub)
@@ -64,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level, args.log_format)
+    if args.logs:
+        _setup_logging(args.log_level, args.log_format)
     try:
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

@@ -31,7 +31,7 @@ from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.usage import NO_USAGE
-from trivpn.proto.wireguard import crypto, keys
+from trivpn.proto.wireguard import curve25519, keys
 
 # The config and the registry are imported by the commands that use them: `trivpn genkey`
 # builds these parsers too, and must not pay for cattrs and SQLite (tests/cli/test_imports.py).
@@ -91,18 +91,18 @@ def add_parsers(sub: Any) -> None:
     p = psub.add_parser("list", help="the peers of the registry and of the config file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_list)
+    p.set_defaults(func=cmd_peer_list, logs=False)
 
     p = psub.add_parser("show", help="one peer's details")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_show)
+    p.set_defaults(func=cmd_peer_show, logs=False)
 
     p = psub.add_parser("remove", help="delete a peer from the registry; its address is freed")
     p.add_argument("name")
     configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_remove)
+    p.set_defaults(func=cmd_peer_remove, logs=False)
 
     p = psub.add_parser(
         "set",
@@ -111,7 +111,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("name")
     peer_policy.add_limit_options(p, clearing="; never clears it")
     configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_set)
+    p.set_defaults(func=cmd_peer_set, logs=False)
 
     p = psub.add_parser(
         "reset-usage",
@@ -128,7 +128,7 @@ def add_parsers(sub: Any) -> None:
         p = psub.add_parser(command, help=what)
         p.add_argument("name")
         configfile.add_config_option(p)
-        p.set_defaults(func=cmd_peer_set, enabled=enabled)
+        p.set_defaults(func=cmd_peer_set, enabled=enabled, logs=False)
 
 
 def _registry_error(e: store.RegistryError) -> CliError:
@@ -208,7 +208,7 @@ def _server_public_key(cfg: Config) -> bytes:
         raise CliError(str(e), EXIT_CONFIG) from e
     except (KeyFileError, OSError) as e:
         raise CliError(str(e)) from e
-    return crypto.public_key(private)
+    return curve25519.public_key(private)
 
 
 @contextmanager
@@ -269,7 +269,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
         client_private = None
     else:
         client_private = keys.generate_private_key(os.urandom)
-        client_public = crypto.public_key(client_private)
+        client_public = curve25519.public_key(client_private)
     if not wg.enabled:
         print(
             "trivpn: note: wireguard.enabled is false; the peer can connect once it is on",
@@ -277,7 +277,7 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
         )
     server_public = _server_public_key(cfg)
     plan = store.AddressPlan.from_config(cfg, server_public)
-    psk = os.urandom(crypto.KEY_LEN)  # as `wg genpsk`
+    psk = os.urandom(curve25519.KEY_LEN)  # as `wg genpsk`
 
     with _maybe_file(output) as out, _open_registry(cfg, create=True) as reg:
         assert reg is not None

@@ -164,13 +164,14 @@ def _converter(base_dir: pathlib.Path | None) -> cattrs.Converter:
 
 # --- cattrs' tree of errors -> one line per problem ----------------------------------------
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# patterns, not compiled at import: `re` compiles (and caches) them when a problem is described
+_BARE_KEY: Final = r"[A-Za-z0-9_-]+"
 
 
 def _join(path: str, key: str) -> str:
     if "." in key or "[" in key:  # already a path, from a cross-section check
         return f"{path}.{key}" if path else key
-    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.replace('"', '\\"') + '"'
+    shown = key if re.fullmatch(_BARE_KEY, key) else '"' + key.replace('"', '\\"') + '"'
     return f"{path}.{shown}" if path else shown
 
 
@@ -216,12 +217,12 @@ def describe(error: BaseException, path: str, hidden: bool = False) -> list[str]
 
 # --- entry points ---------------------------------------------------------------------------
 
-_TOML_POSITION = re.compile(r"(?P<msg>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
+_TOML_POSITION: Final = r"(?P<msg>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)"
 
 
 def _syntax_problem(source: str, error: tomllib.TOMLDecodeError) -> str:
     text = str(error)
-    if m := _TOML_POSITION.fullmatch(text):
+    if m := re.fullmatch(_TOML_POSITION, text):
         return f"{source}: TOML syntax error at line {m['line']}, column {m['column']}: {m['msg']}"
     if text.endswith(" (at end of document)"):
         return f"{source}: TOML syntax error at end of document: {text[:-21]}"

@@ -8,7 +8,6 @@ and checks for the loader.
 
 import ipaddress
 import math
-import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, get_args, get_origin
 
@@ -46,6 +45,8 @@ class Endpoint:
 
     @property
     def family(self) -> int:
+        import socket  # here: the CLI's peer commands read endpoints but open no socket
+
         if ipaddress.ip_address(self.host).version == 6:
             return socket.AF_INET6
         return socket.AF_INET

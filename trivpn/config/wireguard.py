@@ -34,7 +34,7 @@ from trivpn.config.values import (
     structure_rate,
 )
 from trivpn.proto.policy import Policy, Quota, end_of_day
-from trivpn.proto.wireguard import crypto, keys
+from trivpn.proto.wireguard import curve25519, keys
 
 DEFAULT_PRIVATE_KEY_FILE: Final = pathlib.Path("/var/lib/trivpn/server.key")
 _PUBLIC_ENDPOINT_EXAMPLES: Final = "vpn.example.com:51820, 203.0.113.1:51820 or [2001:db8::1]:51820"
@@ -135,7 +135,7 @@ def wireguard_problems(wg: WireGuardConfig) -> Problems:
     if wg.enabled and wg.private_key is None and wg.private_key_file is None:
         required = "required when enabled: set private_key or private_key_file"
         problems.append(("private_key", InvalidValue(None, required, shown="(not set)")))
-    own_key = crypto.public_key(wg.private_key) if wg.private_key is not None else None
+    own_key = curve25519.public_key(wg.private_key) if wg.private_key is not None else None
     names: dict[str, int] = {}
     public_keys: dict[bytes, int] = {}
     for i, peer in enumerate(wg.peers):

@@ -33,7 +33,9 @@ EXPIRES_ALLOWED: Final = (
     "expected a date (2027-01-31: the end of that day, UTC), a date and time with an offset "
     "(2027-01-31T18:00:00+01:00 or …Z), a duration from now (12h, 30d, 2w) or never"
 )
-_DURATION: Final = re.compile(r"([1-9][0-9]{0,5})([hdw])")
+# patterns, not compiled at import (every CLI command loads this module): `re` compiles and
+# caches them on first use
+_DURATION: Final = r"([1-9][0-9]{0,5})([hdw])"
 _UNIT_SECONDS: Final = {"h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -60,7 +62,8 @@ _SIZE_UNITS: Final = {
     "tib": 1024**4,
 }
 _RATE_UNITS: Final = {"kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
-_AMOUNT: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)")
+# digits bounded: 30 are beyond any quota or rate, and int() refuses more than 4300
+_AMOUNT: Final = r"([0-9]{1,30})(?:\.([0-9]{1,30}))?\s*([a-z]+)"
 MAX_QUOTA: Final = 2**62  # bytes: far beyond any link, and within SQLite's INTEGER
 MAX_RATE: Final = 10**12  # bits per second (1 Tbit)
 
@@ -169,7 +172,7 @@ def parse_expires(text: str, now: datetime.datetime) -> datetime.datetime | None
     value = text.strip()
     if value.lower() == "never":
         return None
-    duration = _DURATION.fullmatch(value.lower())
+    duration = re.fullmatch(_DURATION, value.lower())
     if duration is not None:
         seconds = int(duration[1]) * _UNIT_SECONDS[duration[2]]
         return (now + datetime.timedelta(seconds=seconds)).astimezone(UTC).replace(microsecond=0)
@@ -194,11 +197,16 @@ def format_expires(expires: datetime.datetime | None) -> str | None:
     return expires.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _amount(text: str, units: dict[str, int]) -> float | None:
-    match = _AMOUNT.fullmatch(text.strip().lower())
-    if match is None or match[2] not in units:
+def _amount(text: str, units: dict[str, int]) -> int | None:
+    """``1.5GiB`` in the base unit (bytes, bits per second), a part of one dropped. Exact: as
+    a float product 1.005KB would be 1004 bytes."""
+    match = re.fullmatch(_AMOUNT, text.strip().lower())
+    if match is None or match[3] not in units:
         return None
-    return float(match[1]) * units[match[2]]
+    whole: str = match[1]
+    fraction: str = match[2] or ""
+    scale: int = 10 ** len(fraction)
+    return int(whole + fraction) * units[match[3]] // scale
 
 
 def parse_quota(text: str) -> Quota | None:
@@ -212,7 +220,7 @@ def parse_quota(text: str) -> Quota | None:
         raise PolicyError(f"{text!r} — {QUOTA_ALLOWED}")
     if not 1 <= amount <= MAX_QUOTA:
         raise PolicyError(f"{text!r} — a quota of at least 1 B and below 4 EiB; {QUOTA_ALLOWED}")
-    return Quota(int(amount), QuotaPeriod(period))
+    return Quota(amount, QuotaPeriod(period))
 
 
 def parse_rate(text: str) -> int | None:
@@ -226,12 +234,13 @@ def parse_rate(text: str) -> int | None:
         raise PolicyError(f"{text!r} — {RATE_ALLOWED}")
     if not 1 <= amount <= MAX_RATE:
         raise PolicyError(f"{text!r} — {RATE_ALLOWED}, at most 1000Gbit")
-    return int(amount)
+    return amount
 
 
 def format_size(count: int) -> str:
-    """A byte count in the largest binary unit that holds it whole (``50GiB``), else bytes."""
-    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+    """A byte count in the largest unit that holds it whole (``50GiB``, ``10GB``: not
+    ``9765625KiB``), else bytes; what `parse_quota` reads back."""
+    for unit in ("TiB", "TB", "GiB", "GB", "MiB", "MB", "KiB", "KB"):
         size = _SIZE_UNITS[unit.lower()]
         if count >= size and count % size == 0:
             return f"{count // size}{unit}"
@@ -239,12 +248,13 @@ def format_size(count: int) -> str:
 
 
 def format_rate(bps: int) -> str:
-    """Bits per second in the largest unit that holds it whole (``20Mbit``)."""
+    """Bits per second in the largest unit that holds it whole (``20Mbit``), else in kbit
+    with every digit (``1234.567kbit``); what `parse_rate` reads back."""
     for unit in ("Gbit", "Mbit", "kbit"):
         size = _RATE_UNITS[unit.lower()]
         if bps >= size and bps % size == 0:
             return f"{bps // size}{unit}"
-    return f"{bps / 1000:g}kbit"
+    return f"{bps // 1000}.{bps % 1000:03d}".rstrip("0") + "kbit"
 
 
 def policy_json(state: PeerState, policy: Policy) -> dict[str, Any]:

@@ -10,13 +10,18 @@ quota set or changed mid-period counts what was already used in it.
 plus what the peer's counters (this process's, as `wg show` reports them: received plus
 sent, handshakes included) moved since. Stores add a meter's `pending` bytes (never write
 totals), so two writers (a restart, or several gateways) add up, and usage never goes back.
-Sans-IO: the wall clock is an argument.
+
+A reset zeroes the periods and counts itself in ``resets``. A writer's delta names the resets
+it has seen: bytes it counted before a reset it had not seen yet go to the lifetime counters
+only, so what a running server had pending at `trivpn peer reset-usage` does not come back
+after it (the reset may land between the server's flushes, and before it notices). Sans-IO:
+the wall clock is an argument.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from trivpn.proto.periods import CALENDAR_PERIODS, TOTAL_KEY, QuotaPeriod, period_key
 from trivpn.proto.policy import Policy
@@ -38,6 +43,7 @@ class UsageRecord:
     week: PeriodCount = PeriodCount()
     month: PeriodCount = PeriodCount()
     total: int = 0  # since the last reset
+    resets: int = 0  # how many times the periods were zeroed
 
     def used(self, period: QuotaPeriod, wallclock: float) -> int:
         """The bytes of the ``period`` holding ``wallclock``: 0 if the stored count is of an
@@ -47,26 +53,41 @@ class UsageRecord:
         count: PeriodCount = getattr(self, period.value)
         return count.bytes if count.start == period_key(period, wallclock) else 0
 
-    def added(self, rx: int, tx: int, wallclock: float) -> UsageRecord:
-        """This record with ``rx`` and ``tx`` more bytes counted at ``wallclock``."""
-        both = rx + tx
-        rolled = {
-            period.value: PeriodCount(
-                period_key(period, wallclock), self.used(period, wallclock) + both
-            )
-            for period in CALENDAR_PERIODS
-        }
-        return dataclasses.replace(
-            self,
+    def added(self, rx: int, tx: int, wallclock: float, counted: int | None = None) -> UsageRecord:
+        """This record with ``rx`` and ``tx`` more bytes counted at ``wallclock``, of which
+        ``counted`` (None: all) count in the periods."""
+        both = rx + tx if counted is None else counted
+
+        def rolled(period: QuotaPeriod) -> PeriodCount:
+            return PeriodCount(period_key(period, wallclock), self.used(period, wallclock) + both)
+
+        return UsageRecord(
             lifetime_rx=self.lifetime_rx + rx,
             lifetime_tx=self.lifetime_tx + tx,
+            day=rolled(QuotaPeriod.DAY),
+            week=rolled(QuotaPeriod.WEEK),
+            month=rolled(QuotaPeriod.MONTH),
             total=self.total + both,
-            **rolled,
+            resets=self.resets,
         )
 
     def reset(self) -> UsageRecord:
         """Every period zeroed; the lifetime counters kept."""
-        return UsageRecord(lifetime_rx=self.lifetime_rx, lifetime_tx=self.lifetime_tx)
+        return UsageRecord(
+            lifetime_rx=self.lifetime_rx, lifetime_tx=self.lifetime_tx, resets=self.resets + 1
+        )
+
+
+class UsageDelta(NamedTuple):
+    """What a writer adds to a key's stored usage: ``rx``/``tx`` to the lifetime counters,
+    and ``counted`` (None: rx + tx) to the periods unless they were reset since the writer's
+    record, whose ``resets`` it names (None: whatever they are, as a tool adding by hand)."""
+
+    public_key: bytes
+    rx: int
+    tx: int
+    counted: int | None = None
+    resets: int | None = None
 
 
 NO_USAGE: Final = UsageRecord()
@@ -92,21 +113,34 @@ class UsageMeter:
     """One peer's usage in a running server: a stored record plus the peer's counters'
     movement since it was read or written (``rx``/``tx`` are the peer's counters)."""
 
-    __slots__ = ("_rx_mark", "_tx_mark", "record")
+    __slots__ = ("_counted_mark", "_rx_mark", "_tx_mark", "record")
 
     def __init__(self, record: UsageRecord, rx: int = 0, tx: int = 0) -> None:
         self.record = record
         self._rx_mark = rx
         self._tx_mark = tx
+        self._counted_mark = rx + tx  # ahead of the others' sum only after a reset
 
     def pending(self, rx: int, tx: int) -> tuple[int, int]:
         """Bytes counted since the record, not yet stored."""
         return rx - self._rx_mark, tx - self._tx_mark
 
+    def pending_counted(self, rx: int, tx: int) -> int:
+        """Of the pending bytes, those that count in the periods: all but those counted
+        before a reset this meter learnt of."""
+        return rx + tx - self._counted_mark
+
+    def delta(self, public_key: bytes, rx: int, tx: int) -> UsageDelta:
+        """What is pending, for a store to add."""
+        drx, dtx = self.pending(rx, tx)
+        return UsageDelta(public_key, drx, dtx, self.pending_counted(rx, tx), self.record.resets)
+
     def current(self, rx: int, tx: int, wallclock: float) -> UsageRecord:
         """The record with what is pending added."""
         drx, dtx = self.pending(rx, tx)
-        return self.record.added(drx, dtx, wallclock) if drx or dtx else self.record
+        if not (drx or dtx):
+            return self.record
+        return self.record.added(drx, dtx, wallclock, self.pending_counted(rx, tx))
 
     def stored(self, record: UsageRecord, rx: int, tx: int) -> None:
         """The store now holds ``record``, which includes everything counted up to the
@@ -114,8 +148,12 @@ class UsageMeter:
         self.record = record
         self._rx_mark = rx
         self._tx_mark = tx
+        self._counted_mark = rx + tx
 
-    def reloaded(self, record: UsageRecord) -> None:
-        """The store's record, read afresh (another writer changed it: a reset, another
-        gateway); what is pending stays pending."""
+    def reloaded(self, record: UsageRecord, rx: int, tx: int) -> None:
+        """The store's record, read afresh at the counters ``rx``/``tx`` (another writer
+        changed it: a reset, another gateway). What is pending stays pending, but after a
+        reset not in the periods: the reset zeroed what counted until it."""
+        if record.resets != self.record.resets:
+            self._counted_mark = rx + tx
         self.record = record

@@ -58,8 +58,8 @@ from trivpn.config import (
 from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.periods import CALENDAR_PERIODS, QuotaPeriod, period_key
 from trivpn.proto.policy import ACTIVE_POLICY, Policy, Quota, format_expires
-from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageRecord
-from trivpn.proto.wireguard import crypto, keys
+from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageDelta, UsageRecord
+from trivpn.proto.wireguard import curve25519, keys
 
 DB_NAME: Final = "peers.db"
 SCHEMA_VERSION: Final = 5
@@ -367,6 +367,7 @@ def _migrate_to_5(db: sqlite3.Connection) -> None:
             month_start TEXT NOT NULL,
             month_bytes INTEGER NOT NULL,
             total_bytes INTEGER NOT NULL,
+            resets INTEGER NOT NULL,
             updated_at TEXT NOT NULL
         )"""
     )
@@ -659,31 +660,38 @@ class Registry:
             ).fetchall()
         return rows
 
-    def add_usage(
-        self, deltas: Sequence[tuple[bytes, int, int]], wallclock: float
-    ) -> dict[bytes, UsageRecord]:
-        """Add (public key, received, sent) bytes counted at ``wallclock`` to each key's row
-        in one transaction, as `UsageRecord.added` would, but in SQL: a concurrent writer's
-        deltas add up instead of being overwritten, and a stored period never goes back.
-        Returns the rows after, for every key given. Not a peer change: the generation stays
-        (other connections' data_version moves, as with any commit)."""
-        if any(rx < 0 or tx < 0 for _, rx, tx in deltas):
+    def add_usage(self, deltas: Sequence[UsageDelta], wallclock: float) -> dict[bytes, UsageRecord]:
+        """Add each delta (bytes counted at ``wallclock``) to its key's row in one
+        transaction, as `UsageRecord.added` would, but in SQL: a concurrent writer's deltas
+        add up instead of being overwritten, a stored period never goes back, and what a
+        writer counted before a reset it had not seen stays out of the periods. Returns the
+        rows after, for every key given. Not a peer change: the generation stays (other
+        connections' data_version moves, as with any commit)."""
+        if any(d.rx < 0 or d.tx < 0 or (d.counted or 0) < 0 for d in deltas):
             raise ValueError("usage deltas are never negative: usage never goes back")
         if not deltas:
             return {}
-        starts = [period_key(p, wallclock) for p in CALENDAR_PERIODS]
+        starts = {f"{p.value}_start": period_key(p, wallclock) for p in CALENDAR_PERIODS}
         updated = format_expires(datetime.datetime.fromtimestamp(int(wallclock), datetime.UTC))
         rows = [
-            (keys.encode_key(key), rx, tx, *(v for s in starts for v in (s, rx + tx)), rx + tx)
-            for key, rx, tx in deltas
-            if rx or tx
+            {
+                "key": keys.encode_key(d.public_key),
+                "rx": d.rx,
+                "tx": d.tx,
+                "counted": d.rx + d.tx if d.counted is None else d.counted,
+                "resets": d.resets,
+                "updated": updated,
+                **starts,
+            }
+            for d in deltas
+            if d.rx or d.tx
         ]
-        encoded = [keys.encode_key(key) for key, _, _ in deltas]
+        encoded = [keys.encode_key(d.public_key) for d in deltas]
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
-            self._db.executemany(_ADD_USAGE, [(*row, updated) for row in rows])
+            self._db.executemany(_ADD_USAGE, rows)
             found = self._usage_rows(encoded)
         after = {keys.parse_key(row[0]): _usage_record(row[1:]) for row in found}
-        return {key: after.get(key, NO_USAGE) for key, _, _ in deltas}
+        return {d.public_key: after.get(d.public_key, NO_USAGE) for d in deltas}
 
     def reset_usage(self, name: str) -> RegistryPeer:
         """Zero the periods of registry peer ``name``'s usage (the lifetime counters stay),
@@ -701,9 +709,14 @@ class Registry:
             self._reset_usage(public_key)
 
     def _reset_usage(self, public_key: bytes) -> None:
+        # A row even for a key with none yet: its resets count tells a server with bytes
+        # pending that they were counted before the reset.
         self._db.execute(
-            "UPDATE usage SET day_start = '', day_bytes = 0, week_start = '', week_bytes = 0, "
-            "month_start = '', month_bytes = 0, total_bytes = 0 WHERE public_key = ?",
+            f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) "
+            "VALUES (?, 0, 0, '', 0, '', 0, '', 0, 0, 1, strftime('%Y-%m-%dT%H:%M:%SZ')) "
+            "ON CONFLICT (public_key) DO UPDATE SET day_start = '', day_bytes = 0, "
+            "week_start = '', week_bytes = 0, month_start = '', month_bytes = 0, "
+            "total_bytes = 0, resets = resets + 1, updated_at = excluded.updated_at",
             (keys.encode_key(public_key),),
         )
         self._bump_generation()
@@ -917,10 +930,10 @@ def _check_identity(
         raise RegistryError(f"name {name!r}: {PEER_NAME_ALLOWED}")
     if name in plan.reserved_names:
         raise PeerExists(f"a peer named {name!r} is in the config file (wireguard.peers)")
-    if len(public_key) != crypto.KEY_LEN or (
-        preshared_key is not None and len(preshared_key) != crypto.KEY_LEN
+    if len(public_key) != curve25519.KEY_LEN or (
+        preshared_key is not None and len(preshared_key) != curve25519.KEY_LEN
     ):
-        raise RegistryError(f"keys are {crypto.KEY_LEN} bytes")
+        raise RegistryError(f"keys are {curve25519.KEY_LEN} bytes")
     if public_key in plan.reserved_keys:
         raise PeerExists(
             "this public key is the server's own or a peer's in the config file (wireguard.peers)"
@@ -961,34 +974,40 @@ def _policy(
 
 _USAGE_COLUMNS: Final = (
     "public_key, lifetime_rx, lifetime_tx, day_start, day_bytes, week_start, week_bytes, "
-    "month_start, month_bytes, total_bytes"
+    "month_start, month_bytes, total_bytes, resets"
 )
 _KEYS_PER_QUERY: Final = 500  # well below SQLite's limit on bound parameters
 # UsageRecord.added in SQL: a delta of the stored period adds to it; of a later one, the
 # period rolled over and counts afresh. A delta of an earlier period (a writer whose clock is
 # behind another's, at a boundary) counts in the lifetime and total only: the stored period
-# never goes back. Starts are ISO dates ('' before any), so text order is time order. SET
-# reads the old row throughout.
+# never goes back. Starts are ISO dates ('' before any), so text order is time order. A
+# delta of a writer that has not seen the row's last reset counts in the lifetime only (see
+# trivpn.proto.usage). SET reads the old row throughout.
+_SEEN_RESETS: Final = "(:resets IS NULL OR resets = :resets)"
 _ADD_USAGE: Final = (
-    f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) VALUES (:key, :rx, :tx, "
+    + "".join(f":{p.value}_start, :counted, " for p in CALENDAR_PERIODS)
+    + ":counted, coalesce(:resets, 0), :updated) "
     "ON CONFLICT (public_key) DO UPDATE SET "
     "lifetime_rx = lifetime_rx + excluded.lifetime_rx, "
     "lifetime_tx = lifetime_tx + excluded.lifetime_tx, "
     + "".join(
-        f"{p}_bytes = CASE WHEN {p}_start = excluded.{p}_start "
-        f"THEN {p}_bytes + excluded.{p}_bytes "
+        f"{p}_bytes = CASE WHEN NOT {_SEEN_RESETS} THEN {p}_bytes "
+        f"WHEN {p}_start = excluded.{p}_start THEN {p}_bytes + excluded.{p}_bytes "
         f"WHEN {p}_start > excluded.{p}_start THEN {p}_bytes ELSE excluded.{p}_bytes END, "
-        f"{p}_start = max({p}_start, excluded.{p}_start), "
+        f"{p}_start = CASE WHEN NOT {_SEEN_RESETS} THEN {p}_start "
+        f"ELSE max({p}_start, excluded.{p}_start) END, "
         for p in (period.value for period in CALENDAR_PERIODS)
     )
-    + "total_bytes = total_bytes + excluded.total_bytes, "
+    + f"total_bytes = CASE WHEN NOT {_SEEN_RESETS} THEN total_bytes "
+    "ELSE total_bytes + excluded.total_bytes END, "
     "updated_at = max(updated_at, excluded.updated_at)"
 )
 
 
 def _usage_record(row: Sequence[Any]) -> UsageRecord:
     """A row of _USAGE_COLUMNS but the key: the calendar periods in CALENDAR_PERIODS' order."""
-    rx, tx, day, day_bytes, week, week_bytes, month, month_bytes, total = row
+    rx, tx, day, day_bytes, week, week_bytes, month, month_bytes, total, resets = row
     return UsageRecord(
         lifetime_rx=rx,
         lifetime_tx=tx,
@@ -996,6 +1015,7 @@ def _usage_record(row: Sequence[Any]) -> UsageRecord:
         week=PeriodCount(week, week_bytes),
         month=PeriodCount(month, month_bytes),
         total=total,
+        resets=resets,
     )
 
 

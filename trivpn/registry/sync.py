@@ -43,7 +43,7 @@ from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
 from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import Policy
-from trivpn.proto.usage import UsageRecord
+from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.store import (
     AddressPlan,
@@ -208,7 +208,7 @@ class RegistryLike(Protocol):
         self, public_keys: Iterable[bytes] | None = None
     ) -> dict[bytes, UsageRecord]: ...
     def add_usage(
-        self, deltas: Sequence[tuple[bytes, int, int]], wallclock: float
+        self, deltas: Sequence[UsageDelta], wallclock: float
     ) -> dict[bytes, UsageRecord]: ...
     def close(self) -> None: ...
 

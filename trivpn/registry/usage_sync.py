@@ -30,7 +30,7 @@ from typing import Final, Generic, Protocol, TypeVar
 import trio
 
 from trivpn.dataplane.loglimit import LogLimiter
-from trivpn.proto.usage import UsageRecord
+from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.registry.sync import RegistryLike
 
 log = logging.getLogger("trivpn")
@@ -49,9 +49,7 @@ class Pending(Protocol):
     @property
     def public_key(self) -> bytes: ...
     @property
-    def rx_delta(self) -> int: ...
-    @property
-    def tx_delta(self) -> int: ...
+    def delta(self) -> UsageDelta: ...
 
 
 P = TypeVar("P", bound=Pending)
@@ -147,7 +145,7 @@ class UsageKeeper(Generic[P]):
             taken = self._taken()
             if not taken:
                 return True  # and no file made, nor a closed connection opened again
-            deltas = [(u.public_key, u.rx_delta, u.tx_delta) for u in taken]
+            deltas = [u.delta for u in taken]
             wallclock = self._wallclock()
             try:
                 stored = await self._registry(

@@ -212,7 +212,7 @@ def test_pending_stored_and_reloaded_usage() -> None:
     assert policies.usage(CLIENT) == NO_USAGE  # not loaded: counts from nothing
     fake_traffic(front, 100, 50)
     taken = policies.pending_usage()
-    assert taken == [PendingUsage(CLIENT, 100, 50, 100, 50)]  # the quiet peer has nothing
+    assert taken == [PendingUsage(CLIENT, 100, 50, 100, 50, 150, 0)]  # the quiet peer has nothing
     assert policies.pending_usage() == taken  # pending until stored
     stored = NO_USAGE.added(100, 50, WALL_EPOCH).added(1000, 0, WALL_EPOCH)  # another writer
     fake_traffic(front, 7, 3)  # counted while the store wrote
@@ -220,10 +220,11 @@ def test_pending_stored_and_reloaded_usage() -> None:
     assert pending(front) == {CLIENT: (7, 3)}
     assert policies.usage(CLIENT) == stored.added(7, 3, WALL_EPOCH)
 
-    # a record read afresh (a reset elsewhere): what is pending stays pending
+    # a record read afresh (a reset elsewhere): what is pending stays pending, but what was
+    # counted before the reset counts in the lifetime only
     policies.load_usage({CLIENT: stored.reset(), OTHER: NO_USAGE.added(5, 5, WALL_EPOCH)})
     assert pending(front) == {CLIENT: (7, 3)}
-    assert policies.usage(CLIENT) == stored.reset().added(7, 3, WALL_EPOCH)
+    assert policies.usage(CLIENT) == stored.reset().added(7, 3, WALL_EPOCH, counted=0)
     assert policies.usage(OTHER).total == 10
 
     # replaced by a reload (removed, added again): nothing lost, nothing counted twice
@@ -232,7 +233,7 @@ def test_pending_stored_and_reloaded_usage() -> None:
     assert front.device.peers[CLIENT].rx_bytes == 0  # a new Peer's counters
     fake_traffic(front, 1, 1)
     assert pending(front) == {CLIENT: (8, 4)}
-    assert policies.usage(CLIENT) == stored.reset().added(8, 4, WALL_EPOCH)
+    assert policies.usage(CLIENT) == stored.reset().added(8, 4, WALL_EPOCH, counted=2)
 
     # removed: its last delta is handed out once, and stored like the others
     assert front.discard_peer(CLIENT)

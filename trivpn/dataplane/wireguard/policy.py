@@ -35,7 +35,7 @@ from trivpn.proto.policy import (
     remaining,
     state,
 )
-from trivpn.proto.usage import NO_USAGE, UsageMeter, UsageRecord, counted_bytes
+from trivpn.proto.usage import NO_USAGE, UsageDelta, UsageMeter, UsageRecord, counted_bytes
 from trivpn.proto.wireguard import Device, Peer
 
 log = logging.getLogger("trivpn")
@@ -47,14 +47,25 @@ WARN_SHARE: Final = 0.8  # of a quota: a warning is logged once per period on re
 
 @dataclasses.dataclass(frozen=True)
 class PendingUsage:
-    """A peer's bytes counted since its stored record (``*_delta``), taken when its
-    counters stood at ``rx``/``tx`` (what `PeerPolicies.usage_stored` moves its marks to)."""
+    """A peer's bytes counted since its stored record (``*_delta``; of them
+    ``counted_delta`` count in the periods, its record having seen ``resets`` resets), taken
+    when its counters stood at ``rx``/``tx`` (what `PeerPolicies.usage_stored` moves its
+    marks to)."""
 
     public_key: bytes
     rx: int
     tx: int
     rx_delta: int
     tx_delta: int
+    counted_delta: int
+    resets: int
+
+    @property
+    def delta(self) -> UsageDelta:
+        """What a store adds."""
+        return UsageDelta(
+            self.public_key, self.rx_delta, self.tx_delta, self.counted_delta, self.resets
+        )
 
 
 class _Usage:
@@ -160,9 +171,10 @@ class PeerPolicies:
                     continue
                 usage.handed_out = True
             rx, tx = usage.counters()
-            rx_delta, tx_delta = usage.meter.pending(rx, tx)
-            if rx_delta or tx_delta:
-                taken.append(PendingUsage(key, rx, tx, rx_delta, tx_delta))
+            delta = usage.meter.delta(key, rx, tx)
+            if delta.rx or delta.tx:
+                counted, resets = delta.counted or 0, delta.resets or 0
+                taken.append(PendingUsage(key, rx, tx, delta.rx, delta.tx, counted, resets))
         return taken
 
     def usage_stored(
@@ -177,7 +189,7 @@ class PeerPolicies:
             record = stored.get(item.public_key)
             if usage is None or record is None:
                 continue
-            expected = usage.meter.record.total + item.rx_delta + item.tx_delta
+            expected = usage.meter.record.total + item.counted_delta
             usage.meter.stored(record, item.rx, item.tx)
             if record.total != expected:  # else the usage seen is as it was: nothing to check
                 moved.append(item.public_key)
@@ -192,7 +204,7 @@ class PeerPolicies:
             if usage is None:
                 self._usage[key] = _Usage(record)  # a peer not (yet) added
             else:
-                usage.meter.reloaded(record)
+                usage.meter.reloaded(record, *usage.counters())
         self._recheck(records)
 
     def quota_reached(self, peer: Peer) -> None:
@@ -231,8 +243,8 @@ class PeerPolicies:
         used = 0
         if policy.quota is not None:  # the quota's period as stored, plus what is pending
             usage = self._usage[key]
-            rx_delta, tx_delta = usage.meter.pending(*usage.counters())
-            used = counted_bytes(usage.meter.record, policy, wallclock) + rx_delta + tx_delta
+            pending = usage.meter.pending_counted(*usage.counters())
+            used = counted_bytes(usage.meter.record, policy, wallclock) + pending
         found = state(policy, wallclock, used)
         self._apply_limits(peer, policy, found, used, wallclock)
         before = self.state(key)

@@ -26,15 +26,18 @@ from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
     crypto_scalarmult,
-    crypto_scalarmult_base,
 )
+
+# the key length, clamping and public keys are `curve25519`'s (what key text needs alone)
+from .curve25519 import KEY_LEN as KEY_LEN
+from .curve25519 import clamp as clamp
+from .curve25519 import public_key as public_key
 
 CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
 LABEL_MAC1: Final = b"mac1----"
 LABEL_COOKIE: Final = b"cookie--"
 
-KEY_LEN: Final = 32
 HASH_LEN: Final = 32
 TAG_LEN: Final = 16
 MAC_LEN: Final = 16
@@ -54,21 +57,6 @@ class CryptoError(Exception):
 
 
 # --- Curve25519 --------------------------------------------------------------------------
-
-
-def clamp(private_key: bytes) -> bytes:
-    """A Curve25519 private key with the standard bits cleared and set."""
-    if len(private_key) != KEY_LEN:
-        raise ValueError(f"a private key is {KEY_LEN} bytes, got {len(private_key)}")
-    b = bytearray(private_key)
-    b[0] &= 248
-    b[31] = (b[31] & 127) | 64
-    return bytes(b)
-
-
-def public_key(private_key: bytes) -> bytes:
-    """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
-    return crypto_scalarmult_base(clamp(private_key))
 
 
 def dh(private_key: bytes, public_key: bytes) -> bytes:

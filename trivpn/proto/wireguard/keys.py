@@ -12,7 +12,7 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Final
 
-from . import crypto
+from . import curve25519
 
 if TYPE_CHECKING:
     from .cookie import RandomBytes
@@ -22,8 +22,8 @@ LABEL_LEN: Final = 8  # key characters in a peer's log label: enough to tell pee
 
 
 def encode_key(key: bytes) -> str:
-    if len(key) != crypto.KEY_LEN:
-        raise ValueError(f"a key is {crypto.KEY_LEN} bytes, got {len(key)}")
+    if len(key) != curve25519.KEY_LEN:
+        raise ValueError(f"a key is {curve25519.KEY_LEN} bytes, got {len(key)}")
     return base64.b64encode(key).decode("ascii")
 
 
@@ -40,7 +40,7 @@ def parse_key(text: str) -> bytes:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("a key must contain only base64 characters (A-Z a-z 0-9 + /)") from None
-    if len(key) != crypto.KEY_LEN or encode_key(key) != text:
+    if len(key) != curve25519.KEY_LEN or encode_key(key) != text:
         # Non-canonical text (stray low bits in the last character) decodes ambiguously.
         raise ValueError("a key must be the canonical base64 encoding of 32 bytes")
     return key
@@ -52,7 +52,7 @@ def peer_label(public_key: bytes, name: str | None = None) -> str:
 
 
 def generate_private_key(rng: RandomBytes) -> bytes:
-    return crypto.clamp(rng(crypto.KEY_LEN))
+    return curve25519.clamp(rng(curve25519.KEY_LEN))
 
 
 def genkey(rng: RandomBytes) -> str:
@@ -62,9 +62,9 @@ def genkey(rng: RandomBytes) -> str:
 
 def pubkey(private_key_text: str) -> str:
     """The public key text of a private key text (``wg pubkey``)."""
-    return encode_key(crypto.public_key(parse_key(private_key_text)))
+    return encode_key(curve25519.public_key(parse_key(private_key_text)))
 
 
 def genpsk(rng: RandomBytes) -> str:
     """A new preshared key as text (``wg genpsk``)."""
-    return encode_key(rng(crypto.KEY_LEN))
+    return encode_key(rng(curve25519.KEY_LEN))
