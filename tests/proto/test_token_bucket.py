@@ -9,12 +9,12 @@ from trivpn.proto.token_bucket import BURST_SECONDS, MIN_BURST, TokenBucket, def
 KBIT8 = 8_000  # bits per second: 1000 bytes a second, easy to count in
 
 
-def test_the_burst_is_a_twentieth_of_a_second_at_the_rate_and_at_least_64_kib() -> None:
+def test_the_burst_is_a_fifth_of_a_second_at_the_rate_and_at_least_64_kib() -> None:
     assert default_burst(1000) == MIN_BURST == 65536  # a slow rate: one GSO send's worth
-    assert default_burst(100_000_000) == 100_000_000 * BURST_SECONDS == 5_000_000
+    assert default_burst(100_000_000) == 100_000_000 * BURST_SECONDS == 20_000_000
     bucket = TokenBucket(800_000_000, now=0.0)  # 100 MB/s
-    assert (bucket.rate, bucket.burst) == (100_000_000, 5_000_000)
-    assert repr(bucket) == "TokenBucket(800000000 bit/s, burst 5000000 B)"
+    assert (bucket.rate, bucket.burst) == (100_000_000, 20_000_000)
+    assert repr(bucket) == "TokenBucket(800000000 bit/s, burst 20000000 B)"
 
 
 def test_a_full_bucket_passes_a_burst_then_only_the_rate() -> None:
@@ -56,7 +56,7 @@ def test_a_packet_larger_than_the_burst_never_passes() -> None:
     assert bucket.take(1500, 100.0)
 
 
-@pytest.mark.parametrize(("rate_bps", "seconds"), [(1_000_000, 100), (100_000_000, 10)])
+@pytest.mark.parametrize(("rate_bps", "seconds"), [(1_000_000, 100), (100_000_000, 40)])
 def test_the_long_run_rate_holds_within_one_percent_under_twice_the_load(
     rate_bps: int, seconds: int
 ) -> None:
