@@ -200,7 +200,7 @@ def test_unknown_section_and_odd_key() -> None:
     found = problems('[wirequard]\n[interface]\n"my key" = 1\n')
     assert found == [
         'interface."my key": unknown key — allowed: name, address, mtu',
-        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard, state, metrics",
+        "wirequard: unknown key — allowed: interface, nat, toyvpn, wireguard, state, metrics, web",
     ]
 
 

@@ -22,7 +22,7 @@ before cattrs runs.
 
 from trivpn.config.checks import PEER_NAME, PEER_NAME_ALLOWED, find_duplicates, find_overlaps
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
-from trivpn.config.files import Loaded
+from trivpn.config.files import Loaded, write_private_file
 from trivpn.config.loader import default_config, load_config, parse_config
 from trivpn.config.root import Config
 from trivpn.config.sections import (
@@ -33,6 +33,7 @@ from trivpn.config.sections import (
     NatConfig,
     StateConfig,
     ToyVpnConfig,
+    WebConfig,
 )
 from trivpn.config.values import (
     Endpoint,
@@ -67,6 +68,7 @@ __all__ = [
     "PublicEndpoint",
     "StateConfig",
     "ToyVpnConfig",
+    "WebConfig",
     "WireGuardConfig",
     "WireGuardPeerConfig",
     "by_version",
@@ -75,4 +77,5 @@ __all__ = [
     "find_overlaps",
     "load_config",
     "parse_config",
+    "write_private_file",
 ]

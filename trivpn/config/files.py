@@ -2,13 +2,15 @@
 
 Secrets kept in files of their own (a ``*_file`` key beside the inline key), and the keys a
 section leaves to a loader in ``loader._LOADERS`` because their meaning needs more than one key
-and the file system: the WireGuard private key and the state directory.
+and the file system: the WireGuard private key, the state directory and the web admin's TLS
+files. And the one way trivpn writes a private file: `write_private_file`.
 """
 
 import errno
 import os
 import pathlib
 import stat
+import tempfile
 from typing import Any, Final
 
 from trivpn.config.errors import InvalidValue, Problems
@@ -142,3 +144,47 @@ def load_state_dir(table: dict[str, Any], base_dir: pathlib.Path | None) -> Load
         why = f"{path} exists and is not a directory; expected a directory (made if missing)"
         return {}, [("dir", InvalidValue(value, why))]
     return {"dir": path}, []
+
+
+def load_web_tls(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[web] tls_cert and tls_key: both or neither ("" is unset); read by the server."""
+    paths: dict[str, pathlib.Path | None] = {}
+    problems: Problems = []
+    for key in ("tls_cert", "tls_key"):
+        value = table.pop(key, "")
+        if value == "":
+            paths[key] = None
+        elif not isinstance(value, str) or "\0" in value:
+            problems.append((key, InvalidValue(value, 'expected the path of a PEM file or ""')))
+        else:
+            paths[key] = pathlib.Path(value) if base_dir is None else base_dir / value
+    if problems:
+        return {}, problems
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if paths[key] is None and paths[other] is not None:
+            why = f"required with {other}: HTTPS needs both files, or set neither for HTTP"
+            return {}, [(key, InvalidValue(None, why, shown="(not set)"))]
+    return dict(paths), []
+
+
+def write_private_file(path: pathlib.Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, mode 0600: a reader sees the old file or the
+    new one, and the new one never exists, even briefly, readable by others. OSError on
+    failure, with ``path`` unchanged and no temporary file left."""
+    # mkstemp makes the file 0600 with O_EXCL; the same directory makes os.replace atomic
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    # the rename itself survives a crash only once the directory is on disk too
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

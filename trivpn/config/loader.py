@@ -24,6 +24,7 @@ from trivpn.config.files import (
     Loaded,
     load_private_key,
     load_state_dir,
+    load_web_tls,
     read_regular_file,
     read_secret_file,
 )
@@ -32,6 +33,7 @@ from trivpn.config.sections import (
     InterfaceConfig,
     StateConfig,
     ToyVpnConfig,
+    WebConfig,
     interface_problems,
     toyvpn_problems,
 )
@@ -71,6 +73,7 @@ _SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
 _LOADERS: Final[Mapping[type, Callable[[dict[str, Any], pathlib.Path | None], Loaded]]] = {
     WireGuardConfig: load_private_key,
     StateConfig: load_state_dir,
+    WebConfig: load_web_tls,
 }
 
 

@@ -12,6 +12,7 @@ from trivpn.config.sections import (
     NatConfig,
     StateConfig,
     ToyVpnConfig,
+    WebConfig,
 )
 from trivpn.config.values import NOT_IN_FILE
 from trivpn.config.wireguard import WireGuardConfig, peer_allowed_ips
@@ -26,6 +27,7 @@ class Config:
     wireguard: WireGuardConfig = WireGuardConfig()  # noqa: RUF009
     state: StateConfig = StateConfig()  # noqa: RUF009
     metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009
+    web: WebConfig = WebConfig()  # noqa: RUF009
     source: str = attrs.field(default="<string>", metadata={NOT_IN_FILE: True})
 
 

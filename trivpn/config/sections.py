@@ -1,5 +1,5 @@
-"""The small sections: [interface], [nat], [toyvpn], [state] and [metrics], each with its
-section check. [wireguard] has a module of its own; `root` holds them all."""
+"""The small sections: [interface], [nat], [toyvpn], [state], [metrics] and [web], each with
+its section check. [wireguard] has a module of its own; `root` holds them all."""
 
 import ipaddress
 import pathlib
@@ -20,6 +20,7 @@ from trivpn.config.values import (
     BY_LOADER,
     FILE_KEY,
     Endpoint,
+    Hook,
     IPAddress,
     IPInterface,
     IPNetwork,
@@ -141,19 +142,44 @@ class StateConfig:
 
 # --- [metrics]: Prometheus metrics over HTTP ------------------------------------------------
 
-_metrics_endpoint = endpoint_hook('127.0.0.1:9586 or [::1]:9586; "" turns metrics off')
 
+def optional_listen_hook(examples: str) -> Hook:
+    """A TCP host:port to serve on, or None for the empty string (that server off)."""
+    endpoint_of = endpoint_hook(examples)
 
-def _structure_metrics_listen(value: object, t: object) -> Endpoint | None:
-    """A TCP host:port to serve /metrics on, or None for the empty string (metrics off)."""
-    if value == "":
-        return None
-    endpoint: Endpoint = _metrics_endpoint(value, t)
-    return endpoint
+    def structure(value: object, t: object) -> Endpoint | None:
+        if value == "":
+            return None
+        endpoint: Endpoint = endpoint_of(value, t)
+        return endpoint
+
+    return structure
 
 
 @attrs.frozen(kw_only=True)
 class MetricsConfig:
     """Prometheus metrics over HTTP (GET /metrics); off unless ``listen`` is set."""
 
-    listen: Endpoint | None = attrs.field(default=None, metadata=hooked(_structure_metrics_listen))
+    listen: Endpoint | None = attrs.field(
+        default=None,
+        metadata=hooked(optional_listen_hook('127.0.0.1:9586 or [::1]:9586; "" turns metrics off')),
+    )
+
+
+# --- [web]: the web admin and its HTTP API --------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class WebConfig:
+    """The web admin; off unless ``listen`` is set. Its credentials live in the state dir
+    (`trivpn web passwd`), never here."""
+
+    listen: Endpoint | None = attrs.field(
+        default=None,
+        metadata=hooked(
+            optional_listen_hook('127.0.0.1:51821 or [::1]:51821; "" turns the web admin off')
+        ),
+    )
+    # HTTPS served directly: both or neither (files.load_web_tls), read by the server
+    tls_cert: pathlib.Path | None = attrs.field(default=None, metadata={BY_LOADER: True})
+    tls_key: pathlib.Path | None = attrs.field(default=None, metadata={BY_LOADER: True})
