@@ -1,0 +1,1 @@
+"""The web admin: its credentials (`credentials`), set up from the CLI before it serves."""
