@@ -113,3 +113,13 @@ def test_peer_commands_that_log_nothing_load_no_logging(conf: Path) -> None:
         ["peer", "remove", "alice"],
     ):
         assert loaded([*UNUSED_BY_PEER_COMMANDS, "logging"], *command, *c) == [], command
+
+
+def test_web_token_commands_load_no_server_module_and_no_logging(conf: Path) -> None:
+    modules = [*SERVER_MODULES, "segno", "logging", "trivpn.control.web.credentials"]
+    found, out, _ = probe(modules, "web", "token", "add", "ci", "-c", str(conf))
+    assert found == ["trivpn.control.web.credentials"]  # the probe sees what it should see
+    assert len(out.strip()) >= 43
+    assert loaded(modules, "web", "token", "list", "-c", str(conf)) == [
+        "trivpn.control.web.credentials"
+    ]

@@ -150,10 +150,10 @@ def test_qr_is_printed_after_the_config(conf: Path, capsys: pytest.CaptureFixtur
 
 
 def test_terminal_qr_is_white_on_black_on_a_terminal() -> None:
-    from trivpn.cli.peer import _terminal_qr
+    from trivpn.cli.qr import terminal_qr
 
-    plain = _terminal_qr("hello", colored=False).splitlines()
-    colored = _terminal_qr("hello", colored=True).splitlines()
+    plain = terminal_qr("hello", colored=False).splitlines()
+    colored = terminal_qr("hello", colored=True).splitlines()
     assert colored == [f"\x1b[97;40m{line}\x1b[0m" for line in plain]
     assert plain[0] == "█" * len(plain[0])  # the quiet zone is light: drawn as blocks
 

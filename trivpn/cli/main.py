@@ -1,6 +1,7 @@
-"""Command line: `trivpn serve | check | status | genkey | genpsk | pubkey | toyvpn-connect | peer`.
+"""Command line: `trivpn serve | check | status | genkey | genpsk | pubkey | toyvpn-connect | peer |
+web`.
 
-Each command group lives in its own module (serve, status, keys, toyvpn, peer), which adds
+Each command group lives in its own module (serve, status, keys, toyvpn, peer, web), which adds
 its parsers here. User mistakes become one clear line on stderr and an exit code (see
 trivpn.cli.errors), never a traceback.
 """
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from trivpn import __version__
-from trivpn.cli import keys, peer, serve, status, toyvpn
+from trivpn.cli import keys, peer, serve, status, toyvpn, web
 from trivpn.cli.errors import EXIT_BROKEN_PIPE, EXIT_CONFIG, CliError
 
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     # configured for it (~10 ms of start-up); tests/cli/test_imports.py holds it to that.
     parser.set_defaults(logs=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, status, keys, toyvpn, peer):  # the order `trivpn --help` lists them
+    for group in (serve, status, keys, toyvpn, peer, web):  # the order `trivpn --help` lists them
         group.add_parsers(sub)
     return parser
 

@@ -15,7 +15,6 @@ trivpn.cli.peer_policy; a running server follows a change within a second.
 from __future__ import annotations
 
 import argparse
-import io
 import ipaddress
 import json
 import os
@@ -29,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from trivpn.cli import configfile, peer_policy, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
+from trivpn.cli.qr import qr_code, terminal_qr
 from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.usage import NO_USAGE
 from trivpn.proto.wireguard import curve25519, keys
@@ -36,8 +36,6 @@ from trivpn.proto.wireguard import curve25519, keys
 # The config and the registry are imported by the commands that use them: `trivpn genkey`
 # builds these parsers too, and must not pay for cattrs and SQLite (tests/cli/test_imports.py).
 if TYPE_CHECKING:
-    import segno
-
     from trivpn.config import Config
     from trivpn.registry import store
 
@@ -228,13 +226,6 @@ def _new_private_file(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def _qr(text: str) -> segno.QRCode:
-    import segno  # here: the other commands must not need it
-
-    # a full QR code, never a Micro QR, which the WireGuard apps' scanners do not read
-    return segno.make_qr(text, error="l")
-
-
 def cmd_peer_add(args: argparse.Namespace) -> int:
     from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED
     from trivpn.registry import clientconf, store
@@ -323,25 +314,14 @@ def _emit(text: str, out: IO[bytes] | None, *, as_png: bool, qr: bool) -> None:
         warn_if_world_readable_stdout()
         sys.stdout.write(text)
     elif as_png:
-        _qr(text).save(out, kind="png", scale=6, border=4)
+        qr_code(text).save(out, kind="png", scale=6, border=4)
     else:
         out.write(text.encode())
     if qr:
         if out is None:
             sys.stdout.write("\n")
-        sys.stdout.write(_terminal_qr(text, colored=sys.stdout.isatty()))
+        sys.stdout.write(terminal_qr(text, colored=sys.stdout.isatty()))
     sys.stdout.flush()
-
-
-def _terminal_qr(text: str, *, colored: bool) -> str:
-    """Half-block characters, two modules a line; the blocks are the light modules, so on a
-    terminal the code is drawn white on black whatever the terminal's own colours."""
-    terminal = io.StringIO()
-    _qr(text).terminal(out=terminal, compact=True)
-    if not colored:
-        return terminal.getvalue()
-    white_on_black, reset = "\x1b[97;40m", "\x1b[0m"
-    return "".join(f"{white_on_black}{line}{reset}\n" for line in terminal.getvalue().splitlines())
 
 
 # --- peer list / show / remove --------------------------------------------------------------
