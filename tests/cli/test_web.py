@@ -169,7 +169,11 @@ def test_totp_enable_prints_the_uri_and_a_qr_code_then_disable(
     assert uri.startswith("otpauth://totp/trivpn:admin%40")
     assert blank == "" and len(qr) > 10 and all("█" in line or "▀" in line for line in qr)
     assert creds.verify_totp(totp.now(), time.time())
-    assert totp.secret not in err and "TOTP enabled" in err
+    assert totp.secret not in err and err.startswith("trivpn: TOTP enabled: scan the code")
+    assert web(conf, "totp", "enable") == 0
+    out, err = capsys.readouterr()
+    assert pyotp.parse_uri(out.splitlines()[0]).secret != totp.secret
+    assert "with a new secret (the old one no longer works)" in err
     assert web(conf, "totp", "disable") == 0
     assert capsys.readouterr() == ("", "trivpn: TOTP disabled\n")
     assert not creds.totp_enabled()

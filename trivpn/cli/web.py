@@ -94,12 +94,15 @@ def cmd_totp_enable(args: argparse.Namespace) -> int:
     from trivpn.cli.qr import terminal_qr
 
     with _credentials(args) as creds:
+        replaced = creds.totp_enabled()
         uri = creds.enable_totp(f"admin@{platform.node() or 'trivpn'}")
     warn_if_world_readable_stdout()
     sys.stdout.write(f"{uri}\n\n{terminal_qr(uri, colored=sys.stdout.isatty())}")
+    note = " with a new secret (the old one no longer works)" if replaced else ""
     print(
-        "trivpn: TOTP enabled: scan the code (or add the URI) in an authenticator app; "
-        "the login asks for its code from now on",
+        f"trivpn: TOTP enabled{note}: "
+        "scan the code (or add the URI) in an authenticator app; the login asks for its code "
+        "from now on",
         file=sys.stderr,
     )
     return 0

@@ -158,6 +158,7 @@ def test_totp_rfc6238_code_at_a_fixed_time(with_totp: WebCredentials) -> None:
     assert not with_totp.verify_totp("081805", T)
     assert not with_totp.verify_totp("", T)
     assert not with_totp.verify_totp("08180x", T)
+    assert not with_totp.verify_totp("٠٨١٨٠٤", T)  # Arabic-Indic digits: isdigit(), not ASCII
 
 
 def test_totp_accepts_one_step_either_side_not_two(with_totp: WebCredentials) -> None:

@@ -156,7 +156,7 @@ class WebCredentials:
     def verify_totp(self, code: str, now: float) -> bool:
         """RFC 6238: 30 s steps, the step before and after accepted for clock drift."""
         secret = self._totp_secret()
-        if secret is None or not code.isdigit():
+        if secret is None or not (code.isascii() and code.isdigit()):
             return False
         try:
             return pyotp.TOTP(secret).verify(code, for_time=int(now), valid_window=1)
