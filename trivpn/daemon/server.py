@@ -157,6 +157,13 @@ class Server:
                     self._start_status(data_plane, tun.name)
                     if cfg.metrics.listen is not None:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
+                    if cfg.web.listen is not None:  # said, so that nobody waits for a page
+                        log.warning(
+                            "web: [web] listen = %s is set, but this version of trivpn has no "
+                            "web admin server yet (only its credentials: `trivpn web`); "
+                            "nothing listens there",
+                            cfg.web.listen,
+                        )
                     # what start-up built (thousands of peers, say) lives as long as the
                     # server: a full collection (tens of ms held) need not walk it again
                     gc.freeze()
