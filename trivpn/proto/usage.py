@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final, NamedTuple
 
-from trivpn.proto.periods import CALENDAR_PERIODS, TOTAL_KEY, QuotaPeriod, period_key
+from trivpn.proto.periods import QuotaPeriod, period_key
 from trivpn.proto.policy import Policy
 
 
@@ -91,7 +91,6 @@ class UsageDelta(NamedTuple):
 
 
 NO_USAGE: Final = UsageRecord()
-assert TOTAL_KEY not in {p.value for p in CALENDAR_PERIODS}
 
 
 def counted_bytes(record: UsageRecord, policy: Policy, wallclock: float) -> int:
