@@ -23,7 +23,7 @@ from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.proto.periods import QuotaPeriod, period_end
 from trivpn.proto.policy import PeerState, Policy, Quota
-from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageRecord
+from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageDelta, UsageRecord
 from trivpn.proto.wireguard import crypto
 from trivpn.proto.wireguard.messages import INITIATION_LEN, RESPONSE_LEN
 
@@ -60,7 +60,8 @@ def keep(
     wallclock = virtual_wallclock() if wallclock is None else wallclock
     for item in taken:
         record = store.get(item.public_key, NO_USAGE)
-        store[item.public_key] = record.added(item.rx_delta, item.tx_delta, wallclock)
+        delta = item.delta
+        store[item.public_key] = record.added(delta.rx, delta.tx, wallclock, delta.counted)
     front.policies.usage_stored(dict(store), taken)
     return taken
 
@@ -198,7 +199,7 @@ def fake_traffic(front: WireGuardFront, rx: int, tx: int) -> None:
 
 
 def pending(front: WireGuardFront) -> Mapping[bytes, tuple[int, int]]:
-    return {p.public_key: (p.rx_delta, p.tx_delta) for p in front.policies.pending_usage()}
+    return {p.public_key: (p.delta.rx, p.delta.tx) for p in front.policies.pending_usage()}
 
 
 def test_pending_stored_and_reloaded_usage() -> None:
@@ -212,7 +213,9 @@ def test_pending_stored_and_reloaded_usage() -> None:
     assert policies.usage(CLIENT) == NO_USAGE  # not loaded: counts from nothing
     fake_traffic(front, 100, 50)
     taken = policies.pending_usage()
-    assert taken == [PendingUsage(CLIENT, 100, 50, 100, 50, 150, 0)]  # the quiet peer has nothing
+    assert taken == [
+        PendingUsage(CLIENT, 100, 50, UsageDelta(CLIENT, 100, 50, 150, 0))
+    ]  # the quiet peer has nothing
     assert policies.pending_usage() == taken  # pending until stored
     stored = NO_USAGE.added(100, 50, WALL_EPOCH).added(1000, 0, WALL_EPOCH)  # another writer
     fake_traffic(front, 7, 3)  # counted while the store wrote
@@ -238,7 +241,7 @@ def test_pending_stored_and_reloaded_usage() -> None:
     # removed: its last delta is handed out once, and stored like the others
     assert front.discard_peer(CLIENT)
     taken = policies.pending_usage()
-    assert [(p.public_key, p.rx_delta, p.tx_delta) for p in taken] == [(CLIENT, 8, 4)]
+    assert [(p.public_key, p.delta.rx, p.delta.tx) for p in taken] == [(CLIENT, 8, 4)]
     assert policies.pending_usage() == []
     record = stored.reset().added(8, 4, WALL_EPOCH)
     policies.usage_stored({CLIENT: record}, taken)

@@ -47,25 +47,14 @@ WARN_SHARE: Final = 0.8  # of a quota: a warning is logged once per period on re
 
 @dataclasses.dataclass(frozen=True)
 class PendingUsage:
-    """A peer's bytes counted since its stored record (``*_delta``; of them
-    ``counted_delta`` count in the periods, its record having seen ``resets`` resets), taken
-    when its counters stood at ``rx``/``tx`` (what `PeerPolicies.usage_stored` moves its
-    marks to)."""
+    """What a store adds for a peer (``delta``: its bytes counted since its stored record),
+    taken when its counters stood at ``rx``/``tx`` (what `PeerPolicies.usage_stored` moves
+    its marks to)."""
 
     public_key: bytes
     rx: int
     tx: int
-    rx_delta: int
-    tx_delta: int
-    counted_delta: int
-    resets: int
-
-    @property
-    def delta(self) -> UsageDelta:
-        """What a store adds."""
-        return UsageDelta(
-            self.public_key, self.rx_delta, self.tx_delta, self.counted_delta, self.resets
-        )
+    delta: UsageDelta
 
 
 class _Usage:
@@ -173,8 +162,7 @@ class PeerPolicies:
             rx, tx = usage.counters()
             delta = usage.meter.delta(key, rx, tx)
             if delta.rx or delta.tx:
-                counted, resets = delta.counted or 0, delta.resets or 0
-                taken.append(PendingUsage(key, rx, tx, delta.rx, delta.tx, counted, resets))
+                taken.append(PendingUsage(key, rx, tx, delta))
         return taken
 
     def usage_stored(
@@ -189,7 +177,7 @@ class PeerPolicies:
             record = stored.get(item.public_key)
             if usage is None or record is None:
                 continue
-            expected = usage.meter.record.total + item.counted_delta
+            expected = usage.meter.record.total + usage.meter.pending_counted(item.rx, item.tx)
             usage.meter.stored(record, item.rx, item.tx)
             if record.total != expected:  # else the usage seen is as it was: nothing to check
                 moved.append(item.public_key)
