@@ -31,36 +31,28 @@ Stable hooks for browser tests (ids, ``data-`` attributes); change them with the
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
 
-TEMPLATES: Final = Path(__file__).parent / "templates"
-STATIC: Final = Path(__file__).parent / "static"
-
-_env: Final = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,  # a misspelt variable fails the tests, not the page
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+from trivpn.control.web.auth import request_auth
 
 
 def csrf_token(request: Request) -> str | None:
-    """The CSRF token of the request's session (None without one, or for a bearer token)."""
-    auth = getattr(request.state, "auth", None)
-    token = getattr(auth, "csrf_token", None)
-    return token if isinstance(token, str) else None
+    """The CSRF token of the request's session (None without one, or for an API token)."""
+    auth = request_auth(request)
+    return None if auth is None else auth.csrf_token
 
 
-def render(request: Request, template: str, *, nav: str = "", **values: Any) -> HTMLResponse:
-    page = _env.get_template(template).render(csrf_token=csrf_token(request), nav=nav, **values)
-    return HTMLResponse(page)
+def render(request: Request, template: str, *, nav: str = "", **values: Any) -> Response:
+    """``template`` with the session's CSRF token; ``nav`` marks the current page's link."""
+    templates = request.app.state.templates
+    assert isinstance(templates, Jinja2Templates)
+    context = {"csrf_token": csrf_token(request), "nav": nav, **values}
+    return templates.TemplateResponse(request, template, context)
 
 
 async def _home(request: Request) -> Response:
