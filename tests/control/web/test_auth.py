@@ -13,7 +13,6 @@ import pyotp
 import pytest
 import trio
 import trio.testing
-
 from support.web_app import (
     CLIENT,
     PASSWORD,
@@ -24,6 +23,7 @@ from support.web_app import (
     make_app,
     make_credentials,
 )
+
 from trivpn.control.web import auth
 from trivpn.control.web.auth import LoginLimiter, Sessions, limiter_key
 from trivpn.control.web.credentials import WebCredentials
@@ -369,3 +369,13 @@ async def test_a_bad_bearer_token_is_not_rescued_by_a_session_cookie(
         assert (await http.get("/api/v1/status")).status_code == 200
         answer = await http.get("/api/v1/status", headers={"Authorization": "Bearer nope"})
         assert answer.status_code == 401
+
+
+async def test_the_password_step_of_a_totp_login_is_not_a_failure(
+    with_totp: WebCredentials, clock: Clock
+) -> None:
+    async with client(make_app(StatusOnly(), with_totp, clock)) as http:
+        for _ in range(auth.LOGIN_BURST + 2):
+            answer = await http.post("/api/v1/session", json={"password": PASSWORD})
+            assert (answer.status_code, answer.json()["totp_required"]) == (401, True)
+        await login(http, totp=pyotp.TOTP(RFC_SECRET).at(clock.now))
