@@ -287,7 +287,7 @@ async def test_a_handshake_makes_a_peer_online(
 async def test_status_is_the_documents_shell_with_uptime_and_totals(lab: Lab) -> None:
     await lab.admin.add_peer({"name": "alice"})
     status = await lab.admin.status()
-    assert status["wireguard"]["peers"] == [] and status["toyvpn"] is None
+    assert "peers" not in status["wireguard"] and status["toyvpn"] is None
     assert status["wireguard"]["public_key"] == keys.encode_key(crypto.public_key(SERVER_PRIVATE))
     assert status["nat"]["egress"] == "eth0"
     assert status["uptime_seconds"] == pytest.approx(virtual_wallclock() - WALL_EPOCH, abs=1)

@@ -128,7 +128,8 @@ class Admin:
     # --- reads --------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """The status document's shell (no peer or session list), uptime and totals."""
+        """The status document's shell (without its lists of peers and sessions), uptime,
+        totals and the ToyVPN session count."""
         source = self._source
         wallclock = self._clock()
         doc = document_shell(
@@ -147,7 +148,11 @@ class Admin:
 
             await in_slices(front.device, count)
         doc["totals"] = totals
+        # no lists: the peers are GET /peers', and an empty one would read as none
+        if doc["wireguard"] is not None:
+            del doc["wireguard"]["peers"]
         if source.toyvpn is not None:
+            del doc["toyvpn"]["sessions"]
             doc["toyvpn"]["session_count"] = len(source.toyvpn.sessions)
         return doc
 
