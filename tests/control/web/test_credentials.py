@@ -19,6 +19,7 @@ from trivpn.control.web.credentials import CredentialsError, Refused, WebCredent
 # RFC 6238's own secret ("12345678901234567890"), in base32, and one of its test times
 RFC_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
 T = 1111111109.0  # at 30 s steps this is step 37037036, 29 s into it
+T_STEP = 37037036
 STEP = 30
 
 
@@ -149,32 +150,34 @@ def test_totp_enable_stores_the_secret_of_its_uri(creds: WebCredentials) -> None
     assert totp.issuer == "trivpn"
     assert totp.name == "admin@test"
     assert (creds.directory / "totp").read_text().strip() == totp.secret
-    assert creds.verify_totp(totp.at(T), T)
+    assert creds.verify_totp(totp.at(T), T) == T_STEP
 
 
 def test_totp_rfc6238_code_at_a_fixed_time(with_totp: WebCredentials) -> None:
     # RFC 6238, appendix B: SHA-1, T = 1111111109 gives 07081804 (8 digits); 6 digits: 081804
-    assert with_totp.verify_totp("081804", T)
-    assert not with_totp.verify_totp("081805", T)
-    assert not with_totp.verify_totp("", T)
-    assert not with_totp.verify_totp("08180x", T)
-    assert not with_totp.verify_totp("٠٨١٨٠٤", T)  # Arabic-Indic digits: isdigit(), not ASCII
+    assert with_totp.verify_totp("081804", T) == T_STEP
+    assert with_totp.verify_totp("081805", T) is None
+    assert with_totp.verify_totp("", T) is None
+    assert with_totp.verify_totp("08180x", T) is None
+    assert with_totp.verify_totp("٠٨١٨٠٤", T) is None  # Arabic-Indic digits: isdigit(), not ASCII
 
 
-def test_totp_accepts_one_step_either_side_not_two(with_totp: WebCredentials) -> None:
+def test_totp_accepts_one_step_either_side_not_two_and_says_which(
+    with_totp: WebCredentials,
+) -> None:
     totp = pyotp.TOTP(RFC_SECRET)
     for steps in (-1, 0, 1):
-        assert with_totp.verify_totp(totp.at(T + steps * STEP), T), steps
+        assert with_totp.verify_totp(totp.at(T + steps * STEP), T) == T_STEP + steps
     for steps in (-2, 2):
         code = totp.at(T + steps * STEP)
         assert code not in {totp.at(T + s * STEP) for s in (-1, 0, 1)}  # the test can fail
-        assert not with_totp.verify_totp(code, T), steps
+        assert with_totp.verify_totp(code, T) is None, steps
 
 
 def test_totp_disable(with_totp: WebCredentials) -> None:
     assert with_totp.disable_totp()
     assert not with_totp.totp_enabled()
-    assert not with_totp.verify_totp("081804", T)
+    assert with_totp.verify_totp("081804", T) is None
     assert not with_totp.disable_totp()
 
 
@@ -237,4 +240,4 @@ def test_no_credentials_yet(creds: WebCredentials) -> None:
     assert creds.tokens() == []
     assert creds.verify_token("x") is None
     assert not creds.totp_enabled()
-    assert not creds.verify_totp("081804", T)
+    assert creds.verify_totp("081804", T) is None

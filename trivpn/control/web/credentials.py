@@ -153,15 +153,21 @@ class WebCredentials:
         self._remove(self._totp)
         return True
 
-    def verify_totp(self, code: str, now: float) -> bool:
-        """RFC 6238: 30 s steps, the step before and after accepted for clock drift."""
+    def verify_totp(self, code: str, now: float) -> int | None:
+        """The 30 s step (RFC 6238) that ``code`` is the code of, or None; the step before and
+        after now's are accepted for clock drift. The caller refuses a step used before."""
         secret = self._totp_secret()
         if secret is None or not (code.isascii() and code.isdigit()):
-            return False
+            return None
+        totp = pyotp.TOTP(secret)
         try:
-            return pyotp.TOTP(secret).verify(code, for_time=int(now), valid_window=1)
+            now_step = totp.timecode(int(now))
+            for step in (now_step - 1, now_step, now_step + 1):
+                if hmac.compare_digest(code.encode(), totp.generate_otp(step).encode()):
+                    return step
         except (ValueError, TypeError) as e:  # a damaged file: not base32
             raise CredentialsError(f"{self._totp}: not a TOTP secret") from e
+        return None
 
     # --- API tokens -------------------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+// The peers table: fetched every 3 s and redrawn in place (no reload); filtered by name and
+// sorted by name or activity in the browser.
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.querySelector("main");
+  const table = document.getElementById("peers-table");
+  const tbody = table.querySelector("tbody");
+  const filter = document.getElementById("filter");
+  const sort = document.getElementById("sort");
+  const count = document.getElementById("peer-count");
+  const updated = document.getElementById("updated");
+  const empty = document.getElementById("no-peers");
+  let peers = [];
+
+  // the sort and filter survive a reload of the page, through its address
+  const params = new URLSearchParams(window.location.search);
+  if (params.get("sort") === "activity") sort.value = "activity";
+  filter.value = params.get("filter") || "";
+
+  function remember() {
+    const query = new URLSearchParams();
+    if (filter.value) query.set("filter", filter.value);
+    if (sort.value !== "name") query.set("sort", sort.value);
+    const search = query.toString();
+    window.history.replaceState(null, "", search ? "?" + search : window.location.pathname);
+  }
+
+  function activity(row) {
+    return (row.rx_rate_bps || 0) + (row.tx_rate_bps || 0);
+  }
+
+  function byActivity(a, b) {
+    return (
+      activity(b) - activity(a) ||
+      Number(b.online) - Number(a.online) ||
+      (b.latest_handshake || 0) - (a.latest_handshake || 0) ||
+      a.name.localeCompare(b.name)
+    );
+  }
+
+  function cell(field, content) {
+    const td = document.createElement("td");
+    td.dataset.field = field;
+    td.append(content);
+    return td;
+  }
+
+  function rowOf(peer) {
+    const tr = document.createElement("tr");
+    tr.dataset.name = peer.name;
+    const on = trivpn.online(peer);
+    const dot = document.createElement("span");
+    dot.className = on ? "dot online" : "dot";
+    dot.title = on ? "online" : "offline";
+    const label = document.createElement("span");
+    label.className = "sr-only";
+    label.textContent = on ? "online" : "offline";
+    const onlineCell = cell("online", dot);
+    onlineCell.append(label);
+    onlineCell.dataset.online = String(on);
+    const link = document.createElement("a");
+    link.href = trivpn.peerPath(peer.name);
+    link.textContent = peer.name;
+    const state = document.createElement("span");
+    state.className = "state " + peer.state;
+    state.textContent = trivpn.stateLabel(peer.state);
+    const stateCell = cell("state", state);
+    stateCell.dataset.state = peer.state;
+    tr.append(
+      onlineCell,
+      cell("name", link),
+      stateCell,
+      cell("latest_handshake", trivpn.ago(peer.latest_handshake)),
+      cell("rate_down", trivpn.rate(peer.tx_rate_bps)),
+      cell("rate_up", trivpn.rate(peer.rx_rate_bps)),
+      cell("usage", trivpn.usageCell(peer)),
+      cell("expires", trivpn.expiry(peer.expires)),
+      cell("addresses", peer.addresses.join(", ")),
+    );
+    return tr;
+  }
+
+  function render() {
+    const needle = filter.value.trim().toLowerCase();
+    const shown = peers.filter((p) => p.name.toLowerCase().includes(needle));
+    shown.sort(sort.value === "activity" ? byActivity : (a, b) => a.name.localeCompare(b.name));
+    tbody.replaceChildren(...shown.map(rowOf));
+    const online = peers.filter(trivpn.online).length;
+    count.textContent = `${peers.length} · ${online} online`;
+    empty.hidden = peers.length > 0;
+  }
+
+  async function refresh() {
+    try {
+      const answer = await trivpn.api("GET", "/peers");
+      peers = answer.peers;
+      trivpn.clearErrors(page);
+      updated.textContent = "updated " + new Date().toLocaleTimeString();
+      render();
+    } catch (error) {
+      trivpn.showError(page, error);
+    }
+  }
+
+  filter.addEventListener("input", () => {
+    remember();
+    render();
+  });
+  sort.addEventListener("change", () => {
+    remember();
+    render();
+  });
+  trivpn.every(3, refresh);
+});
