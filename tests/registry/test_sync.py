@@ -252,6 +252,32 @@ async def test_a_committed_change_is_applied_within_a_second(
     assert front.on_peer_change is None
 
 
+async def test_a_poke_applies_a_commit_at_once_not_at_the_next_poll(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    registry = FakeRegistry(rpeer("alice", KEY_A, "10.8.0.2"))
+    front = make_front()
+    sync = make_sync(front, registry)
+    sync.poll_interval = 60.0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        await trio.sleep(1.0)
+        registry.commit(add=rpeer("bob", KEY_B, "10.8.0.3"))
+        await trio.sleep(1.0)
+        assert KEY_B not in front.device.peers  # unpoked: not before the next poll
+        poked = trio.current_time()
+        sync.poke()
+        while KEY_B not in front.device.peers:
+            await trio.sleep(0.001)
+        assert trio.current_time() - poked < 0.01
+        registry.commit(remove=KEY_B)  # the watcher is back to its interval
+        await trio.sleep(30.0)
+        assert KEY_B in front.device.peers
+        await trio.sleep(31.0)
+        assert KEY_B not in front.device.peers
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_removal_ends_the_peer_and_spares_the_others(
     mock_clock: trio.testing.MockClock,
 ) -> None:

@@ -15,12 +15,11 @@ trivpn.cli.peer_policy; a running server follows a change within a second.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -28,8 +27,8 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from trivpn.cli import configfile, peer_policy, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
-from trivpn.cli.qr import qr_code, terminal_qr
-from trivpn.proto.ip import IPAddress, IPNetwork
+from trivpn.cli.qr import terminal_qr
+from trivpn.proto.peer_fields import FieldError, NewPeerFields, new_peer_fields
 from trivpn.proto.usage import NO_USAGE
 from trivpn.proto.wireguard import curve25519, keys
 
@@ -161,32 +160,16 @@ def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | No
 # --- peer add -------------------------------------------------------------------------------
 
 
-def _parse_addresses(texts: Sequence[str]) -> list[IPAddress]:
-    addresses: list[IPAddress] = []
-    for text in (t.strip() for arg in texts for t in arg.split(",")):
-        try:
-            iface = ipaddress.ip_interface(text)
-        except ValueError:
-            raise CliError(
-                f"--address: {text!r} — expected an IP address, e.g. 10.8.0.5", 2
-            ) from None
-        if iface.network.num_addresses != 1 and "/" in text:
-            raise CliError(f"--address: {text!r} — expected one host address (/32 or /128)", 2)
-        addresses.append(iface.ip)
-    return addresses
-
-
-def _parse_routes(texts: Sequence[str]) -> list[IPNetwork]:
-    routes: list[IPNetwork] = []
-    for text in (t.strip() for arg in texts for t in arg.split(",")):
-        try:
-            routes.append(ipaddress.ip_network(text))
-        except ValueError:
-            raise CliError(
-                f"--route: {text!r} — expected a network with its prefix, e.g. 192.168.50.0/24",
-                2,
-            ) from None
-    return routes
+def _new_peer_fields(args: argparse.Namespace) -> NewPeerFields:
+    """Name, addresses, routes and policy of `peer add`, checked before anything is opened."""
+    texts = {"name": args.name, **peer_policy.limit_texts(args)}
+    for field, given in (("address", args.address), ("route", args.route)):
+        if given:
+            texts[field] = ",".join(given)
+    try:
+        return new_peer_fields(texts, peer_policy.utcnow(), enabled=not args.disabled)
+    except FieldError as e:
+        raise peer_policy.field_error(e) from None
 
 
 def _server_public_key(cfg: Config) -> bytes:
@@ -227,28 +210,20 @@ def _new_private_file(path: Path) -> Iterator[IO[bytes]]:
 
 
 def cmd_peer_add(args: argparse.Namespace) -> int:
-    from trivpn.config import PEER_NAME, PEER_NAME_ALLOWED
-    from trivpn.registry import clientconf, store
+    from trivpn.registry import peer_add
 
     cfg = configfile.load(args.config)
-    wg = cfg.wireguard
-    if wg.public_endpoint is None:
-        raise CliError(
-            "wireguard.public_endpoint: (not set) — required by `peer add`: the host:port "
-            "clients dial, e.g. vpn.example.com:51820",
-            EXIT_CONFIG,
-        )
-    if not PEER_NAME.fullmatch(args.name):
-        raise CliError(f"name: {args.name!r} — {PEER_NAME_ALLOWED}", 2)
-    addresses = _parse_addresses(args.address)
-    routes = _parse_routes(args.route)
-    policy = peer_policy.new_policy(args)
+    try:
+        peer_add.public_endpoint(cfg, "`peer add`")
+    except peer_add.NoPublicEndpoint as e:
+        raise CliError(str(e), EXIT_CONFIG) from e
+    fields = _new_peer_fields(args)
     output = Path(args.output) if args.output else None
     as_png = output is not None and output.suffix.lower() == ".png"
-    client_private: bytes | None
+    client_keys: tuple[bytes | None, bytes]
     if args.public_key is not None:
         try:
-            client_public = keys.parse_key(args.public_key)
+            client_keys = (None, keys.parse_key(args.public_key))
         except ValueError as e:
             raise CliError(f"--public-key: {e}", 2) from e
         if args.qr or as_png:
@@ -257,42 +232,33 @@ def cmd_peer_add(args: argparse.Namespace) -> int:
                 "without --qr or a .png, the printed config says where to add it",
                 2,
             )
-        client_private = None
     else:
-        client_private = keys.generate_private_key(os.urandom)
-        client_public = curve25519.public_key(client_private)
-    if not wg.enabled:
+        client_keys = peer_add.new_key_pair()
+    if not cfg.wireguard.enabled:
         print(
             "trivpn: note: wireguard.enabled is false; the peer can connect once it is on",
             file=sys.stderr,
         )
     server_public = _server_public_key(cfg)
-    plan = store.AddressPlan.from_config(cfg, server_public)
-    psk = os.urandom(curve25519.KEY_LEN)  # as `wg genpsk`
 
     with _maybe_file(output) as out, _open_registry(cfg, create=True) as reg:
         assert reg is not None
-        peer = reg.add(
-            args.name, client_public, psk, plan, addresses=addresses, routes=routes, policy=policy
+        added = peer_add.add_peer(
+            reg,
+            cfg,
+            server_public,
+            fields.name,
+            client_keys=client_keys,
+            addresses=fields.addresses,
+            routes=fields.routes,
+            policy=fields.policy,
         )
-        text = clientconf.render(
-            clientconf.ClientConfig(
-                private_key=client_private,
-                public_key=client_public,
-                addresses=peer.addresses,
-                dns=wg.client_dns,
-                server_public_key=server_public,
-                preshared_key=psk,
-                endpoint=wg.public_endpoint,
-                allowed_ips=wg.client_allowed_ips,
-            ),
-            name=peer.name,
-        )
-        _emit(text, out, as_png=as_png, qr=args.qr)
+        _emit(added.config, out, as_png=as_png, qr=args.qr)
+    peer = added.peer
     shown = ", ".join(map(str, peer.addresses + peer.routes))
     where = f" in {output}" if output else ""
     print(
-        f"trivpn: added peer {peer.name!r} ({shown}{peer_policy.policy_note(policy)}); "
+        f"trivpn: added peer {peer.name!r} ({shown}{peer_policy.policy_note(fields.policy)}); "
         f"its config{where} "
         "is shown only now: the private key is not stored",
         file=sys.stderr,
@@ -314,6 +280,8 @@ def _emit(text: str, out: IO[bytes] | None, *, as_png: bool, qr: bool) -> None:
         warn_if_world_readable_stdout()
         sys.stdout.write(text)
     elif as_png:
+        from trivpn.registry.clientconf import qr_code
+
         qr_code(text).save(out, kind="png", scale=6, border=4)
     else:
         out.write(text.encode())
@@ -330,34 +298,12 @@ def _emit(text: str, out: IO[bytes] | None, *, as_png: bool, qr: bool) -> None:
 def _rows(cfg: Config) -> list[dict[str, Any]]:
     """Every peer, static (config file) ones first, as plain values (live columns None);
     state and usage as the registry has them."""
+    from trivpn.registry import peer_rows
+
     now = time.time()
     with _open_registry(cfg, create=False) as reg:
         peers, usage = ([], {}) if reg is None else (reg.peers(), reg.usage_records())
-    rows: list[dict[str, Any]] = [
-        {
-            "name": p.name,
-            "source": "config",
-            "addresses": [str(n) for n in p.allowed_ips],
-            "public_key": keys.encode_key(p.public_key),
-            "created": None,
-            **peer_policy.policy_fields(p.policy, usage.get(p.public_key, NO_USAGE), now),
-        }
-        for p in cfg.wireguard.peers
-    ]
-    rows += [
-        {
-            "name": p.name,
-            "source": "registry",
-            "addresses": [str(a) for a in p.addresses] + [str(n) for n in p.routes],
-            "public_key": keys.encode_key(p.public_key),
-            "created": p.created_at.isoformat(),
-            **peer_policy.policy_fields(p.policy, usage.get(p.public_key, NO_USAGE), now),
-        }
-        for p in peers
-    ]
-    for row in rows:
-        row.update(endpoint=None, latest_handshake=None, received=None, sent=None)
-    return rows
+    return peer_rows.peer_rows(cfg.wireguard.peers, peers, usage, now)
 
 
 def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
@@ -367,6 +313,7 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
     A server that is not running leaves them None quietly; any other reason is said on stderr.
     """
     from trivpn.control import status_client
+    from trivpn.registry.peer_rows import merge_live
 
     try:
         document = status_client.query_status(status_client.socket_path(cfg.interface.name))
@@ -378,15 +325,9 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
     wireguard = document.get("wireguard") or {}
     live = {peer["public_key"]: peer for peer in wireguard.get("peers", [])}
     for row in rows:
-        peer = live.get(row["public_key"])
-        if peer is not None:
-            row.update(
-                endpoint=peer["endpoint"],
-                latest_handshake=peer["latest_handshake"],
-                received=peer["rx_bytes"],
-                sent=peer["tx_bytes"],
-                **peer_policy.live_fields(peer),
-            )
+        entry = live.get(row["public_key"])
+        if entry is not None:
+            merge_live(row, entry)
 
 
 _COLUMNS: Final = (
@@ -505,6 +446,8 @@ def cmd_peer_remove(args: argparse.Namespace) -> int:
 
 def cmd_peer_set(args: argparse.Namespace) -> int:
     """`peer set`, `peer enable`, `peer disable`: one registry transaction each."""
+    from trivpn.registry.peer_rows import state_of
+
     changes = peer_policy.set_changes(args)
     cfg = configfile.load(args.config)
     _refuse_static(
@@ -516,8 +459,8 @@ def cmd_peer_set(args: argparse.Namespace) -> int:
         old, new = reg.update_policy(args.name, lambda p: peer_policy.changed(p, changes))
         record = reg.usage_records([new.public_key]).get(new.public_key, NO_USAGE)
     now = time.time()
-    before = peer_policy.state_of(old.policy, record, now)
-    after = peer_policy.state_of(new.policy, record, now)
+    before = state_of(old.policy, record, now)
+    after = state_of(new.policy, record, now)
     said = [] if before == after else [f"{before} -> {after}"]
     said += peer_policy.change_note(old.policy, new.policy)
     print(
@@ -529,6 +472,8 @@ def cmd_peer_set(args: argparse.Namespace) -> int:
 
 def cmd_peer_reset_usage(args: argparse.Namespace) -> int:
     """Zero a peer's usage periods; a static peer's usage is kept by its public key."""
+    from trivpn.registry.peer_rows import state_of
+
     cfg = configfile.load(args.config)
     static = next((p for p in cfg.wireguard.peers if p.name == args.name), None)
     with _open_registry(cfg, create=static is not None) as reg:
@@ -541,7 +486,7 @@ def cmd_peer_reset_usage(args: argparse.Namespace) -> int:
             policy = static.policy
     print(
         f"trivpn: peer {args.name!r}: usage reset; the lifetime counters stay "
-        f"({peer_policy.state_of(policy, NO_USAGE, time.time())})",
+        f"({state_of(policy, NO_USAGE, time.time())})",
         file=sys.stderr,
     )
     return 0

@@ -1,11 +1,11 @@
 """The policy side of `trivpn peer`: the options that set a peer's limits (``--expires``,
 ``--quota``, ``--rate``, ``--rate-down``, ``--rate-up``), what `peer add` and `peer set` say
-of them, and the policy and usage fields of `peer list` and `peer show` rows.
+of them, and the cells of `peer list` and `peer show` that show a row's policy and usage.
 
 Options are parsed when the command runs, not by argparse, so that a bad value is one line
-naming the option, the value and what is allowed (exit 2), before anything is opened. A row's
-state counts the peer's usage of its quota's current period (trivpn.proto.usage); the
-running server's status document, when it answers, has the live values.
+naming the option, the value and what is allowed (exit 2), before anything is opened; the
+rules are trivpn.proto.peer_fields, which the web API follows too. The rows themselves:
+trivpn.registry.peer_rows.
 """
 
 from __future__ import annotations
@@ -14,27 +14,13 @@ import argparse
 import dataclasses
 import datetime
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final
 
 from trivpn.cli import status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
-from trivpn.proto.policy import (
-    PeerState,
-    Policy,
-    PolicyError,
-    format_expires,
-    format_rate,
-    format_size,
-    parse_expires,
-    parse_quota,
-    parse_rate,
-    policy_json,
-    state,
-)
-from trivpn.proto.usage import UsageRecord, counted_bytes, usage_json
-
-T = TypeVar("T")
+from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, policy_changes
+from trivpn.proto.policy import Policy, format_expires, format_rate, format_size
 
 EXPIRES_HELP: Final = (
     "when the peer is blocked: 2027-01-31 (the end of that day, UTC), "
@@ -42,19 +28,6 @@ EXPIRES_HELP: Final = (
 )
 # what `peer set` can change besides enabled
 _LIMIT_OPTIONS: Final = ("--expires", "--quota", "--rate", "--rate-down", "--rate-up")
-# the policy and usage fields of a row, as policy_json and usage_json name them
-ROW_FIELDS: Final = (
-    "state",
-    "enabled",
-    "expires",
-    "quota_bytes",
-    "quota_period",
-    "usage_bytes",
-    "lifetime_rx_bytes",
-    "lifetime_tx_bytes",
-    "rate_down_bps",
-    "rate_up_bps",
-)
 
 
 def add_limit_options(parser: argparse.ArgumentParser, *, clearing: str = "") -> None:
@@ -73,49 +46,29 @@ def add_limit_options(parser: argparse.ArgumentParser, *, clearing: str = "") ->
     parser.add_argument("--rate-up", metavar="R", help="from the peer; wins over --rate")
 
 
-def _parsed(option: str, parse: Callable[[str], T], text: str) -> T:
-    try:
-        return parse(text)
-    except PolicyError as e:
-        raise CliError(f"{option}: {e}", EXIT_CONFIG) from None
+def field_error(e: FieldError) -> CliError:
+    """A field's error as the CLI says it: the field as its option (``--rate-down``)."""
+    option = e.field if e.field == "name" else "--" + e.field.replace("_", "-")
+    return CliError(f"{option}: {e.message}", EXIT_CONFIG)
 
 
-def _utcnow() -> datetime.datetime:
+def limit_texts(args: argparse.Namespace) -> dict[str, str | None]:
+    """The limit options given, by field name (trivpn.proto.peer_fields.LIMIT_FIELDS)."""
+    given = {field: getattr(args, field) for field in LIMIT_FIELDS}
+    return {field: text for field, text in given.items() if text is not None}
+
+
+def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
 def limit_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The Policy fields these options set (a specific rate over --rate): parsed before
     anything is opened, so a bad value changes nothing."""
-    changes: dict[str, Any] = {}
-    if args.expires is not None:
-        changes["expires"] = _parsed(
-            "--expires", lambda t: parse_expires(t, _utcnow()), args.expires
-        )
-    if args.quota is not None:
-        changes["quota"] = _parsed("--quota", parse_quota, args.quota)
-    for field, option, text in (
-        ("rate_down", "--rate-down", args.rate_down),
-        ("rate_up", "--rate-up", args.rate_up),
-    ):
-        if text is not None:
-            changes[field] = _parsed(option, parse_rate, text)
-        elif args.rate is not None:
-            changes[field] = _parsed("--rate", parse_rate, args.rate)
-    return changes
-
-
-def new_policy(args: argparse.Namespace) -> Policy:
-    """A new peer's policy from `peer add`'s options; an expiry must lie ahead."""
-    changes = limit_changes(args)
-    expires = changes.get("expires")
-    if expires is not None and expires <= _utcnow():
-        raise CliError(
-            f"--expires: {args.expires!r} — {format_expires(expires)} is in the past; "
-            "expected a moment after now",
-            EXIT_CONFIG,
-        )
-    return Policy(enabled=not args.disabled, **changes)
+    try:
+        return policy_changes(limit_texts(args), utcnow())
+    except FieldError as e:
+        raise field_error(e) from None
 
 
 def set_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,24 +108,6 @@ def change_note(old: Policy, new: Policy) -> list[str]:
     """The settings `peer set` changed, as said on stderr."""
     before = _settings(old)
     return [said for key, said in _settings(new).items() if said != before[key]]
-
-
-def state_of(policy: Policy, record: UsageRecord, wallclock: float) -> PeerState:
-    """The state a stored policy and usage make at ``wallclock``."""
-    return state(policy, wallclock, counted_bytes(record, policy, wallclock))
-
-
-def policy_fields(policy: Policy, record: UsageRecord, wallclock: float) -> dict[str, Any]:
-    """A row's ROW_FIELDS as the registry and the config file make them at ``wallclock``."""
-    return {
-        **policy_json(state_of(policy, record, wallclock), policy),
-        **usage_json(record, policy, wallclock),
-    }
-
-
-def live_fields(peer: Mapping[str, Any]) -> dict[str, Any]:
-    """The ROW_FIELDS a status document's peer has (a server of before this step has some)."""
-    return {key: peer[key] for key in ROW_FIELDS if key in peer}
 
 
 def _spaced(size: str) -> str:

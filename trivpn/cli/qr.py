@@ -1,25 +1,16 @@
-"""QR codes of text the CLI prints: a client config (`peer add --qr`), a TOTP secret's URI
-(`web totp enable`)."""
+"""QR codes of text the CLI prints on a terminal: a client config (`peer add --qr`), a TOTP
+secret's URI (`web totp enable`). The code itself: trivpn.registry.clientconf.qr_code."""
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import segno
-
-
-def qr_code(text: str) -> segno.QRCode:
-    import segno  # here: the commands that print no QR code must not load it
-
-    # a full QR code, never a Micro QR, which the WireGuard apps' scanners do not read
-    return segno.make_qr(text, error="l")
 
 
 def terminal_qr(text: str, *, colored: bool) -> str:
     """Half-block characters, two modules a line; the blocks are the light modules, so on a
     terminal the code is drawn white on black whatever the terminal's own colours."""
+    from trivpn.registry.clientconf import qr_code  # the registry: not for `trivpn genkey`
+
     terminal = io.StringIO()
     qr_code(text).terminal(out=terminal, compact=True)
     if not colored:

@@ -20,7 +20,7 @@ system (the WireGuard private key) are read by a loader from `files` in ``loader
 before cattrs runs.
 """
 
-from trivpn.config.checks import PEER_NAME, PEER_NAME_ALLOWED, find_duplicates, find_overlaps
+from trivpn.config.checks import find_duplicates, find_overlaps
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
 from trivpn.config.files import Loaded, write_private_file
 from trivpn.config.loader import default_config, load_config, parse_config
@@ -45,6 +45,7 @@ from trivpn.config.values import (
     by_version,
 )
 from trivpn.config.wireguard import DEFAULT_PRIVATE_KEY_FILE, WireGuardConfig, WireGuardPeerConfig
+from trivpn.proto.peer_fields import PEER_NAME, PEER_NAME_ALLOWED
 
 __all__ = [
     "DEFAULT_PRIVATE_KEY_FILE",

@@ -3,12 +3,12 @@ raises InvalidValue), and the overlap rules for address ranges."""
 
 import ipaddress
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from trivpn.config.errors import InvalidValue, Problems
 from trivpn.config.values import Endpoint, IPAddress, IPInterface, IPNetwork
+from trivpn.proto.peer_fields import PEER_NAME, PEER_NAME_ALLOWED
 
 _IFNAMSIZ: Final = 16  # Linux interface names: 15 bytes plus the terminating NUL
 
@@ -65,9 +65,8 @@ def check_search_domain(domain: str) -> None:
         raise InvalidValue(domain, "expected an ASCII domain name without spaces or commas, or ''")
 
 
-# Peer names, in the TOML file and in the peer registry alike.
-PEER_NAME: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-PEER_NAME_ALLOWED: Final = "expected 1 to 64 characters from A-Z a-z 0-9 _ . @ -"
+# Peer names, in the TOML file and in the peer registry alike (and the CLI and web API:
+# trivpn.proto.peer_fields owns the rule).
 
 
 def check_peer_name(name: str) -> None:

@@ -7,13 +7,16 @@ The text holds the client's private key: whoever renders it decides where it may
 from __future__ import annotations
 
 import ipaddress
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from trivpn.config import PublicEndpoint
 from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.wireguard import keys
+
+if TYPE_CHECKING:
+    import segno
 
 # NAT mappings on home routers and phone networks commonly expire after 30 s or more of
 # silence; 25 s is what wg-quick's documentation and most generators suggest.
@@ -53,3 +56,11 @@ def render(cfg: ClientConfig, *, name: str) -> str:
     if cfg.persistent_keepalive is not None:
         lines.append(f"PersistentKeepalive = {cfg.persistent_keepalive}")
     return "\n".join(lines) + "\n"
+
+
+def qr_code(text: str) -> segno.QRCode:
+    """A QR code of ``text`` (a config for a phone's WireGuard app to scan; a TOTP URI)."""
+    import segno  # here: what shows no QR code must not load it
+
+    # a full QR code, never a Micro QR, which the WireGuard apps' scanners do not read
+    return segno.make_qr(text, error="l")

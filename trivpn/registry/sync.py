@@ -351,6 +351,7 @@ class PeerSync:
         self._snapshot: Snapshot | None = None
         self._skipped: set[tuple[bytes, str]] = set()  # warned about already
         self._force_read = False
+        self._poked = trio.Event()
         self._reconciles = 0  # reconciles begun: one in slices sees another ran meanwhile
         self._limiter = LogLimiter(log, interval=60.0)  # a broken file: not a line per poll
         self._db: ThreadRunner = run_sync or _SerialThreads()
@@ -379,8 +380,16 @@ class PeerSync:
 
     async def _watch(self) -> None:
         while True:
-            await trio.sleep(self.poll_interval)
+            with trio.move_on_after(self.poll_interval):
+                await self._poked.wait()
+            self._poked = trio.Event()
             await self.poll()
+
+    def poke(self) -> None:
+        """Poll now rather than at the next interval: this process (the web admin) committed
+        a change, and the operator waits to see it applied. A poke during a poll makes one
+        more right after it, which sees the commit."""
+        self._poked.set()
 
     async def poll(self) -> None:
         """Read the registry if it changed and apply the difference; errors are logged."""
