@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support.fake_admin import FakeAdmin, NewPeer
+from support.fake_admin import FakeAdmin
 from support.web_app import Clock, client, fast_hashing, login, make_app, make_credentials
 
-from trivpn.control.web.admin import AdminError
+from trivpn.control.web.admin import AdminError, NewPeer
 from trivpn.registry.clientconf import qr_code
 
 PEER = "alice-laptop"
