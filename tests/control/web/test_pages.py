@@ -95,6 +95,7 @@ async def get_page(http: httpx.AsyncClient, path: str) -> Page:
     answer = await http.get(path)
     assert answer.status_code == 200, (path, answer.status_code)
     assert answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert answer.headers["cache-control"] == "no-store"  # the CSRF token stays out of caches
     return Page(answer.text)
 
 
@@ -202,6 +203,8 @@ async def test_static_files_are_served_with_their_types(app: Starlette) -> None:
             assert answer.headers["x-content-type-options"] == "nosniff"
             assert answer.content == path.read_bytes()
         assert (await http.get("/static/nothing.js")).status_code == 404
+    # the scripts show and hide with the hidden attribute; a button's display must not undo it
+    assert "[hidden] { display: none !important; }" in (web_app.STATIC / "app.css").read_text()
 
 
 async def test_every_script_and_stylesheet_a_page_loads_exists(app: Starlette) -> None:
