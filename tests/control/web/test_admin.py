@@ -25,6 +25,7 @@ from support.fakes import (
 
 from trivpn.config import Config, parse_config
 from trivpn.control.web.admin import Admin, AdminError
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.policy import PeerState
 from trivpn.proto.toyvpn import ToyVpnServer
@@ -86,23 +87,10 @@ class Source:
 
 
 @attrs.define
-class FakeSamples:
-    interval: float = 10.0
-    series_of: dict[bytes, list[tuple[float, float, float]]] = attrs.field(factory=dict)
-    rates_of: dict[bytes, tuple[float, float]] = attrs.field(factory=dict)
-
-    def series(self, public_key: bytes) -> list[tuple[float, float, float]]:
-        return self.series_of.get(public_key, [])
-
-    def rates(self, public_key: bytes) -> tuple[float, float] | None:
-        return self.rates_of.get(public_key)
-
-
-@attrs.define
 class Lab:
     admin: Admin
     source: Source
-    samples: FakeSamples
+    samples: TrafficSamples
 
     @property
     def pokes(self) -> int:
@@ -120,7 +108,7 @@ class Lab:
 def make_lab(cfg: Config, *, wireguard: bool = True) -> Lab:
     front = make_front(cfg=cfg.wireguard, private_key=SERVER_PRIVATE, wallclock=virtual_wallclock)
     source = Source(cfg, front if wireguard else None)
-    samples = FakeSamples()
+    samples = TrafficSamples()
     return Lab(Admin(source, samples, clock=virtual_wallclock), source, samples)
 
 
@@ -241,7 +229,8 @@ async def test_add_peer_needs_wireguard_and_a_public_endpoint(tmp_path: Path) ->
 async def test_peers_lists_the_static_peer_first_with_live_fields(lab: Lab) -> None:
     await lab.admin.add_peer({"name": "alice"})
     alice_key = lab.stored()["alice"].public_key
-    lab.samples.rates_of[alice_key] = (8000.0, 16000.0)
+    lab.samples.sample([(alice_key, 0, 0)], 100.0)
+    lab.samples.sample([(alice_key, 10_000, 20_000)], 110.0)  # bytes in 10 s
     rows = await lab.admin.peers()
     assert [(r["name"], r["source"]) for r in rows] == [
         ("office", "config"),
@@ -251,7 +240,7 @@ async def test_peers_lists_the_static_peer_first_with_live_fields(lab: Lab) -> N
     office, alice = rows
     # the front knows both: live transfer counts (0), no handshake yet
     assert (office["received"], office["sent"], office["latest_handshake"]) == (0, 0, None)
-    assert (alice["rx_rate_bps"], alice["tx_rate_bps"]) == (8000.0, 16000.0)
+    assert (alice["rx_rate_bps"], alice["tx_rate_bps"]) == (8000.0, 16000.0)  # bits/s
     assert office["rx_rate_bps"] is None
 
 
@@ -296,16 +285,18 @@ async def test_status_is_the_documents_shell_with_uptime_and_totals(lab: Lab) ->
 
 
 async def test_traffic_gives_the_samples_of_the_peer(lab: Lab) -> None:
-    lab.samples.series_of[STATIC_KEY] = [(100.0, 1.0, 2.0), (110.0, 3.0, 4.0)]
+    await lab.admin.add_peer({"name": "alice"})
+    for wallclock, rx, tx in ((100.0, 0, 0), (110.0, 10, 20), (120.0, 40, 60)):
+        lab.samples.sample([(STATIC_KEY, rx, tx)], wallclock)
     assert await lab.admin.traffic("office") == {
         "interval": 10.0,
         "samples": [
-            {"time": 100.0, "rx_bps": 1.0, "tx_bps": 2.0},
-            {"time": 110.0, "rx_bps": 3.0, "tx_bps": 4.0},
+            {"time": 110.0, "rx_bps": 8.0, "tx_bps": 16.0},
+            {"time": 120.0, "rx_bps": 24.0, "tx_bps": 32.0},
         ],
     }
-    await lab.admin.add_peer({"name": "alice"})
-    assert (await lab.admin.traffic("alice"))["samples"] == []
+    idle = (await lab.admin.traffic("alice"))["samples"]
+    assert [(s["rx_bps"], s["tx_bps"]) for s in idle] == [(0.0, 0.0), (0.0, 0.0)]
     await refused(lab.admin.traffic("nobody"), 404)
 
 

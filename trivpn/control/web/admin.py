@@ -25,6 +25,7 @@ import trio
 
 from trivpn.config import Config, WireGuardPeerConfig
 from trivpn.control.status_socket import document_shell, in_slices, peer_entry
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, new_peer_fields, policy_changes
 from trivpn.proto.toyvpn import ToyVpnServer
@@ -76,15 +77,6 @@ class AdminSource(Protocol):
     def started(self) -> float: ...  # wall clock at start
 
 
-class TrafficReader(Protocol):
-    """What Admin reads of trivpn.control.web.traffic.TrafficSamples."""
-
-    @property
-    def interval(self) -> float: ...
-    def series(self, public_key: bytes) -> list[tuple[float, float, float]]: ...
-    def rates(self, public_key: bytes) -> tuple[float, float] | None: ...
-
-
 def _registry_error(e: store.RegistryError) -> AdminError:
     if isinstance(e, store.PeerNotFound):
         return AdminError(404, str(e))
@@ -117,7 +109,7 @@ class Admin:
     def __init__(
         self,
         source: AdminSource,
-        samples: TrafficReader,
+        samples: TrafficSamples,
         *,
         clock: Callable[[], float] = time.time,  # the wall clock (the server's own, in tests)
     ) -> None:
