@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from support.fakes import (
     virtual_wallclock,
 )
 
+from trivpn.cli.main import main
 from trivpn.config import Config, parse_config
 from trivpn.control.web.admin import Admin, AdminError
 from trivpn.control.web.traffic import TrafficSamples
@@ -45,9 +48,12 @@ GIB = 1 << 30
 
 
 def config(tmp_path: Path, *, subnet: str = "10.8.0.1/24", endpoint: bool = True) -> Config:
+    return parse_config(config_text(tmp_path, subnet=subnet, endpoint=endpoint))
+
+
+def config_text(tmp_path: Path, *, subnet: str = "10.8.0.1/24", endpoint: bool = True) -> str:
     public_endpoint = 'public_endpoint = "vpn.example.com:51820"\n' if endpoint else ""
-    return parse_config(
-        f"""
+    return f"""
 [interface]
 name = "tvtest0"
 address = ["{subnet}"]
@@ -64,7 +70,6 @@ name = "office"
 public_key = "{keys.encode_key(STATIC_KEY)}"
 allowed_ips = ["10.8.0.200/32"]
 """
-    )
 
 
 class FakePeerSync:
@@ -194,6 +199,25 @@ async def test_add_peer_refuses_a_bad_field_and_changes_nothing(
     error = await refused(lab.admin.add_peer(body), 400, field)
     assert str(error).startswith(f"{field}: ")
     assert lab.stored() == before and lab.pokes == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "field", "text"),
+    [
+        ("--rate-down", "rate_down", "fast"),
+        ("--quota", "quota", "5GiB"),
+        ("--expires", "expires", "x"),
+    ],
+)
+async def test_a_bad_field_is_said_as_the_cli_says_it(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, field: str, text: str
+) -> None:
+    conf = tmp_path / "trivpn.toml"
+    conf.write_text(config_text(tmp_path))
+    assert main(["peer", "add", "alice", option, text, "-c", str(conf)]) == 2
+    said = capsys.readouterr().err.strip()
+    error = await refused(lab.admin.add_peer({"name": "alice", field: text}), 400, field)
+    assert said == f"{option}: {str(error).removeprefix(field + ': ')}"
 
 
 async def test_add_peer_refuses_a_name_in_use(lab: Lab) -> None:
@@ -373,3 +397,34 @@ async def test_reset_usage_zeroes_the_period_for_registry_and_static_peers(lab: 
     assert (office["usage_bytes"], office["lifetime_rx_bytes"]) == (0, 5)
     assert lab.pokes == 3
     await refused(lab.admin.reset_usage("nobody"), 404)
+
+
+async def test_status_counts_toyvpn_sessions_without_listing_them(lab: Lab) -> None:
+    pool = types.SimpleNamespace(size=253, in_use=2)
+    lab.source.toyvpn = types.SimpleNamespace(  # type: ignore[assignment]
+        sessions={1: object(), 2: object()}, pool=pool, counters={}
+    )
+    toyvpn = (await lab.admin.status())["toyvpn"]
+    assert toyvpn["session_count"] == 2 and "sessions" not in toyvpn
+    assert toyvpn["pool"] == {"network": str(lab.source.cfg.toyvpn.pool), "size": 253, "in_use": 2}
+
+
+async def test_the_registry_is_never_opened_on_the_trio_thread(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_in: list[threading.Thread] = []
+    real_open = Registry.open
+
+    def spy(path: Path, **options: Any) -> Registry:
+        opened_in.append(threading.current_thread())
+        return real_open(path, **options)
+
+    monkeypatch.setattr(Registry, "open", spy)
+    await lab.admin.add_peer({"name": "alice"})
+    await lab.admin.peers()
+    await lab.admin.peer("alice")
+    await lab.admin.update_peer("alice", {"rate": "1Mbit"})
+    await lab.admin.reset_usage("alice")
+    await lab.admin.remove_peer("alice")
+    assert len(opened_in) >= 6
+    assert threading.main_thread() not in opened_in
