@@ -93,8 +93,7 @@ def test_status_and_metrics_of_a_running_server(
     )
     proc = server.start()
     assert f"metrics: serving http://{METRICS}/metrics" in proc.log()
-    # no web admin server yet: said at start-up, so that nobody waits for a page
-    assert "web: [web] listen = 127.0.0.1:51821 is set, but this version" in proc.log()
+    assert "web: serving http://127.0.0.1:51821/" in proc.log()
     toy_tun = wglab.unique_ifname("toy")
     client = netlab.Trivpn(
         toy_ns,

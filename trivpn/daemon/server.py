@@ -4,7 +4,8 @@ Tasks: the signal watcher; the nftables manager (table + forwarding sysctls, rem
 way out); the data plane (trivpn/dataplane/: the TUN reader, which dispatches by destination
 through the router; one receiver per UDP listener; per-session timer tasks for ToyVPN, one
 timer task for all WireGuard peers); the status, UAPI and metrics sockets, each supervised
-(trivpn/control/supervise.py): their failure is logged and they restart, the tunnel runs on.
+(trivpn/control/supervise.py): their failure is logged and they restart, the tunnel runs on;
+so is the web admin ([web] listen), with the traffic samples behind its charts.
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ import gc
 import logging
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
-from trivpn.config import Config, Endpoint
+from trivpn.config import Config, Endpoint, WebConfig
 from trivpn.control import metrics, status_socket
 from trivpn.control.supervise import supervise
 from trivpn.control.uapi_server import serve_uapi
+from trivpn.control.web.admin import Admin
+from trivpn.control.web.app import create_app
+from trivpn.control.web.credentials import WebCredentials
+from trivpn.control.web.serve import plain_http_warning, serve_web
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
@@ -92,6 +99,7 @@ class Server:
         self.wireguard: WireGuardFront | None = None
         self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
         self.usage: UsageKeeper[PendingUsage] | None = None  # usage kept in the registry
+        self.started = time.time()  # wall clock at start (the web admin's uptime)
         # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
         # WireGuard one to a new OS socket inside the same object, so the count carries on.
         self._sockets: list[udp.DatagramSocket] = []
@@ -157,13 +165,8 @@ class Server:
                     self._start_status(data_plane, tun.name)
                     if cfg.metrics.listen is not None:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
-                    if cfg.web.listen is not None:  # said, so that nobody waits for a page
-                        log.warning(
-                            "web: [web] listen = %s is set, but this version of trivpn has no "
-                            "web admin server yet (only its credentials: `trivpn web`); "
-                            "nothing listens there",
-                            cfg.web.listen,
-                        )
+                    if cfg.web.listen is not None:
+                        await data_plane.start(self._serve_web, cfg.web)
                     # what start-up built (thousands of peers, say) lives as long as the
                     # server: a full collection (tens of ms held) need not walk it again
                     gc.freeze()
@@ -182,6 +185,22 @@ class Server:
     ) -> None:
         serve = functools.partial(metrics.serve_status_metrics, self, ifname, listen)
         await supervise("metrics", serve, task_status=task_status)
+
+    async def _serve_web(self, web: WebConfig, *, task_status: trio.TaskStatus[Any]) -> None:
+        """The web admin, supervised, and the traffic samples of its charts. The app (and
+        its sessions) outlives a restart of the serving."""
+        warning = plain_http_warning(web)
+        if warning:
+            log.warning("%s", warning)
+        samples = TrafficSamples()
+        app = create_app(
+            Admin(self, samples),
+            WebCredentials(self.cfg.state.dir),
+            secure_cookies=web.tls_cert is not None,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(samples.run, lambda: self.wireguard)
+            await supervise("web", functools.partial(serve_web, app, web), task_status=task_status)
 
     async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
         async for signum in signals:

@@ -194,7 +194,10 @@ async def test_run_reads_thousands_of_peers_in_slices(
         )
         await trio.sleep(5)
         assert len(seen) == len(peers)
-        assert len(set(seen)) >= 4  # the other task ran between the slices
+        # the other task ran between the slices: once a checkpoint, before or after the walk
+        # goes on (trio picks the order), so at least once per checkpoint but the last one
+        assert seen[-1] - seen[0] >= 2
+        assert seen == sorted(seen)
         assert seen[SLICE - 1] == seen[0]  # but not within one
         assert len(samples._tracks) == len(peers)
         for peer in peers:
