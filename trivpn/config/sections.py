@@ -2,8 +2,8 @@
 its section check. [wireguard] has a module of its own; `root` holds them all."""
 
 import ipaddress
-import pathlib
 import os
+import pathlib
 import re
 from typing import Final
 

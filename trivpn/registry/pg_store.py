@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, LiteralString, TypeVar
 
@@ -56,6 +56,7 @@ from trivpn.registry.store import (
     check_new_peer,
     choose_addresses,
     new_peer,
+    now_utc,
     policy_of,
     refuse_duplicate,
     refuse_taken,
@@ -247,12 +248,15 @@ class PgRegistry:
         def add() -> RegistryPeer:
             self._refuse_duplicate(name, public_key)
             self._refuse_taken(LivePeer(public_key, None, (), tuple(routes)))
+            created = now_utc()
+            peer_id = self._insert_peer(name, public_key, preshared_key, created)
             rows = self._db.execute("SELECT host(address) FROM addresses").fetchall()
             taken = {ipaddress.ip_address(address) for (address,) in rows}
-            chosen = choose_addresses(plan, addresses, taken)
-            peer = new_peer(name, public_key, preshared_key, chosen, routes, policy)
-            peer_id = self._insert_peer(name, public_key, preshared_key, peer.created_at)
-            self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
+            chosen = choose_addresses(
+                plan, addresses, taken, claim=lambda address: self._claim(peer_id, address)
+            )
+            peer = new_peer(name, public_key, preshared_key, chosen, routes, policy, created)
+            self._store_live(peer_id, LivePeer(public_key, None, (), peer.routes))
             self._store_policy(peer_id, policy)
             self._bump_generation()
             return peer
@@ -388,8 +392,7 @@ class PgRegistry:
         def add() -> int:
             self._refuse_duplicate(name, peer.public_key)
             self._refuse_taken(peer)
-            created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-            peer_id = self._insert_peer(name, peer.public_key, peer.preshared_key, created)
+            peer_id = self._insert_peer(name, peer.public_key, peer.preshared_key, now_utc())
             self._store_live(peer_id, peer)
             return self._bump_generation()
 
@@ -434,16 +437,27 @@ class PgRegistry:
 
         return self._write(remove)
 
+    def _claim(self, peer_id: int, address: IPAddress) -> bool:
+        """Give ``address`` to the peer unless another has it. An address that a concurrent
+        transaction has just taken waits for it: taken if it commits, ours if it rolls back."""
+        row = self._db.execute(
+            "INSERT INTO addresses (address, peer_id) VALUES (%s, %s) "
+            "ON CONFLICT (address) DO NOTHING RETURNING peer_id",
+            (str(address), peer_id),
+        ).fetchone()
+        return row is not None
+
     def _store_live(self, peer_id: int, peer: LivePeer) -> None:
         """The addresses, routes, endpoint and keepalive of a peer whose old ones are gone."""
-        with self._db.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO addresses (address, peer_id) VALUES (%s, %s)",
-                [(str(a), peer_id) for a in peer.addresses],
+        # one statement each (few rows): a UNIQUE violation is then a plain error, which
+        # `_write` takes as a lost race
+        for address in peer.addresses:
+            self._db.execute(
+                "INSERT INTO addresses (address, peer_id) VALUES (%s, %s)", (str(address), peer_id)
             )
-            cursor.executemany(
-                "INSERT INTO routes (network, peer_id) VALUES (%s, %s)",
-                [(str(n), peer_id) for n in peer.routes],
+        for network in peer.routes:
+            self._db.execute(
+                "INSERT INTO routes (network, peer_id) VALUES (%s, %s)", (str(network), peer_id)
             )
         self._db.execute(
             "UPDATE peers SET endpoint = %s, persistent_keepalive = %s WHERE id = %s",
@@ -505,6 +519,69 @@ class PgRegistry:
         assert row is not None
         return int(row[0])
 
+    # --- `trivpn registry migrate` -----------------------------------------------------------
+
+    def import_registry(
+        self, peers: Sequence[RegistryPeer], usage: Mapping[bytes, UsageRecord], wallclock: float
+    ) -> None:
+        """Store ``peers`` exactly as they are (addresses, routes, policy, creation time) and
+        the ``usage`` records (updated at ``wallclock``) in one transaction. Raises
+        RegistryNotEmpty, without changing anything, when the database holds a peer or usage
+        already: a migration never merges two registries."""
+
+        def load() -> None:
+            row = self._db.execute(
+                "SELECT (SELECT count(*) FROM peers), (SELECT count(*) FROM usage)"
+            ).fetchone()
+            assert row is not None
+            if row[0] or row[1]:
+                raise RegistryNotEmpty(
+                    f"{self.where} holds {row[0]} peers and {row[1]} usage records already; "
+                    "migrate only into an empty database"
+                )
+            for peer in peers:
+                peer_id = self._insert_peer(
+                    peer.name, peer.public_key, peer.preshared_key, peer.created_at
+                )
+                self._store_live(
+                    peer_id,
+                    LivePeer(
+                        peer.public_key,
+                        None,
+                        peer.addresses,
+                        peer.routes,
+                        peer.endpoint,
+                        peer.persistent_keepalive,
+                    ),
+                )
+                self._store_policy(peer_id, peer.policy)
+            updated = format_expires(datetime.datetime.fromtimestamp(int(wallclock), datetime.UTC))
+            with self._db.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO usage ({USAGE_COLUMNS}, updated_at) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            keys.encode_key(key),
+                            r.lifetime_rx,
+                            r.lifetime_tx,
+                            r.day.start,
+                            r.day.bytes,
+                            r.week.start,
+                            r.week.bytes,
+                            r.month.start,
+                            r.month.bytes,
+                            r.total,
+                            r.resets,
+                            updated,
+                        )
+                        for key, r in usage.items()
+                    ],
+                )
+            self._bump_generation()
+
+        self._write(load)
+
     # --- transactions -------------------------------------------------------------------------
 
     def _write(self, change: Callable[[], T]) -> T:
@@ -563,6 +640,10 @@ class PgRegistry:
             for migrate in MIGRATIONS[version:]:
                 migrate(self._db)
             self._db.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
+
+
+class RegistryNotEmpty(RegistryError):
+    """A migration's target holds a registry already."""
 
 
 class _RaceLost(Exception):

@@ -560,7 +560,7 @@ class Registry:
             allocated = self._allocated_now()
             taken = allocated.taken
             chosen = choose_addresses(plan, addresses, taken, allocated.floors.setdefault(plan, {}))
-            peer = new_peer(name, public_key, preshared_key, chosen, routes, policy)
+            peer = new_peer(name, public_key, preshared_key, chosen, routes, policy, now_utc())
             peer_id = self._insert_peer(name, public_key, preshared_key, peer.created_at)
             self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
             self._store_policy(peer_id, policy)
@@ -867,22 +867,36 @@ class Registry:
 def choose_addresses(
     plan: AddressPlan,
     addresses: Sequence[IPAddress],
-    taken: Container[IPAddress],
+    taken: set[IPAddress],
     floors: dict[IPNetwork, int] | None = None,
+    claim: Callable[[IPAddress], bool] | None = None,
 ) -> tuple[IPAddress, ...]:
     """`addresses`, and for each IP version of the plan's subnets they lack, the next free
-    address of that version (see `AddressPlan.free`), IPv4 first. Raises AddressUnavailable
-    for a given address that is taken, AddressesExhausted."""
+    address of that version (see `AddressPlan.free`), IPv4 first. ``claim``, when given,
+    takes each address in the database and says whether it got it; one it did not get (a
+    concurrent writer's) is added to ``taken``, and the next free one is tried. Raises
+    AddressUnavailable for a given address that is taken, AddressesExhausted."""
     for address in addresses:
-        if address in taken:
+        if address in taken or (claim is not None and not claim(address)):
             raise AddressUnavailable(f"{address} is taken by another peer")
     chosen = list(addresses)
     for version in sorted({s.version for s in plan.subnets} - {a.version for a in chosen}):
-        free = plan.free(version, taken, floors)
-        if free is None:
-            raise AddressesExhausted(f"no free IPv{version} address left in the interface subnets")
+        while True:
+            free = plan.free(version, taken, floors)
+            if free is None:
+                raise AddressesExhausted(
+                    f"no free IPv{version} address left in the interface subnets"
+                )
+            if claim is None or claim(free):
+                break
+            taken.add(free)
         chosen.append(free)
     return tuple(sorted(chosen, key=by_version))
+
+
+def now_utc() -> datetime.datetime:
+    """A peer's creation time: UTC, whole seconds."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def new_peer(
@@ -892,14 +906,15 @@ def new_peer(
     addresses: tuple[IPAddress, ...],
     routes: Sequence[IPNetwork],
     policy: Policy,
+    created: datetime.datetime,
 ) -> RegistryPeer:
-    """The peer `add` registers, created now (UTC, whole seconds)."""
+    """The peer `add` registers."""
     return RegistryPeer(
         name=name,
         public_key=public_key,
         preshared_key=preshared_key,
         addresses=addresses,
-        created_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        created_at=created,
         routes=tuple(sorted(set(routes), key=by_version)),
         policy=policy,
     )

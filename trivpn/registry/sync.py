@@ -31,7 +31,6 @@ import base64
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 import attrs
