@@ -50,7 +50,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         with (
             Registry.open(path, create=False) as source,
-            PgRegistry.open(url, password=cfg.state.database_password) as target,
+            PgRegistry.open(
+                url, password=cfg.state.database_password, node=cfg.state.node
+            ) as target,
         ):
             copied = copy_registry(source, target, time.time())
             where = target.where

@@ -23,7 +23,7 @@ def open_registry(
     if state.database is not None:
         from trivpn.registry.pg_store import PgRegistry  # libpq only when a database is named
 
-        return PgRegistry.open(state.database, password=state.database_password)
+        return PgRegistry.open(state.database, password=state.database_password, node=state.node)
     path = registry_path(state.dir)
     if not create and not path.exists():
         return None

@@ -94,8 +94,9 @@ def describe(conninfo: str) -> str:
 class PgRegistry:
     """One connection to the registry database. Not shared between threads."""
 
-    def __init__(self, db: Connection, where: str) -> None:
-        self._db = db
+    def __init__(self, connect: Callable[[], Connection], where: str) -> None:
+        self._connect = connect
+        self._db = connect()
         self.where = where  # the database, for messages (`describe`)
 
     @classmethod
@@ -104,29 +105,44 @@ class PgRegistry:
         conninfo: str,
         *,
         password: str | None = None,
+        node: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> PgRegistry:
         """Connect, and bring the schema to this trivpn's version (made in an empty
-        database). Raises RegistryError when the database cannot be reached or is from a
-        newer trivpn, RegistryBusy when another writer held a lock past ``timeout``."""
+        database). ``node`` names this gateway in the server's view of its clients
+        (pg_stat_activity). Raises RegistryError when the database cannot be reached or is
+        from a newer trivpn, RegistryBusy when another writer held a lock past ``timeout``."""
         where = describe(conninfo)
         extra: dict[str, Any] = {} if password is None else {"password": password}
-        try:
-            db: Connection = psycopg.connect(
-                conninfo,
-                autocommit=True,  # transactions are explicit: `_transaction`
-                connect_timeout=CONNECT_TIMEOUT,
-                options=f"-c TimeZone=UTC -c lock_timeout={int(timeout * 1000)}",
-                application_name="trivpn",
-                **extra,
-            )
-        except psycopg.Error as e:
-            raise RegistryError(f"{where}: cannot connect: {_first_line(e)}") from None
-        registry = cls(db, where)
+
+        def connect() -> Connection:
+            try:
+                db: Connection = psycopg.connect(
+                    conninfo,
+                    autocommit=True,  # transactions are explicit: `_transaction`
+                    connect_timeout=CONNECT_TIMEOUT,
+                    application_name="trivpn" if node is None else f"trivpn {node}",
+                    **extra,
+                )
+            except psycopg.Error as e:
+                raise RegistryError(f"{where}: cannot connect: {_first_line(e)}") from None
+            try:
+                # set here, not as connection options: the conninfo's own `options` stay
+                db.execute(
+                    "SELECT set_config('TimeZone', 'UTC', false), "
+                    "set_config('lock_timeout', %s, false)",
+                    (f"{int(timeout * 1000)}ms",),
+                )
+            except psycopg.Error as e:
+                db.close()
+                raise RegistryError(f"{where}: {_first_line(e)}") from None
+            return db
+
+        registry = cls(connect, where)
         try:
             registry._migrate()
         except BaseException:
-            db.close()
+            registry.close()
             raise
         return registry
 
@@ -589,7 +605,7 @@ class PgRegistry:
         writer's commit made it break a UNIQUE constraint or deadlock."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                with self._errors(), self._transaction():
+                with self._errors(races=True), self._transaction():
                     return change()
             except _RaceLost as lost:
                 if attempt == WRITE_ATTEMPTS:
@@ -607,12 +623,19 @@ class PgRegistry:
             yield
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """psycopg's exceptions as one-line RegistryErrors (a lost race as _RaceLost)."""
+    def _errors(self, *, races: bool = False) -> Iterator[None]:
+        """psycopg's exceptions as one-line RegistryErrors (with ``races``, a lost race as
+        _RaceLost). A connection that broke (the server restarted, the network dropped) is
+        made again first: the call that saw it break failed, the next one tries anew."""
+        if self._db.broken:
+            self._db.close()
+            self._db = self._connect()
         try:
             yield
         except _RACES as e:
-            raise _RaceLost() from e
+            if races:
+                raise _RaceLost() from e
+            raise RegistryBusy(f"{self.where}: {_first_line(e)}; try again") from e
         except psycopg.errors.LockNotAvailable as e:
             raise RegistryBusy(
                 f"{self.where}: another trivpn holds a lock on the peer registry; try again"

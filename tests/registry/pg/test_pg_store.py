@@ -321,3 +321,29 @@ def test_the_password_reaches_the_server(pg_server: object, pg_url: str) -> None
         with pytest.raises(RegistryError, match="password authentication failed") as raised:
             PgRegistry.open(conninfo, password="wrong-pw")
         assert "wrong-pw" not in str(raised.value)
+
+
+def test_a_broken_connection_fails_one_call_and_the_next_connects_again(
+    pg: PgRegistry, pg_url: str
+) -> None:
+    pg.add("alice", pub(1), None, PLAN)
+    with PgRegistry.open(pg_url) as admin:  # as a database restart would
+        admin._db.execute("SELECT pg_terminate_backend(%s)", (pg._db.info.backend_pid,))
+    with pytest.raises(RegistryError) as raised:
+        pg.peers()
+    assert str(raised.value).startswith(pg.where + ": ")
+    assert "\n" not in str(raised.value)
+    assert [p.name for p in pg.peers()] == ["alice"]
+    assert pg.add("bob", pub(2), None, PLAN).name == "bob"
+
+
+def test_the_session_is_utc_named_by_its_node_and_keeps_the_conninfo_options(
+    pg_url: str,
+) -> None:
+    url = pg_url + "&options=-c%20statement_timeout%3D12345"
+    with PgRegistry.open(url, node="gw1") as r:
+        show = r._db.execute(
+            "SELECT current_setting('TimeZone'), current_setting('application_name'), "
+            "current_setting('statement_timeout'), current_setting('lock_timeout')"
+        ).fetchone()
+    assert show == ("UTC", "trivpn gw1", "12345ms", "10s")
