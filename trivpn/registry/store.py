@@ -10,6 +10,9 @@ killed mid-change leaves its transaction uncommitted, and SQLite rolls it back o
 Only public keys and preshared keys are stored. A client's private key never reaches this
 file: a lost client config cannot be shown again (see the README, "Peers").
 
+The checks of a new peer, the address choice and the usage upsert are module functions that
+the PostgreSQL store (trivpn.registry.pg_store) shares; trivpn.registry.opener picks the store.
+
 For the server: `Registry.snapshot` reads every peer and the change counter in one read
 transaction; `Registry.generation` (one row) or the cheaper `Registry.data_version` (no I/O
 when nothing changed) tell a poller whether a new snapshot is worth reading.
@@ -921,7 +924,7 @@ def new_peer(
 
 
 # (table, value, the asking peer's encoded key) -> the name of another peer holding value
-TakenBy = Callable[[str, "IPAddress | IPNetwork", str], "str | None"]
+TakenBy = Callable[[str, IPAddress | IPNetwork, str], str | None]
 
 
 def refuse_taken(peer: LivePeer, taken_by: TakenBy) -> None:
