@@ -4,9 +4,12 @@ with the public interface of the SQLite one (trivpn.registry.api.RegistryStore).
 The checks, the address choice and the usage upsert are the SQLite store's (trivpn.registry.
 store); what differs is how the database keeps two writers apart. SQLite takes its one write
 lock up front; here writers run at once, in READ COMMITTED transactions, and the UNIQUE
-constraints decide: two `peer add` that picked the same free address cannot both commit it,
-so the loser's transaction is rolled back and its allocation runs again, seeing the winner's
-address (at most ``WRITE_ATTEMPTS`` times). A policy change locks its peer's row
+constraints decide. A `peer add` claims each address it chose with ``INSERT … ON CONFLICT DO
+NOTHING``: one that another writer has taken (committed, or in a transaction that then
+commits; PostgreSQL waits for it) is not inserted, and the add goes on with the next free one.
+Any other UNIQUE violation or a deadlock rolls the whole transaction back and runs it again
+(at most ``WRITE_ATTEMPTS`` times), when its checks see the winner's row: two adds of one
+name end in one peer and one PeerExists. A policy change locks its peer's row
 (``FOR UPDATE``), so two `peer set` changing different settings both count.
 
 ``data_version`` is the change counter (``changes.generation``, bumped by every peer change
@@ -30,7 +33,6 @@ from typing import Any, Final, LiteralString, TypeVar
 import attrs
 import psycopg
 import psycopg.errors
-import psycopg.rows
 from psycopg import sql
 
 from trivpn.config import Endpoint, by_version
@@ -64,7 +66,7 @@ from trivpn.registry.store import (
     usage_record,
 )
 
-WRITE_ATTEMPTS: Final = 8  # a writer that lost a race to a UNIQUE constraint tries again
+WRITE_ATTEMPTS: Final = 8  # a change that lost a race (UNIQUE, deadlock) runs again
 CONNECT_TIMEOUT: Final = 10  # seconds
 
 _ADD_USAGE: Final = add_usage_sql(lambda name: f"%({name})s", "greatest")
@@ -194,7 +196,8 @@ class PgRegistry:
         rows = self._db.execute(
             "SELECT id, name, public_key, preshared_key, created_at, endpoint, "
             "persistent_keepalive, enabled, expires, quota_bytes, quota_period, rate_down, "
-            "rate_up FROM peers p " + where + " ORDER BY name",
+            # byte order, as SQLite sorts: the same list whatever the database's locale
+            "rate_up FROM peers p " + where + ' ORDER BY name COLLATE "C"',
             args,
         ).fetchall()
         addresses: dict[int, list[IPAddress]] = {row[0]: [] for row in rows}

@@ -347,3 +347,11 @@ def test_the_session_is_utc_named_by_its_node_and_keeps_the_conninfo_options(
             "current_setting('statement_timeout'), current_setting('lock_timeout')"
         ).fetchone()
     assert show == ("UTC", "trivpn gw1", "12345ms", "10s")
+
+
+def test_peers_are_listed_in_byte_order_whatever_the_locale(pg: PgRegistry) -> None:
+    # a locale that sorts letters before punctuation and case-blind, as a server's may
+    pg._db.execute('ALTER TABLE peers ALTER COLUMN name TYPE text COLLATE "en-x-icu"')
+    for n, name in enumerate(["bob", "Alice", "alice", "_x", "Zed"]):
+        pg.add(name, pub(n + 1), None, PLAN)
+    assert [p.name for p in pg.peers()] == ["Alice", "Zed", "_x", "alice", "bob"]
