@@ -1,6 +1,6 @@
 """The running server follows the peer registry, and keeps `wg set` changes in it.
 
-Two directions, one SQLite connection (calls serialised, each in a worker thread so that the
+Two directions, one registry connection (calls serialised, each in a worker thread so that the
 data plane never waits on the database):
 
 - registry -> front: every ``POLL_INTERVAL`` the watcher asks `Registry.data_version` (no I/O
@@ -316,7 +316,7 @@ class _Store:
 
 
 class _SerialThreads:
-    """trio.to_thread, one call at a time: the calls share one SQLite connection."""
+    """trio.to_thread, one call at a time: the calls share one registry connection."""
 
     def __init__(self) -> None:
         self._limiter = trio.CapacityLimiter(1)
