@@ -1,8 +1,9 @@
 """Shared test set-up.
 
-Tests marked ``root`` build their own network namespaces. Outside CI they skip when not
-root; in CI (``CI`` set) a missing privilege fails them, and any skip fails the run, because
-a skipped test is not a passing test.
+Tests marked ``root`` build their own network namespaces; tests marked ``postgres`` start a
+PostgreSQL server (tests/support/postgres.py). Outside CI they skip when not root (or without
+the server's binaries); in CI (``CI`` set) a missing privilege fails them, and any skip fails
+the run, because a skipped test is not a passing test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the shared helpers: `from support import netlab`
 
+from support import postgres  # noqa: E402  (after the path above)
+
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -24,6 +27,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if IN_CI:
             pytest.fail("this test needs root and network namespaces; CI must run it")
         pytest.skip("needs root and network namespaces")
+    if item.get_closest_marker("postgres") and not postgres.available():
+        if IN_CI:
+            pytest.fail(f"this test needs PostgreSQL ({postgres.BIN}); CI must run it")
+        pytest.skip("needs PostgreSQL: tools/setup installs it")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1147,7 +1147,7 @@ def test_bad_state_dir(value: str) -> None:
 
 def test_unknown_key_in_state() -> None:
     assert only_problem("[state]\ndirectory = 'x'\n") == (
-        "state.directory: unknown key — allowed: dir"
+        "state.directory: unknown key — allowed: dir, database, database_password_file, node"
     )
 
 

@@ -79,7 +79,7 @@ async def test_a_reload_stores_usage_before_and_reads_it_again_after(
 
     sync = server.peersync = PeerSync(
         front,
-        registry_opener(cfg.state.dir),
+        registry_opener(cfg.state),
         cfg.wireguard.peers,
         AddressPlan.from_config(cfg),
         run_sync=inline,

@@ -61,7 +61,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def reg(db_path: Path) -> Iterator[Registry]:
+def sqlite_reg(db_path: Path) -> Iterator[Registry]:
     with Registry.open(db_path) as r:
         yield r
 
@@ -227,10 +227,10 @@ def test_names_and_public_keys_are_unique(reg: Registry) -> None:
     assert [p.name for p in reg.peers()] == ["alice"]
 
 
-def test_unique_even_past_the_checks(reg: Registry) -> None:
+def test_unique_even_past_the_checks(sqlite_reg: Registry) -> None:
     """The schema itself refuses a second name or address, whatever the code above it does."""
-    reg.add("alice", pub(1), None, PLAN)
-    db = reg._db
+    sqlite_reg.add("alice", pub(1), None, PLAN)
+    db = sqlite_reg._db
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("INSERT INTO peers (name, public_key, created_at) VALUES ('alice', 'x', 'now')")
     with pytest.raises(sqlite3.IntegrityError):
@@ -282,7 +282,8 @@ def test_removal_frees_the_address_once_the_row_is_gone(reg: Registry) -> None:
         reg.remove("b")
 
 
-def test_an_uncommitted_removal_frees_nothing(db_path: Path, reg: Registry) -> None:
+def test_an_uncommitted_removal_frees_nothing(db_path: Path, sqlite_reg: Registry) -> None:
+    reg = sqlite_reg
     reg.add("a", pub(1), None, PLAN)
     reg.add("b", pub(2), None, PLAN)
     other = sqlite3.connect(db_path, isolation_level=None)

@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import ipaddress
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,21 +23,18 @@ def pub(n: int) -> bytes:
     return crypto.public_key(keys.generate_private_key(lambda k: n.to_bytes(4, "big") * (k // 4)))
 
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path / "state" / store.DB_NAME) as r:
-        yield r
-
-
 def test_a_new_peer_is_active_unless_told(reg: Registry) -> None:
     alice = reg.add("alice", pub(1), None, PLAN)
     bob = reg.add("bob", pub(2), None, PLAN, policy=Policy(enabled=False, expires=EXPIRES))
     assert alice.policy == Policy()
     assert bob.policy == Policy(enabled=False, expires=EXPIRES)
     assert [p.policy for p in reg.peers()] == [alice.policy, bob.policy]
-    # plain columns: 0/1 and ISO 8601 text in UTC
+    # plain columns: in SQLite 0/1 and ISO 8601 text in UTC; in PostgreSQL its own types
     rows = reg._db.execute("SELECT name, enabled, expires FROM peers ORDER BY name").fetchall()
-    assert rows == [("alice", 1, None), ("bob", 0, "2027-02-01T00:00:00Z")]
+    if isinstance(reg, Registry):
+        assert rows == [("alice", 1, None), ("bob", 0, "2027-02-01T00:00:00Z")]
+    else:
+        assert rows == [("alice", True, None), ("bob", False, EXPIRES)]
     config = reg.peers()[1].to_peer_config()
     assert (config.enabled, config.expires) == (False, EXPIRES)
 

@@ -23,6 +23,7 @@ from trivpn.config import (
     Config,
     Endpoint,
     InterfaceConfig,
+    StateConfig,
     WireGuardPeerConfig,
 )
 from trivpn.dataplane.wireguard.front import WireGuardFront
@@ -512,7 +513,7 @@ async def test_another_process_adding_to_the_real_registry(
     front = make_front()
     sync = PeerSync(
         front,
-        registry_opener(tmp_path),  # no file yet: made by the first `peer add`
+        registry_opener(StateConfig(dir=tmp_path)),  # no file yet: made by the first `peer add`
         (),
         AddressPlan.from_config(CONFIG, front.device.public_key),
         run_sync=inline,

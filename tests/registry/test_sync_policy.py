@@ -1,5 +1,6 @@
 """The registry sync carries each peer's policy to the front within a second: `peer disable`,
-`peer enable` and `peer set --expires` (other connections' commits), on a real SQLite file."""
+`peer enable` and `peer set --expires` (other connections' commits), on a real SQLite file
+and a real PostgreSQL database (tests/registry/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import dataclasses
 import datetime
 import ipaddress
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -16,8 +16,8 @@ from support.fakes import make_front
 
 from trivpn.proto.policy import PeerState, Policy
 from trivpn.proto.wireguard import crypto, keys
-from trivpn.registry import store
-from trivpn.registry.store import AddressPlan, Registry
+from trivpn.registry.api import RegistryStore
+from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync
 
 T = TypeVar("T")
@@ -31,19 +31,12 @@ async def inline(fn: Callable[[], T], /) -> T:
 
 
 async def test_disable_enable_and_expiry_reach_the_front_within_a_second(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    open_store: Callable[[], RegistryStore], autojump_clock: trio.testing.MockClock
 ) -> None:
-    path = tmp_path / store.DB_NAME
-    cli = Registry.open(path)  # what `trivpn peer …` commits through
+    cli = open_store()  # what `trivpn peer …` commits through
     cli.add("alice", KEY, None, PLAN)
     front = make_front()
-    sync = PeerSync(
-        front,
-        lambda create: Registry.open(path, create=create),
-        (),
-        PLAN,
-        run_sync=inline,
-    )
+    sync = PeerSync(front, lambda create: open_store(), (), PLAN, run_sync=inline)
 
     async def applied(wanted: PeerState) -> float:
         committed = trio.current_time()

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from support.fakes import make_front, virtual_wallclock
 
-from trivpn.config import WireGuardPeerConfig
+from trivpn.config import StateConfig, WireGuardPeerConfig
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.proto.periods import QuotaPeriod
@@ -114,7 +114,9 @@ async def inline(fn: Callable[[], T], /) -> T:
 
 
 def make_sync(path: Path) -> PeerSync:
-    return PeerSync(make_front(), registry_opener(path.parent), (), PLAN, run_sync=inline)
+    return PeerSync(
+        make_front(), registry_opener(StateConfig(dir=path.parent)), (), PLAN, run_sync=inline
+    )
 
 
 def make_keeper(policies: Policies, sync: PeerSync) -> UsageKeeper[Pending]:
@@ -384,7 +386,7 @@ QUOTA = Quota(4 * MIB, QuotaPeriod.TOTAL)
 
 
 def wire(front: WireGuardFront, path: Path) -> tuple[PeerSync, UsageKeeper[PendingUsage]]:
-    sync = PeerSync(front, registry_opener(path.parent), (), PLAN, run_sync=inline)
+    sync = PeerSync(front, registry_opener(StateConfig(dir=path.parent)), (), PLAN, run_sync=inline)
     keeper = UsageKeeper(front.policies, sync.with_registry, wallclock=virtual_wallclock)
     sync.on_foreign_commit = keeper.registry_changed
     return sync, keeper

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from trivpn import __version__
-from trivpn.cli import keys, peer, serve, status, toyvpn, web
+from trivpn.cli import keys, peer, registry, serve, status, toyvpn, web
 from trivpn.cli.errors import EXIT_BROKEN_PIPE, EXIT_CONFIG, CliError
 
 
@@ -49,7 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     # configured for it (~10 ms of start-up); tests/cli/test_imports.py holds it to that.
     parser.set_defaults(logs=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, status, keys, toyvpn, peer, web):  # the order `trivpn --help` lists them
+    for group in (
+        serve,
+        status,
+        keys,
+        toyvpn,
+        peer,
+        registry,
+        web,
+    ):  # the order `trivpn --help` lists them
         group.add_parsers(sub)
     return parser
 

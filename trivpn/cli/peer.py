@@ -40,6 +40,7 @@ from trivpn.proto.wireguard import curve25519, keys
 if TYPE_CHECKING:
     from trivpn.config import Config
     from trivpn.registry import store
+    from trivpn.registry.api import RegistryStore
 
 
 def add_parsers(sub: Any) -> None:
@@ -141,18 +142,18 @@ def _registry_error(e: store.RegistryError) -> CliError:
 
 
 @contextmanager
-def _open_registry(cfg: Config, *, create: bool) -> Iterator[store.Registry | None]:
-    """The registry of the config's state dir; None when it does not exist and not `create`."""
+def _open_registry(cfg: Config, *, create: bool) -> Iterator[RegistryStore | None]:
+    """The registry of the config; None when it does not exist and not `create`."""
     from trivpn.registry import store
+    from trivpn.registry.opener import open_registry
 
-    path = store.registry_path(cfg.state.dir)
-    if not create and not path.exists():
-        yield None
-        return
     try:
-        reg = store.Registry.open(path, create=create)
+        reg = open_registry(cfg.state, create=create)
     except store.RegistryError as e:
         raise _registry_error(e) from e
+    if reg is None:
+        yield None
+        return
     with reg:
         try:
             yield reg

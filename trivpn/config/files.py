@@ -2,8 +2,9 @@
 
 Secrets kept in files of their own (a ``*_file`` key beside the inline key), and the keys a
 section leaves to a loader in ``loader._LOADERS`` because their meaning needs more than one key
-and the file system: the WireGuard private key, the state directory and the web admin's TLS
-files. And the one way trivpn writes a private file: `write_private_file`.
+and the file system: the WireGuard private key, the state directory, the registry database's
+password and the web admin's TLS files. And the one way trivpn writes a private file:
+`write_private_file`.
 """
 
 import errno
@@ -144,6 +145,41 @@ def load_state_dir(table: dict[str, Any], base_dir: pathlib.Path | None) -> Load
         why = f"{path} exists and is not a directory; expected a directory (made if missing)"
         return {}, [("dir", InvalidValue(value, why))]
     return {"dir": path}, []
+
+
+def load_database_password(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[state] database_password_file: the PostgreSQL password, the file's one line. The file
+    must be readable by its owner only (0600 or 0400), like a private key."""
+    value = table.pop("database_password_file", None)
+    if value is None:
+        return {}, []
+    try:
+        path = secret_path(value, base_dir)
+        try:
+            mode = path.stat().st_mode
+            if stat.S_ISREG(mode) and mode & 0o077:
+                raise InvalidValue(
+                    value, f"{path} is mode {stat.S_IMODE(mode):04o}; chmod 600 it (a password)"
+                )
+            data = read_secret(path)
+        except OSError as e:
+            raise InvalidValue(value, f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            password = data.decode()
+        except UnicodeDecodeError:
+            raise InvalidValue(value, f"{path}: the password is not UTF-8 text") from None
+        if not password or "\n" in password or "\0" in password:
+            raise InvalidValue(value, f"{path}: expected the password on one line")
+    except InvalidValue as e:
+        return {}, [("database_password_file", e)]
+    return {"database_password_file": path, "database_password": password}, []
+
+
+def load_state(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:
+    """[state] dir and database_password_file."""
+    loaded, problems = load_state_dir(table, base_dir)
+    password, password_problems = load_database_password(table, base_dir)
+    return loaded | password, problems + password_problems
 
 
 def load_web_tls(table: dict[str, Any], base_dir: pathlib.Path | None) -> Loaded:

@@ -23,7 +23,7 @@ from trivpn.config.files import (
     MAX_CONFIG_FILE,
     Loaded,
     load_private_key,
-    load_state_dir,
+    load_state,
     load_web_tls,
     read_regular_file,
     read_secret_file,
@@ -35,6 +35,7 @@ from trivpn.config.sections import (
     ToyVpnConfig,
     WebConfig,
     interface_problems,
+    state_problems,
     toyvpn_problems,
 )
 from trivpn.config.values import (
@@ -65,6 +66,7 @@ def _noted(error: Exception, key: str, cl: type) -> Exception:
 _SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
     InterfaceConfig: interface_problems,
     ToyVpnConfig: toyvpn_problems,
+    StateConfig: state_problems,
     WireGuardConfig: wireguard_problems,
     Config: config_problems,
 }
@@ -72,7 +74,7 @@ _SECTION_CHECKS: Final[Mapping[type, Callable[[Any], Problems]]] = {
 
 _LOADERS: Final[Mapping[type, Callable[[dict[str, Any], pathlib.Path | None], Loaded]]] = {
     WireGuardConfig: load_private_key,
-    StateConfig: load_state_dir,
+    StateConfig: load_state,
     WebConfig: load_web_tls,
 }
 

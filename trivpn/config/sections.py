@@ -2,7 +2,9 @@
 its section check. [wireguard] has a module of its own; `root` holds them all."""
 
 import ipaddress
+import os
 import pathlib
+import re
 from typing import Final
 
 import attrs
@@ -19,6 +21,7 @@ from trivpn.config.errors import InvalidValue, Problems, show
 from trivpn.config.values import (
     BY_LOADER,
     FILE_KEY,
+    NOT_IN_FILE,
     Endpoint,
     Hook,
     IPAddress,
@@ -132,12 +135,76 @@ def toyvpn_problems(toy: ToyVpnConfig) -> Problems:
 DEFAULT_STATE_DIR: Final = pathlib.Path("/var/lib/trivpn")
 
 
+_NODE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def default_node() -> str:
+    """This gateway's name when [state] node is not set: the host name (gethostname(2),
+    without loading the socket module)."""
+    return os.uname().nodename
+
+
+def check_node(node: str) -> None:
+    if not _NODE.fullmatch(node):
+        raise InvalidValue(
+            node,
+            "expected 1 to 63 letters, digits, '.', '_' or '-', starting with one of the first two",
+        )
+
+
+def structure_database(value: object, _: object) -> str | None:
+    """A libpq connection string or URI ("" or unset: the SQLite file in [state] dir). Never
+    shown back: it names the database's user and host. A password belongs in
+    database_password_file, which keeps it out of the file and the log."""
+    hidden = "(not shown)"
+    if value == "":
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        raise InvalidValue(value, 'expected a libpq connection string or URI, or ""')
+    import psycopg  # only a config that names a database pays for loading libpq
+
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(value)
+    except psycopg.ProgrammingError as e:
+        reason = str(e).splitlines()[0] if str(e) else "not understood"
+        raise InvalidValue(
+            None,
+            f"not a libpq connection string or URI ({reason}), e.g. "
+            '"postgresql://trivpn@db.example.net/trivpn"',
+            shown=hidden,
+        ) from None
+    if "password" in params:
+        raise InvalidValue(
+            None, "holds a password: put it in database_password_file instead", shown=hidden
+        )
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class StateConfig:
-    """What trivpn changes at runtime and keeps across restarts: the peer registry."""
+    """What trivpn changes at runtime and keeps across restarts: the peer registry, in SQLite
+    in ``dir`` or in the PostgreSQL ``database`` that a fleet of gateways shares."""
 
-    # read by files.load_state_dir: relative to the config file's directory, like the key files
+    # read by files.load_state: relative to the config file's directory, like the key files
     dir: pathlib.Path = attrs.field(default=DEFAULT_STATE_DIR, metadata={BY_LOADER: True})
+    database: str | None = attrs.field(
+        default=None, repr=False, metadata=hooked(structure_database)
+    )
+    # read by files.load_state: the password, from a file only (mode 0600), never shown
+    database_password_file: pathlib.Path | None = attrs.field(
+        default=None, metadata={BY_LOADER: True}
+    )
+    database_password: str | None = attrs.field(
+        default=None, repr=False, metadata={NOT_IN_FILE: True}
+    )
+    node: str = attrs.field(factory=default_node, metadata=checked(check_node))
+
+
+def state_problems(state: StateConfig) -> Problems:
+    if state.database_password_file is not None and state.database is None:
+        why = "set only with database (the SQLite registry has no password)"
+        return [("database_password_file", InvalidValue(str(state.database_password_file), why))]
+    return []
 
 
 # --- [metrics]: Prometheus metrics over HTTP ------------------------------------------------

@@ -275,7 +275,7 @@ class Server:
         )
         self.peersync = PeerSync(
             front,
-            registry_opener(self.cfg.state.dir),
+            registry_opener(self.cfg.state),
             cfg.peers,
             AddressPlan.from_config(self.cfg, front.device.public_key),
         )

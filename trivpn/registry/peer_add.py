@@ -17,7 +17,8 @@ from trivpn.proto.ip import IPAddress, IPNetwork
 from trivpn.proto.policy import ACTIVE_POLICY, Policy
 from trivpn.proto.wireguard import curve25519, keys
 from trivpn.registry import clientconf
-from trivpn.registry.store import AddressPlan, Registry, RegistryPeer
+from trivpn.registry.api import RegistryStore
+from trivpn.registry.store import AddressPlan, RegistryPeer
 
 PUBLIC_ENDPOINT_UNSET = (
     "wireguard.public_endpoint: (not set) — required by {what}: the host:port clients dial, "
@@ -52,7 +53,7 @@ def new_key_pair() -> tuple[bytes, bytes]:
 
 
 def add_peer(
-    registry: Registry,
+    registry: RegistryStore,
     cfg: Config,
     server_public_key: bytes,
     name: str,

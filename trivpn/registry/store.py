@@ -10,6 +10,9 @@ killed mid-change leaves its transaction uncommitted, and SQLite rolls it back o
 Only public keys and preshared keys are stored. A client's private key never reaches this
 file: a lost client config cannot be shown again (see the README, "Peers").
 
+The checks of a new peer, the address choice and the usage upsert are module functions that
+the PostgreSQL store (trivpn.registry.pg_store) shares; trivpn.registry.opener picks the store.
+
 For the server: `Registry.snapshot` reads every peer and the change counter in one read
 transaction; `Registry.generation` (one row) or the cheaper `Registry.data_version` (no I/O
 when nothing changed) tell a poller whether a new snapshot is worth reading.
@@ -520,7 +523,7 @@ class Registry:
                 routes=tuple(sorted(routes[peer_id], key=by_version)),
                 endpoint=None if endpoint is None else Endpoint.parse(endpoint),
                 persistent_keepalive=keepalive,
-                policy=_policy(*policy),
+                policy=policy_of(*policy),
             )
             for (
                 peer_id,
@@ -551,7 +554,7 @@ class Registry:
         of the interface subnets that `addresses` lacks, the next free address of that
         version; and `routes`, networks behind it. Raises PeerExists, AddressUnavailable,
         AddressesExhausted, RegistryBusy."""
-        _check_new_peer(name, public_key, preshared_key, plan, addresses)
+        check_new_peer(name, public_key, preshared_key, plan, addresses)
         for network in routes:
             plan.check_route(network)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
@@ -559,29 +562,9 @@ class Registry:
             self._refuse_taken(LivePeer(public_key, None, (), tuple(routes)))
             allocated = self._allocated_now()
             taken = allocated.taken
-            for address in addresses:
-                if address in taken:
-                    raise AddressUnavailable(f"{address} is taken by another peer")
-            chosen = list(addresses)
-            floors = allocated.floors.setdefault(plan, {})
-            for version in sorted({s.version for s in plan.subnets} - {a.version for a in chosen}):
-                free = plan.free(version, taken, floors)
-                if free is None:
-                    raise AddressesExhausted(
-                        f"no free IPv{version} address left in the interface subnets"
-                    )
-                chosen.append(free)
-            created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-            peer = RegistryPeer(
-                name=name,
-                public_key=public_key,
-                preshared_key=preshared_key,
-                addresses=tuple(sorted(chosen, key=by_version)),
-                created_at=created,
-                routes=tuple(sorted(set(routes), key=by_version)),
-                policy=policy,
-            )
-            peer_id = self._insert_peer(name, public_key, preshared_key, created)
+            chosen = choose_addresses(plan, addresses, taken, allocated.floors.setdefault(plan, {}))
+            peer = new_peer(name, public_key, preshared_key, chosen, routes, policy, now_utc())
+            peer_id = self._insert_peer(name, public_key, preshared_key, peer.created_at)
             self._store_live(peer_id, LivePeer(public_key, None, peer.addresses, peer.routes))
             self._store_policy(peer_id, policy)
             self._bump_generation()
@@ -644,17 +627,17 @@ class Registry:
         row is left out (it counts from NO_USAGE)."""
         with _errors(self.path), self._transaction("BEGIN"):
             if public_keys is None:
-                rows = self._db.execute(f"SELECT {_USAGE_COLUMNS} FROM usage").fetchall()
+                rows = self._db.execute(f"SELECT {USAGE_COLUMNS} FROM usage").fetchall()
             else:
                 rows = self._usage_rows([keys.encode_key(k) for k in public_keys])
-        return {keys.parse_key(row[0]): _usage_record(row[1:]) for row in rows}
+        return {keys.parse_key(row[0]): usage_record(row[1:]) for row in rows}
 
     def _usage_rows(self, encoded: Sequence[str]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
-        for i in range(0, len(encoded), _KEYS_PER_QUERY):
-            chunk = encoded[i : i + _KEYS_PER_QUERY]
+        for i in range(0, len(encoded), KEYS_PER_QUERY):
+            chunk = encoded[i : i + KEYS_PER_QUERY]
             rows += self._db.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage "
+                f"SELECT {USAGE_COLUMNS} FROM usage "
                 f"WHERE public_key IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
@@ -667,30 +650,14 @@ class Registry:
         writer counted before a reset it had not seen stays out of the periods. Returns the
         rows after, for every key given. Not a peer change: the generation stays (other
         connections' data_version moves, as with any commit)."""
-        if any(d.rx < 0 or d.tx < 0 or (d.counted or 0) < 0 for d in deltas):
-            raise ValueError("usage deltas are never negative: usage never goes back")
+        rows = usage_params(deltas, wallclock)
         if not deltas:
             return {}
-        starts = {f"{p.value}_start": period_key(p, wallclock) for p in CALENDAR_PERIODS}
-        updated = format_expires(datetime.datetime.fromtimestamp(int(wallclock), datetime.UTC))
-        rows = [
-            {
-                "key": keys.encode_key(d.public_key),
-                "rx": d.rx,
-                "tx": d.tx,
-                "counted": d.rx + d.tx if d.counted is None else d.counted,
-                "resets": d.resets,
-                "updated": updated,
-                **starts,
-            }
-            for d in deltas
-            if d.rx or d.tx
-        ]
         encoded = [keys.encode_key(d.public_key) for d in deltas]
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             self._db.executemany(_ADD_USAGE, rows)
             found = self._usage_rows(encoded)
-        after = {keys.parse_key(row[0]): _usage_record(row[1:]) for row in found}
+        after = {keys.parse_key(row[0]): usage_record(row[1:]) for row in found}
         return {d.public_key: after.get(d.public_key, NO_USAGE) for d in deltas}
 
     def reset_usage(self, name: str) -> RegistryPeer:
@@ -712,7 +679,7 @@ class Registry:
         # A row even for a key with none yet: its resets count tells a server with bytes
         # pending that they were counted before the reset.
         self._db.execute(
-            f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) "
+            f"INSERT INTO usage ({USAGE_COLUMNS}, updated_at) "
             "VALUES (?, 0, 0, '', 0, '', 0, '', 0, 0, 1, strftime('%Y-%m-%dT%H:%M:%SZ')) "
             "ON CONFLICT (public_key) DO UPDATE SET day_start = '', day_bytes = 0, "
             "week_start = '', week_bytes = 0, month_start = '', month_bytes = 0, "
@@ -731,8 +698,8 @@ class Registry:
     def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int:
         """Register `peer` as `name` exactly as it is: what `wg set peer K allowed-ips A …`
         made live. Returns the generation it committed."""
-        _check_identity(name, peer.public_key, peer.preshared_key, plan)
-        _check_live(plan, peer)
+        check_identity(name, peer.public_key, peer.preshared_key, plan)
+        check_live(plan, peer)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             self._refuse_duplicate(name, peer.public_key)
             self._refuse_taken(peer)
@@ -746,7 +713,7 @@ class Registry:
         """Replace everything but the name of the peer with `peer.public_key`, in one
         transaction. Returns the generation it committed. Raises PeerNotFound,
         AddressUnavailable, RegistryBusy."""
-        _check_live(plan, peer)
+        check_live(plan, peer)
         encoded = keys.encode_key(peer.public_key)
         with _errors(self.path), self._transaction("BEGIN IMMEDIATE"):
             row = self._db.execute("SELECT id FROM peers WHERE public_key = ?", (encoded,))
@@ -807,31 +774,24 @@ class Registry:
             return found[0], _generation(self._db)
 
     def _refuse_taken(self, peer: LivePeer) -> None:
-        """AddressUnavailable if another peer has one of `peer`'s addresses or routes."""
-        key = keys.encode_key(peer.public_key)
-        for table, column, values in (
-            ("addresses", "address", peer.addresses),
-            ("routes", "network", peer.routes),
-        ):
-            for value in values:
-                row = self._db.execute(
-                    f"SELECT p.name FROM {table} t JOIN peers p ON p.id = t.peer_id "
-                    f"WHERE t.{column} = ? AND p.public_key != ?",
-                    (str(value), key),
-                ).fetchone()
-                if row is not None:
-                    raise AddressUnavailable(f"{value} is taken by peer {row[0]!r}")
+        refuse_taken(peer, self._taken_by)
+
+    def _taken_by(self, table: str, value: IPAddress | IPNetwork, key: str) -> str | None:
+        """The name of another peer than ``key``'s holding ``value`` in ``table``."""
+        column = "address" if table == "addresses" else "network"
+        row = self._db.execute(
+            f"SELECT p.name FROM {table} t JOIN peers p ON p.id = t.peer_id "
+            f"WHERE t.{column} = ? AND p.public_key != ?",
+            (str(value), key),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def _refuse_duplicate(self, name: str, public_key: bytes) -> None:
         row = self._db.execute(
             "SELECT name FROM peers WHERE name = ? OR public_key = ?",
             (name, keys.encode_key(public_key)),
         ).fetchone()
-        if row is None:
-            return
-        if row[0] == name:
-            raise PeerExists(f"a peer named {name!r} exists already")
-        raise PeerExists(f"peer {row[0]!r} has this public key already; one peer per key")
+        refuse_duplicate(name, None if row is None else str(row[0]))
 
     def _allocated_now(self) -> _Allocated:
         """The addresses taken, as kept since this connection last read them unless another
@@ -907,14 +867,93 @@ class Registry:
         self._db.execute("COMMIT")
 
 
-def _check_new_peer(
+def choose_addresses(
+    plan: AddressPlan,
+    addresses: Sequence[IPAddress],
+    taken: set[IPAddress],
+    floors: dict[IPNetwork, int] | None = None,
+    claim: Callable[[IPAddress], bool] | None = None,
+) -> tuple[IPAddress, ...]:
+    """`addresses`, and for each IP version of the plan's subnets they lack, the next free
+    address of that version (see `AddressPlan.free`), IPv4 first. ``claim``, when given,
+    takes each address in the database and says whether it got it; one it did not get (a
+    concurrent writer's) is added to ``taken``, and the next free one is tried. Raises
+    AddressUnavailable for a given address that is taken, AddressesExhausted."""
+    for address in addresses:
+        if address in taken or (claim is not None and not claim(address)):
+            raise AddressUnavailable(f"{address} is taken by another peer")
+    chosen = list(addresses)
+    for version in sorted({s.version for s in plan.subnets} - {a.version for a in chosen}):
+        while True:
+            free = plan.free(version, taken, floors)
+            if free is None:
+                raise AddressesExhausted(
+                    f"no free IPv{version} address left in the interface subnets"
+                )
+            if claim is None or claim(free):
+                break
+            taken.add(free)
+        chosen.append(free)
+    return tuple(sorted(chosen, key=by_version))
+
+
+def now_utc() -> datetime.datetime:
+    """A peer's creation time: UTC, whole seconds."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def new_peer(
+    name: str,
+    public_key: bytes,
+    preshared_key: bytes | None,
+    addresses: tuple[IPAddress, ...],
+    routes: Sequence[IPNetwork],
+    policy: Policy,
+    created: datetime.datetime,
+) -> RegistryPeer:
+    """The peer `add` registers."""
+    return RegistryPeer(
+        name=name,
+        public_key=public_key,
+        preshared_key=preshared_key,
+        addresses=addresses,
+        created_at=created,
+        routes=tuple(sorted(set(routes), key=by_version)),
+        policy=policy,
+    )
+
+
+# (table, value, the asking peer's encoded key) -> the name of another peer holding value
+TakenBy = Callable[[str, IPAddress | IPNetwork, str], str | None]
+
+
+def refuse_taken(peer: LivePeer, taken_by: TakenBy) -> None:
+    """AddressUnavailable if another peer has one of `peer`'s addresses or routes."""
+    key = keys.encode_key(peer.public_key)
+    for table, values in (("addresses", peer.addresses), ("routes", peer.routes)):
+        for value in values:
+            holder = taken_by(table, value, key)
+            if holder is not None:
+                raise AddressUnavailable(f"{value} is taken by peer {holder!r}")
+
+
+def refuse_duplicate(name: str, found: str | None) -> None:
+    """PeerExists when ``found``, the peer with this name or the new peer's key, exists."""
+    if found is None:
+        return
+    if found == name:
+        raise PeerExists(f"a peer named {name!r} exists already")
+    raise PeerExists(f"peer {found!r} has this public key already; one peer per key")
+
+
+def check_new_peer(
     name: str,
     public_key: bytes,
     preshared_key: bytes | None,
     plan: AddressPlan,
     addresses: Sequence[IPAddress],
 ) -> None:
-    _check_identity(name, public_key, preshared_key, plan)
+    check_identity(name, public_key, preshared_key, plan)
     versions = [a.version for a in addresses]
     if len(set(versions)) != len(versions):
         raise AddressUnavailable("at most one IPv4 and one IPv6 address per peer")
@@ -922,7 +961,7 @@ def _check_new_peer(
         plan.check(address)
 
 
-def _check_identity(
+def check_identity(
     name: str, public_key: bytes, preshared_key: bytes | None, plan: AddressPlan
 ) -> None:
     """The name and the keys of a new peer, whichever way its addresses come."""
@@ -940,7 +979,7 @@ def _check_identity(
         )
 
 
-def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
+def check_live(plan: AddressPlan, peer: LivePeer) -> None:
     if len(set(peer.addresses)) != len(peer.addresses) or len(set(peer.routes)) != len(peer.routes):
         raise AddressUnavailable("an address or route is given twice")
     for address in peer.addresses:
@@ -952,7 +991,7 @@ def _check_live(plan: AddressPlan, peer: LivePeer) -> None:
         raise RegistryError(f"persistent keepalive {keepalive}: expected 1 to 65535 seconds")
 
 
-def _policy(
+def policy_of(
     enabled: int,
     expires: str | None,
     quota_bytes: int | None,
@@ -972,41 +1011,75 @@ def _policy(
     )
 
 
-_USAGE_COLUMNS: Final = (
+USAGE_COLUMNS: Final = (
     "public_key, lifetime_rx, lifetime_tx, day_start, day_bytes, week_start, week_bytes, "
     "month_start, month_bytes, total_bytes, resets"
 )
-_KEYS_PER_QUERY: Final = 500  # well below SQLite's limit on bound parameters
+KEYS_PER_QUERY: Final = 500  # well below SQLite's limit on bound parameters
+
+
 # UsageRecord.added in SQL: a delta of the stored period adds to it; of a later one, the
 # period rolled over and counts afresh. A delta of an earlier period (a writer whose clock is
 # behind another's, at a boundary) counts in the lifetime and total only: the stored period
 # never goes back. Starts are ISO dates ('' before any), so text order is time order. A
 # delta of a writer that has not seen the row's last reset counts in the lifetime only (see
 # trivpn.proto.usage). SET reads the old row throughout.
-_SEEN_RESETS: Final = "(:resets IS NULL OR resets = :resets)"
-_ADD_USAGE: Final = (
-    f"INSERT INTO usage ({_USAGE_COLUMNS}, updated_at) VALUES (:key, :rx, :tx, "
-    + "".join(f":{p.value}_start, :counted, " for p in CALENDAR_PERIODS)
-    + ":counted, coalesce(:resets, 0), :updated) "
-    "ON CONFLICT (public_key) DO UPDATE SET "
-    "lifetime_rx = lifetime_rx + excluded.lifetime_rx, "
-    "lifetime_tx = lifetime_tx + excluded.lifetime_tx, "
-    + "".join(
-        f"{p}_bytes = CASE WHEN NOT {_SEEN_RESETS} THEN {p}_bytes "
-        f"WHEN {p}_start = excluded.{p}_start THEN {p}_bytes + excluded.{p}_bytes "
-        f"WHEN {p}_start > excluded.{p}_start THEN {p}_bytes ELSE excluded.{p}_bytes END, "
-        f"{p}_start = CASE WHEN NOT {_SEEN_RESETS} THEN {p}_start "
-        f"ELSE max({p}_start, excluded.{p}_start) END, "
-        for p in (period.value for period in CALENDAR_PERIODS)
+def add_usage_sql(param: Callable[[str], str], greatest: str) -> str:
+    """The upsert of `Registry.add_usage` with named placeholders ``param(name)`` and the
+    larger-of-two function ``greatest`` (SQLite's max, PostgreSQL's greatest)."""
+    resets = param("resets")
+    seen_resets = f"({resets} IS NULL OR usage.resets = {resets})"
+    return (
+        f"INSERT INTO usage ({USAGE_COLUMNS}, updated_at) VALUES ({param('key')}, "
+        f"{param('rx')}, {param('tx')}, "
+        + "".join(f"{param(p.value + '_start')}, {param('counted')}, " for p in CALENDAR_PERIODS)
+        + f"{param('counted')}, coalesce({resets}, 0), {param('updated')}) "
+        "ON CONFLICT (public_key) DO UPDATE SET "
+        "lifetime_rx = usage.lifetime_rx + excluded.lifetime_rx, "
+        "lifetime_tx = usage.lifetime_tx + excluded.lifetime_tx, "
+        + "".join(
+            f"{p}_bytes = CASE WHEN NOT {seen_resets} THEN usage.{p}_bytes "
+            f"WHEN usage.{p}_start = excluded.{p}_start "
+            f"THEN usage.{p}_bytes + excluded.{p}_bytes "
+            f"WHEN usage.{p}_start > excluded.{p}_start THEN usage.{p}_bytes "
+            f"ELSE excluded.{p}_bytes END, "
+            f"{p}_start = CASE WHEN NOT {seen_resets} THEN usage.{p}_start "
+            f"ELSE {greatest}(usage.{p}_start, excluded.{p}_start) END, "
+            for p in (period.value for period in CALENDAR_PERIODS)
+        )
+        + f"total_bytes = CASE WHEN NOT {seen_resets} THEN usage.total_bytes "
+        "ELSE usage.total_bytes + excluded.total_bytes END, "
+        f"updated_at = {greatest}(usage.updated_at, excluded.updated_at)"
     )
-    + f"total_bytes = CASE WHEN NOT {_SEEN_RESETS} THEN total_bytes "
-    "ELSE total_bytes + excluded.total_bytes END, "
-    "updated_at = max(updated_at, excluded.updated_at)"
-)
 
 
-def _usage_record(row: Sequence[Any]) -> UsageRecord:
-    """A row of _USAGE_COLUMNS but the key: the calendar periods in CALENDAR_PERIODS' order."""
+_ADD_USAGE: Final = add_usage_sql(lambda name: f":{name}", "max")
+
+
+def usage_params(deltas: Sequence[UsageDelta], wallclock: float) -> list[dict[str, object]]:
+    """The parameters of `add_usage_sql`, one dict per delta with bytes (the rest change
+    nothing); raises ValueError for a negative delta."""
+    if any(d.rx < 0 or d.tx < 0 or (d.counted or 0) < 0 for d in deltas):
+        raise ValueError("usage deltas are never negative: usage never goes back")
+    starts = {f"{p.value}_start": period_key(p, wallclock) for p in CALENDAR_PERIODS}
+    updated = format_expires(datetime.datetime.fromtimestamp(int(wallclock), datetime.UTC))
+    return [
+        {
+            "key": keys.encode_key(d.public_key),
+            "rx": d.rx,
+            "tx": d.tx,
+            "counted": d.rx + d.tx if d.counted is None else d.counted,
+            "resets": d.resets,
+            "updated": updated,
+            **starts,
+        }
+        for d in deltas
+        if d.rx or d.tx
+    ]
+
+
+def usage_record(row: Sequence[Any]) -> UsageRecord:
+    """A row of USAGE_COLUMNS but the key: the calendar periods in CALENDAR_PERIODS' order."""
     rx, tx, day, day_bytes, week, week_bytes, month, month_bytes, total, resets = row
     return UsageRecord(
         lifetime_rx=rx,

@@ -1,6 +1,6 @@
 """The running server follows the peer registry, and keeps `wg set` changes in it.
 
-Two directions, one SQLite connection (calls serialised, each in a worker thread so that the
+Two directions, one registry connection (calls serialised, each in a worker thread so that the
 data plane never waits on the database):
 
 - registry -> front: every ``POLL_INTERVAL`` the watcher asks `Registry.data_version` (no I/O
@@ -31,13 +31,12 @@ import base64
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 import attrs
 import trio
 
-from trivpn.config import Endpoint, WireGuardPeerConfig, by_version
+from trivpn.config import Endpoint, StateConfig, WireGuardPeerConfig, by_version
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
@@ -45,14 +44,13 @@ from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import Policy
 from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.proto.wireguard import PeerConfig, peer_label
+from trivpn.registry.opener import open_registry
 from trivpn.registry.store import (
     AddressPlan,
     LivePeer,
-    Registry,
     RegistryError,
     RegistryPeer,
     Snapshot,
-    registry_path,
 )
 
 log = logging.getLogger("trivpn")
@@ -233,15 +231,14 @@ class ThreadRunner(Protocol):
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
-def registry_opener(state_dir: Path) -> Opener:
-    path = registry_path(state_dir)
+def registry_opener(state: StateConfig) -> Opener:
+    """The registry of this config ([state]); a SQLite file is made by the first `trivpn peer
+    add` or kept `wg set`."""
 
-    def open_registry(create: bool) -> RegistryLike | None:
-        if not create and not path.exists():
-            return None  # made by the first `trivpn peer add` or kept `wg set`
-        return Registry.open(path, create=create, any_thread=True)
+    def open_state_registry(create: bool) -> RegistryLike | None:
+        return open_registry(state, create=create, any_thread=True)
 
-    return open_registry
+    return open_state_registry
 
 
 @attrs.frozen
@@ -319,7 +316,7 @@ class _Store:
 
 
 class _SerialThreads:
-    """trio.to_thread, one call at a time: the calls share one SQLite connection."""
+    """trio.to_thread, one call at a time: the calls share one registry connection."""
 
     def __init__(self) -> None:
         self._limiter = trio.CapacityLimiter(1)

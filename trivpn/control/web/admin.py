@@ -32,6 +32,8 @@ from trivpn.proto.toyvpn import ToyVpnServer
 from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import Peer, keys
 from trivpn.registry import peer_add, peer_rows, store
+from trivpn.registry.api import RegistryStore
+from trivpn.registry.opener import open_registry
 from trivpn.registry.sync import PeerSync
 
 T = TypeVar("T")
@@ -153,7 +155,7 @@ class Admin:
         wallclock = self._clock()
         static = self._source.cfg.wireguard.peers
 
-        def read(reg: store.Registry) -> list[dict[str, Any]]:
+        def read(reg: RegistryStore) -> list[dict[str, Any]]:
             return peer_rows.peer_rows(static, reg.peers(), reg.usage_records(), wallclock)
 
         rows = await self._in_registry(read)
@@ -203,7 +205,7 @@ class Admin:
             raise AdminError(409, str(e)) from None
         server_public = front.device.public_key
 
-        def add(reg: store.Registry) -> tuple[peer_add.AddedPeer, dict[str, Any]]:
+        def add(reg: RegistryStore) -> tuple[peer_add.AddedPeer, dict[str, Any]]:
             added = peer_add.add_peer(reg, cfg, server_public, fields.name, policy=fields.policy)
             return added, peer_rows.registry_row(added.peer, {}, wallclock)
 
@@ -228,7 +230,7 @@ class Admin:
             raise AdminError(400, f"nothing to change; give {', '.join(UPDATE_FIELDS)}")
         self._refuse_static(name)
 
-        def update(reg: store.Registry) -> store.RegistryPeer:
+        def update(reg: RegistryStore) -> store.RegistryPeer:
             _, new = reg.update_policy(name, lambda p: dataclasses.replace(p, **changes))
             return new
 
@@ -245,7 +247,7 @@ class Admin:
             return await self._fresh_row(peer)
         key = static.public_key
 
-        def reset(reg: store.Registry) -> dict[bytes, UsageRecord]:
+        def reset(reg: RegistryStore) -> dict[bytes, UsageRecord]:
             reg.reset_key_usage(key)
             return reg.usage_records([key])
 
@@ -263,16 +265,17 @@ class Admin:
     # --- helpers ------------------------------------------------------------------------
 
     async def _in_registry(
-        self, fn: Callable[[store.Registry], T], *, create: bool = False
+        self, fn: Callable[[RegistryStore], T], *, create: bool = False
     ) -> T | None:
         """``fn`` on the registry, opened for this call in a worker thread; None when there
         is no registry (and not ``create``). Its errors as AdminError."""
-        path = store.registry_path(self._source.cfg.state.dir)
+        state = self._source.cfg.state
 
         def call() -> T | None:
-            if not create and not path.exists():
+            reg = open_registry(state, create=create)
+            if reg is None:
                 return None
-            with store.Registry.open(path, create=create) as reg:
+            with reg:
                 return fn(reg)
 
         try:
@@ -281,7 +284,7 @@ class Admin:
             raise _registry_error(e) from e
 
     async def _registry_peer(
-        self, name: str, fn: Callable[[store.Registry], store.RegistryPeer]
+        self, name: str, fn: Callable[[RegistryStore], store.RegistryPeer]
     ) -> store.RegistryPeer:
         """``fn`` on the registry for the peer ``name``; 404 when there is no registry yet."""
         found = await self._in_registry(fn)
@@ -294,7 +297,7 @@ class Admin:
         wallclock = self._clock()
         static = self._static(name)
 
-        def read(reg: store.Registry) -> dict[str, Any] | None:
+        def read(reg: RegistryStore) -> dict[str, Any] | None:
             if static is not None:
                 usage = reg.usage_records([static.public_key])
                 return peer_rows.static_row(static, usage, wallclock)
