@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ from support.fakes import (
     virtual_wallclock,
 )
 
+from trivpn.cli.main import main
 from trivpn.config import Config, parse_config
 from trivpn.control.web.admin import Admin, AdminError
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.policy import PeerState
 from trivpn.proto.toyvpn import ToyVpnServer
@@ -44,9 +48,12 @@ GIB = 1 << 30
 
 
 def config(tmp_path: Path, *, subnet: str = "10.8.0.1/24", endpoint: bool = True) -> Config:
+    return parse_config(config_text(tmp_path, subnet=subnet, endpoint=endpoint))
+
+
+def config_text(tmp_path: Path, *, subnet: str = "10.8.0.1/24", endpoint: bool = True) -> str:
     public_endpoint = 'public_endpoint = "vpn.example.com:51820"\n' if endpoint else ""
-    return parse_config(
-        f"""
+    return f"""
 [interface]
 name = "tvtest0"
 address = ["{subnet}"]
@@ -63,7 +70,6 @@ name = "office"
 public_key = "{keys.encode_key(STATIC_KEY)}"
 allowed_ips = ["10.8.0.200/32"]
 """
-    )
 
 
 class FakePeerSync:
@@ -86,23 +92,10 @@ class Source:
 
 
 @attrs.define
-class FakeSamples:
-    interval: float = 10.0
-    series_of: dict[bytes, list[tuple[float, float, float]]] = attrs.field(factory=dict)
-    rates_of: dict[bytes, tuple[float, float]] = attrs.field(factory=dict)
-
-    def series(self, public_key: bytes) -> list[tuple[float, float, float]]:
-        return self.series_of.get(public_key, [])
-
-    def rates(self, public_key: bytes) -> tuple[float, float] | None:
-        return self.rates_of.get(public_key)
-
-
-@attrs.define
 class Lab:
     admin: Admin
     source: Source
-    samples: FakeSamples
+    samples: TrafficSamples
 
     @property
     def pokes(self) -> int:
@@ -120,7 +113,7 @@ class Lab:
 def make_lab(cfg: Config, *, wireguard: bool = True) -> Lab:
     front = make_front(cfg=cfg.wireguard, private_key=SERVER_PRIVATE, wallclock=virtual_wallclock)
     source = Source(cfg, front if wireguard else None)
-    samples = FakeSamples()
+    samples = TrafficSamples()
     return Lab(Admin(source, samples, clock=virtual_wallclock), source, samples)
 
 
@@ -208,6 +201,25 @@ async def test_add_peer_refuses_a_bad_field_and_changes_nothing(
     assert lab.stored() == before and lab.pokes == 1
 
 
+@pytest.mark.parametrize(
+    ("option", "field", "text"),
+    [
+        ("--rate-down", "rate_down", "fast"),
+        ("--quota", "quota", "5GiB"),
+        ("--expires", "expires", "x"),
+    ],
+)
+async def test_a_bad_field_is_said_as_the_cli_says_it(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, field: str, text: str
+) -> None:
+    conf = tmp_path / "trivpn.toml"
+    conf.write_text(config_text(tmp_path))
+    assert main(["peer", "add", "alice", option, text, "-c", str(conf)]) == 2
+    said = capsys.readouterr().err.strip()
+    error = await refused(lab.admin.add_peer({"name": "alice", field: text}), 400, field)
+    assert said == f"{option}: {str(error).removeprefix(field + ': ')}"
+
+
 async def test_add_peer_refuses_a_name_in_use(lab: Lab) -> None:
     await lab.admin.add_peer({"name": "alice"})
     before = lab.stored()
@@ -241,7 +253,8 @@ async def test_add_peer_needs_wireguard_and_a_public_endpoint(tmp_path: Path) ->
 async def test_peers_lists_the_static_peer_first_with_live_fields(lab: Lab) -> None:
     await lab.admin.add_peer({"name": "alice"})
     alice_key = lab.stored()["alice"].public_key
-    lab.samples.rates_of[alice_key] = (8000.0, 16000.0)
+    lab.samples.sample([(alice_key, 0, 0)], 100.0)
+    lab.samples.sample([(alice_key, 10_000, 20_000)], 110.0)  # bytes in 10 s
     rows = await lab.admin.peers()
     assert [(r["name"], r["source"]) for r in rows] == [
         ("office", "config"),
@@ -251,7 +264,7 @@ async def test_peers_lists_the_static_peer_first_with_live_fields(lab: Lab) -> N
     office, alice = rows
     # the front knows both: live transfer counts (0), no handshake yet
     assert (office["received"], office["sent"], office["latest_handshake"]) == (0, 0, None)
-    assert (alice["rx_rate_bps"], alice["tx_rate_bps"]) == (8000.0, 16000.0)
+    assert (alice["rx_rate_bps"], alice["tx_rate_bps"]) == (8000.0, 16000.0)  # bits/s
     assert office["rx_rate_bps"] is None
 
 
@@ -296,16 +309,18 @@ async def test_status_is_the_documents_shell_with_uptime_and_totals(lab: Lab) ->
 
 
 async def test_traffic_gives_the_samples_of_the_peer(lab: Lab) -> None:
-    lab.samples.series_of[STATIC_KEY] = [(100.0, 1.0, 2.0), (110.0, 3.0, 4.0)]
+    await lab.admin.add_peer({"name": "alice"})
+    for wallclock, rx, tx in ((100.0, 0, 0), (110.0, 10, 20), (120.0, 40, 60)):
+        lab.samples.sample([(STATIC_KEY, rx, tx)], wallclock)
     assert await lab.admin.traffic("office") == {
         "interval": 10.0,
         "samples": [
-            {"time": 100.0, "rx_bps": 1.0, "tx_bps": 2.0},
-            {"time": 110.0, "rx_bps": 3.0, "tx_bps": 4.0},
+            {"time": 110.0, "rx_bps": 8.0, "tx_bps": 16.0},
+            {"time": 120.0, "rx_bps": 24.0, "tx_bps": 32.0},
         ],
     }
-    await lab.admin.add_peer({"name": "alice"})
-    assert (await lab.admin.traffic("alice"))["samples"] == []
+    idle = (await lab.admin.traffic("alice"))["samples"]
+    assert [(s["rx_bps"], s["tx_bps"]) for s in idle] == [(0.0, 0.0), (0.0, 0.0)]
     await refused(lab.admin.traffic("nobody"), 404)
 
 
@@ -349,8 +364,13 @@ async def test_update_and_remove_refuse_static_and_unknown_peers(lab: Lab) -> No
     error = await refused(lab.admin.update_peer("office", {"enabled": False}), 409)
     assert str(error) == "'office' is a peer of the config file; set it there and reload"
     await refused(lab.admin.remove_peer("office"), 409)
-    await refused(lab.admin.update_peer("nobody", {"enabled": False}), 404)  # no registry yet
-    await refused(lab.admin.remove_peer("nobody"), 404)
+    for call in (  # no registry yet
+        lab.admin.update_peer("nobody", {"enabled": False}),
+        lab.admin.remove_peer("nobody"),
+        lab.admin.reset_usage("nobody"),
+    ):
+        error = await refused(call, 404)
+        assert str(error) == "no peer named 'nobody' in the registry"
     await lab.admin.add_peer({"name": "alice"})
     before = lab.stored()
     await refused(lab.admin.update_peer("nobody", {"enabled": False}), 404)
@@ -382,3 +402,34 @@ async def test_reset_usage_zeroes_the_period_for_registry_and_static_peers(lab: 
     assert (office["usage_bytes"], office["lifetime_rx_bytes"]) == (0, 5)
     assert lab.pokes == 3
     await refused(lab.admin.reset_usage("nobody"), 404)
+
+
+async def test_status_counts_toyvpn_sessions_without_listing_them(lab: Lab) -> None:
+    pool = types.SimpleNamespace(size=253, in_use=2)
+    lab.source.toyvpn = types.SimpleNamespace(  # type: ignore[assignment]
+        sessions={1: object(), 2: object()}, pool=pool, counters={}
+    )
+    toyvpn = (await lab.admin.status())["toyvpn"]
+    assert toyvpn["session_count"] == 2 and "sessions" not in toyvpn
+    assert toyvpn["pool"] == {"network": str(lab.source.cfg.toyvpn.pool), "size": 253, "in_use": 2}
+
+
+async def test_the_registry_is_never_opened_on_the_trio_thread(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_in: list[threading.Thread] = []
+    real_open = Registry.open
+
+    def spy(path: Path, **options: Any) -> Registry:
+        opened_in.append(threading.current_thread())
+        return real_open(path, **options)
+
+    monkeypatch.setattr(Registry, "open", spy)
+    await lab.admin.add_peer({"name": "alice"})
+    await lab.admin.peers()
+    await lab.admin.peer("alice")
+    await lab.admin.update_peer("alice", {"rate": "1Mbit"})
+    await lab.admin.reset_usage("alice")
+    await lab.admin.remove_peer("alice")
+    assert len(opened_in) >= 6
+    assert threading.main_thread() not in opened_in

@@ -25,6 +25,7 @@ import trio
 
 from trivpn.config import Config, WireGuardPeerConfig
 from trivpn.control.status_socket import document_shell, in_slices, peer_entry
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, new_peer_fields, policy_changes
 from trivpn.proto.toyvpn import ToyVpnServer
@@ -76,15 +77,6 @@ class AdminSource(Protocol):
     def started(self) -> float: ...  # wall clock at start
 
 
-class TrafficReader(Protocol):
-    """What Admin reads of trivpn.control.web.traffic.TrafficSamples."""
-
-    @property
-    def interval(self) -> float: ...
-    def series(self, public_key: bytes) -> list[tuple[float, float, float]]: ...
-    def rates(self, public_key: bytes) -> tuple[float, float] | None: ...
-
-
 def _registry_error(e: store.RegistryError) -> AdminError:
     if isinstance(e, store.PeerNotFound):
         return AdminError(404, str(e))
@@ -117,7 +109,7 @@ class Admin:
     def __init__(
         self,
         source: AdminSource,
-        samples: TrafficReader,
+        samples: TrafficSamples,
         *,
         clock: Callable[[], float] = time.time,  # the wall clock (the server's own, in tests)
     ) -> None:
@@ -240,7 +232,7 @@ class Admin:
             _, new = reg.update_policy(name, lambda p: dataclasses.replace(p, **changes))
             return new
 
-        peer = await self._registry_peer(update)
+        peer = await self._registry_peer(name, update)
         self._poke()
         return await self._fresh_row(peer)
 
@@ -248,7 +240,7 @@ class Admin:
         """Zero what counts against the peer's quota now; static peers too (by their key)."""
         static = self._static(name)
         if static is None:
-            peer = await self._registry_peer(lambda reg: reg.reset_usage(name))
+            peer = await self._registry_peer(name, lambda reg: reg.reset_usage(name))
             self._poke()
             return await self._fresh_row(peer)
         key = static.public_key
@@ -265,7 +257,7 @@ class Admin:
     async def remove_peer(self, name: str) -> None:
         """Delete a registry peer; 404 unknown, 409 static."""
         self._refuse_static(name)
-        await self._registry_peer(lambda reg: reg.remove(name))
+        await self._registry_peer(name, lambda reg: reg.remove(name))
         self._poke()
 
     # --- helpers ------------------------------------------------------------------------
@@ -289,11 +281,12 @@ class Admin:
             raise _registry_error(e) from e
 
     async def _registry_peer(
-        self, fn: Callable[[store.Registry], store.RegistryPeer]
+        self, name: str, fn: Callable[[store.Registry], store.RegistryPeer]
     ) -> store.RegistryPeer:
+        """``fn`` on the registry for the peer ``name``; 404 when there is no registry yet."""
         found = await self._in_registry(fn)
         if found is None:
-            raise AdminError(404, "no peers in the registry yet")
+            raise AdminError(404, f"no peer named {name!r} in the registry")
         return found
 
     async def _stored_row(self, name: str) -> dict[str, Any]:

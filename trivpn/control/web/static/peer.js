@@ -21,8 +21,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const shown = {}; // what the inputs were last filled with: only a change is sent
   let gone = false;
 
-  function field(name) {
-    return page.querySelector(`[data-field="${name}"]`);
+  function field(key) {
+    return page.querySelector(`[data-field="${key}"]`);
   }
 
   function fill(row) {
@@ -36,12 +36,15 @@ document.addEventListener("DOMContentLoaded", () => {
     state.dataset.state = row.state;
     field("latest_handshake").textContent = trivpn.ago(row.latest_handshake);
     field("endpoint").textContent = row.endpoint || "–";
-    field("rates").textContent = `${trivpn.rate(row.tx_rate_bps)} down, ${trivpn.rate(row.rx_rate_bps)} up`;
+    field("rates").textContent =
+      row.tx_rate_bps === null && row.rx_rate_bps === null
+        ? "not measured yet" // the server needs two samples, seconds apart
+        : `${trivpn.rate(row.tx_rate_bps)} down, ${trivpn.rate(row.rx_rate_bps)} up`;
     field("usage").replaceChildren(trivpn.usageCell(row));
     field("transfer").textContent = `${trivpn.bytes(row.received)} / ${trivpn.bytes(row.sent)}`;
     field("addresses").textContent = row.addresses.join(", ");
     field("public_key").textContent = row.public_key;
-    field("created").textContent = row.created ? trivpn.expiry(row.created) : "in the config file";
+    field("created").textContent = row.created ? trivpn.moment(row.created) : "in the config file";
     enable.hidden = row.enabled;
     disable.hidden = !row.enabled;
     const fixed = row.source === "config";
