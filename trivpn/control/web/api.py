@@ -5,6 +5,7 @@ Authentication, CSRF and the body bound are the app's guard's (`app.Guard`), not
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -179,5 +180,8 @@ class Api:
 def _qr_svg(text: str) -> str:
     import segno  # until the QR helper moves to registry/clientconf.py (helper A)
 
-    svg: str = segno.make(text, error="l").svg_inline(scale=4)
-    return svg
+    # a standalone SVG, with its xmlns (svg_inline drops it): the page parses it as
+    # image/svg+xml, and an <svg> without the namespace is no SVG there (nothing is drawn)
+    out = io.BytesIO()
+    segno.make(text, error="l").save(out, kind="svg", scale=4, xmldecl=False, nl=False)
+    return out.getvalue().decode()
