@@ -194,7 +194,7 @@ class FakeAdmin:
 
     async def traffic(self, name: str) -> dict[str, Any]:
         """An hour of 10 s samples: a download that comes and goes, a steady trickle up."""
-        self.rows[name]  # noqa: B018 (an unknown peer fails as the real one does)
+        self.rows[name]
         start = self.now - 3600
         samples = [
             {

@@ -10,6 +10,9 @@ Endpoint, latest handshake and transfer come from the running server, through it
 socket (root only); when it cannot be reached they are "-", and `peer list` says why on stderr.
 A peer's state (active, disabled, expired, over quota), its limits and its usage: see
 trivpn.cli.peer_policy; a running server follows a change within a second.
+
+What a field may be, the rows and the addition itself are shared with the web admin:
+trivpn.proto.peer_fields, trivpn.registry.peer_rows, trivpn.registry.peer_add.
 """
 
 from __future__ import annotations

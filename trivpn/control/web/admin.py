@@ -25,9 +25,11 @@ import trio
 
 from trivpn.config import Config, WireGuardPeerConfig
 from trivpn.control.status_socket import document_shell, in_slices, peer_entry
+from trivpn.control.web.traffic import TrafficSamples
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, new_peer_fields, policy_changes
 from trivpn.proto.toyvpn import ToyVpnServer
+from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import Peer, keys
 from trivpn.registry import peer_add, peer_rows, store
 from trivpn.registry.sync import PeerSync
@@ -75,15 +77,6 @@ class AdminSource(Protocol):
     def started(self) -> float: ...  # wall clock at start
 
 
-class TrafficReader(Protocol):
-    """What Admin reads of trivpn.control.web.traffic.TrafficSamples."""
-
-    @property
-    def interval(self) -> float: ...
-    def series(self, public_key: bytes) -> list[tuple[float, float, float]]: ...
-    def rates(self, public_key: bytes) -> tuple[float, float] | None: ...
-
-
 def _registry_error(e: store.RegistryError) -> AdminError:
     if isinstance(e, store.PeerNotFound):
         return AdminError(404, str(e))
@@ -113,16 +106,24 @@ def _field_error(e: FieldError) -> AdminError:
 
 
 class Admin:
-    def __init__(self, source: AdminSource, samples: TrafficReader) -> None:
+    def __init__(
+        self,
+        source: AdminSource,
+        samples: TrafficSamples,
+        *,
+        clock: Callable[[], float] = time.time,  # the wall clock (the server's own, in tests)
+    ) -> None:
         self._source = source
         self._samples = samples
+        self._clock = clock
 
     # --- reads --------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """The status document's shell (no peer or session list), uptime and totals."""
+        """The status document's shell (without its lists of peers and sessions), uptime,
+        totals and the ToyVPN session count."""
         source = self._source
-        wallclock = time.time()
+        wallclock = self._clock()
         doc = document_shell(
             source, source.cfg.interface.name, now=trio.current_time(), wallclock=wallclock
         )
@@ -139,13 +140,17 @@ class Admin:
 
             await in_slices(front.device, count)
         doc["totals"] = totals
+        # no lists: the peers are GET /peers', and an empty one would read as none
+        if doc["wireguard"] is not None:
+            del doc["wireguard"]["peers"]
         if source.toyvpn is not None:
+            del doc["toyvpn"]["sessions"]
             doc["toyvpn"]["session_count"] = len(source.toyvpn.sessions)
         return doc
 
     async def peers(self) -> list[dict[str, Any]]:
         """Every peer, static (config file) ones first, with their live fields."""
-        wallclock = time.time()
+        wallclock = self._clock()
         static = self._source.cfg.wireguard.peers
 
         def read(reg: store.Registry) -> list[dict[str, Any]]:
@@ -183,7 +188,7 @@ class Admin:
         config; 400 for a bad field, 409 for a name or address in use or a server that
         cannot give configs (WireGuard off, no public endpoint)."""
         texts = _texts(body, ADD_FIELDS)
-        wallclock = time.time()
+        wallclock = self._clock()
         try:
             fields = new_peer_fields(texts, _utc(wallclock))
         except FieldError as e:
@@ -212,7 +217,7 @@ class Admin:
         """Change a registry peer's enabled, expires, quota or rates; 400, 404, 409 static."""
         texts = _texts(body, UPDATE_FIELDS)
         try:
-            changes = policy_changes(texts, _utc(time.time()))
+            changes = policy_changes(texts, _utc(self._clock()))
         except FieldError as e:
             raise _field_error(e) from None
         if "enabled" in body:
@@ -238,9 +243,15 @@ class Admin:
             peer = await self._registry_peer(lambda reg: reg.reset_usage(name))
             self._poke()
             return await self._fresh_row(peer)
-        await self._in_registry(lambda reg: reg.reset_key_usage(static.public_key), create=True)
+        key = static.public_key
+
+        def reset(reg: store.Registry) -> dict[bytes, UsageRecord]:
+            reg.reset_key_usage(key)
+            return reg.usage_records([key])
+
+        usage = await self._in_registry(reset, create=True)
         self._poke()
-        row = peer_rows.static_row(static, {}, time.time())
+        row = peer_rows.static_row(static, usage or {}, self._clock())
         return self._live(row, None, fetch=True, fresh=True)
 
     async def remove_peer(self, name: str) -> None:
@@ -279,7 +290,7 @@ class Admin:
 
     async def _stored_row(self, name: str) -> dict[str, Any]:
         """The row of ``name`` as stored (live fields None); 404 when unknown."""
-        wallclock = time.time()
+        wallclock = self._clock()
         static = self._static(name)
 
         def read(reg: store.Registry) -> dict[str, Any] | None:
@@ -300,7 +311,7 @@ class Admin:
         return row
 
     async def _fresh_row(self, peer: store.RegistryPeer) -> dict[str, Any]:
-        wallclock = time.time()
+        wallclock = self._clock()
         usage = await self._in_registry(lambda reg: reg.usage_records([peer.public_key]))
         row = peer_rows.registry_row(peer, usage or {}, wallclock)
         return self._live(row, None, fetch=True, fresh=True)
@@ -320,14 +331,14 @@ class Admin:
         front = self._source.wireguard
         if fetch and front is not None:
             peer = front.device.peers.get(key)
-            entry = None if peer is None else peer_entry(front, peer, time.time())
+            entry = None if peer is None else peer_entry(front, peer, self._clock())
         if entry is not None:
             stored = {field: row[field] for field in peer_rows.ROW_FIELDS}
             peer_rows.merge_live(row, entry)
             if fresh:
                 row.update(stored)
         rates = self._samples.rates(key)
-        row["online"] = _online(row["latest_handshake"], time.time())
+        row["online"] = _online(row["latest_handshake"], self._clock())
         row["rx_rate_bps"], row["tx_rate_bps"] = (None, None) if rates is None else rates
         return row
 
