@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from trivpn.control.web.admin import Admin, AdminError
 from trivpn.control.web.auth import (
     SESSION_COOKIE,
     Authenticator,
@@ -24,6 +25,7 @@ from trivpn.control.web.auth import (
     LoginRefused,
 )
 from trivpn.control.web.credentials import CredentialsError
+from trivpn.registry.clientconf import qr_code
 
 log = logging.getLogger("trivpn")
 
@@ -68,6 +70,10 @@ def _answering_errors(handler: Handler) -> Handler:
             return await handler(request)
         except BadRequest as e:
             return error(400, str(e), e.field)
+        except AdminError as e:
+            if e.status >= 500:
+                log.error("web: %s %s: %s", request.method, request.url.path, e)
+            return error(e.status, str(e), e.field)
         except CredentialsError as e:
             log.error("web: %s", e)
             return error(
@@ -78,7 +84,7 @@ def _answering_errors(handler: Handler) -> Handler:
 
 
 class Api:
-    def __init__(self, admin: Any, authenticator: Authenticator, *, secure_cookies: bool) -> None:
+    def __init__(self, admin: Admin, authenticator: Authenticator, *, secure_cookies: bool) -> None:
         self.admin = admin
         self.authenticator = authenticator
         self.secure_cookies = secure_cookies
@@ -178,10 +184,11 @@ class Api:
 
 
 def _qr_svg(text: str) -> str:
-    import segno  # until the QR helper moves to registry/clientconf.py (helper A)
-
-    # a standalone SVG, with its xmlns (svg_inline drops it): the page parses it as
-    # image/svg+xml, and an <svg> without the namespace is no SVG there (nothing is drawn)
+    """For a page (no XML declaration, no size: its CSS sizes it), dark on light whatever the
+    page's colours, for a phone's WireGuard app to scan. With its xmlns (svg_inline drops it):
+    the page parses it as image/svg+xml, where an <svg> without it draws nothing."""
     out = io.BytesIO()
-    segno.make(text, error="l").save(out, kind="svg", scale=4, xmldecl=False, nl=False)
+    qr_code(text).save(
+        out, kind="svg", xmldecl=False, nl=False, omitsize=True, light="#fff", svgclass="qr"
+    )
     return out.getvalue().decode()

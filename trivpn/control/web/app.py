@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import jinja2
 from starlette.applications import Starlette
@@ -28,6 +28,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trivpn.control.web import pages
+from trivpn.control.web.admin import Admin
 from trivpn.control.web.api import LOGIN_PATH, Api, error
 from trivpn.control.web.auth import CSRF_HEADER, Authenticator, csrf_matches
 from trivpn.control.web.credentials import WebCredentials
@@ -52,7 +53,7 @@ SECURITY_HEADERS: Final = {
 
 
 def create_app(
-    admin: Any,
+    admin: Admin,
     credentials: WebCredentials,
     *,
     secure_cookies: bool,

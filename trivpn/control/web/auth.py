@@ -202,7 +202,7 @@ class Authenticator:
         self.sessions = Sessions(clock)
         self.limiter = LoginLimiter(clock)
         self._clock = clock
-        self._hashing = trio.CapacityLimiter(HASH_THREADS)
+        self.hashing = trio.CapacityLimiter(HASH_THREADS)
         self._last_totp_step = -1  # a code's step must be later than this: no replay
 
     def authenticate(self, request: HTTPConnection) -> Auth | None:
@@ -226,7 +226,7 @@ class Authenticator:
         if wait is not None:
             return LoginLimited(max(1, math.ceil(wait)))
         ok = await trio.to_thread.run_sync(
-            self.credentials.verify_password, password, limiter=self._hashing
+            self.credentials.verify_password, password, limiter=self.hashing
         )
         if ok and self.credentials.totp_enabled():
             if totp is None:
