@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
+from trivpn.config import PEER_NAME_ALLOWED
+from trivpn.control.web.admin import AdminError, NewPeer
 
 NOW = 1_800_000_000.0  # the fake's wall clock (2027-01-15), unless given another
 GIB = 1 << 30
@@ -108,14 +109,9 @@ def sample_peers(now: float = NOW) -> list[dict[str, Any]]:
     ]
 
 
-@attrs.frozen
-class NewPeer:
-    peer: dict[str, Any]
-    config: str
-
-
 class FakeAdmin:
-    """`Admin`'s methods over rows in memory; ``calls`` records the writes."""
+    """`Admin`'s methods over rows in memory; ``calls`` records the writes. It checks only
+    what the pages show errors for: a name missing (400) or in use (409) and unknown peers (404)."""
 
     def __init__(self, now: float = NOW) -> None:
         self.now = now
@@ -133,13 +129,11 @@ class FakeAdmin:
                 "listen": "0.0.0.0:51820",
                 "listen_port": 51820,
                 "public_key": _key("server"),
-                "peers": [],
             },
             "toyvpn": {
                 "listen": "0.0.0.0:8000",
                 "listen_port": 8000,
                 "pool": {"network": "10.9.0.0/24", "size": 253, "in_use": 2},
-                "sessions": [],
                 "session_count": 2,
             },
             "counters": {"server": {}},
@@ -155,12 +149,22 @@ class FakeAdmin:
     async def peers(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(row) for row in self.rows.values()]
 
+    def _row(self, name: str) -> dict[str, Any]:
+        row = self.rows.get(name)
+        if row is None:
+            raise AdminError(404, f"no peer {name!r}")
+        return row
+
     async def peer(self, name: str) -> dict[str, Any]:
-        return copy.deepcopy(self.rows[name])
+        return copy.deepcopy(self._row(name))
 
     async def add_peer(self, body: Mapping[str, Any]) -> NewPeer:
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise AdminError(400, f"expected a name; {PEER_NAME_ALLOWED}", "name")
+        if name in self.rows:
+            raise AdminError(409, f"a peer named {name!r} exists", "name")
         self.calls.append(("add", dict(body)))
-        name = str(body["name"])
         row = peer_row(name, len(self.rows), self.now, latest_handshake=None, online=False)
         self.rows[name] = row
         config = (
@@ -176,25 +180,27 @@ class FakeAdmin:
         return NewPeer(copy.deepcopy(row), config)
 
     async def update_peer(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        row = self._row(name)
         self.calls.append(("update", (name, dict(body))))
-        row = self.rows[name]
         if "enabled" in body:
             row["enabled"] = bool(body["enabled"])
             row["state"] = "active" if row["enabled"] else "disabled"
         return copy.deepcopy(row)
 
     async def reset_usage(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
         self.calls.append(("reset", name))
-        self.rows[name]["usage_bytes"] = 0
-        return copy.deepcopy(self.rows[name])
+        row["usage_bytes"] = 0
+        return copy.deepcopy(row)
 
     async def remove_peer(self, name: str) -> None:
+        self._row(name)
         self.calls.append(("remove", name))
         del self.rows[name]
 
     async def traffic(self, name: str) -> dict[str, Any]:
         """An hour of 10 s samples: a download that comes and goes, a steady trickle up."""
-        self.rows[name]
+        self._row(name)
         start = self.now - 3600
         samples = [
             {

@@ -52,7 +52,9 @@ def render(request: Request, template: str, *, nav: str = "", **values: Any) -> 
     templates = request.app.state.templates
     assert isinstance(templates, Jinja2Templates)
     context = {"csrf_token": csrf_token(request), "nav": nav, **values}
-    return templates.TemplateResponse(request, template, context)
+    response = templates.TemplateResponse(request, template, context)
+    response.headers["Cache-Control"] = "no-store"  # it carries the session's CSRF token
+    return response
 
 
 async def _home(request: Request) -> Response:

@@ -4,9 +4,9 @@
 
 const throughputChart = (() => {
   const SVG = "http://www.w3.org/2000/svg";
-  const WIDTH = 720;
-  const HEIGHT = 240;
-  const PAD = { left: 64, right: 8, top: 12, bottom: 24 };
+  const WIDTH = 960;
+  const HEIGHT = 260;
+  const PAD = { left: 88, right: 8, top: 12, bottom: 24 };
   const SPAN = 3600; // seconds shown
 
   function element(name, attributes, text) {

@@ -93,7 +93,8 @@ const trivpn = (() => {
       [1e3, "kbit/s"],
     ];
     for (const [size, unit] of units) {
-      if (bps >= size) return `${(bps / size).toFixed(bps >= size * 100 ? 0 : 1)} ${unit}`;
+      // one decimal below 100 of a unit, none when it is 0: 48.3 Mbit/s, 50 Mbit/s, 410 kbit/s
+      if (bps >= size) return `${Number((bps / size).toFixed(bps >= size * 100 ? 0 : 1))} ${unit}`;
     }
     return `${Math.round(bps)} bit/s`;
   }
@@ -160,10 +161,19 @@ const trivpn = (() => {
     return `${duration(age)} ago`;
   }
 
-  // an expiry (ISO 8601 UTC) as its date and time, or "never"
+  // an ISO 8601 moment in UTC to the minute: 2026-11-02 09:30 UTC
+  function moment(iso) {
+    const time = Date.parse(iso);
+    if (Number.isNaN(time)) return String(iso);
+    const text = new Date(time).toISOString();
+    return `${text.slice(0, 10)} ${text.slice(11, 16)} UTC`;
+  }
+
+  // an expiry: "never", the day alone when it ends that day (as `--expires 2027-01-31` sets)
   function expiry(iso) {
     if (!iso) return "never";
-    return iso.replace("T", " ").replace(/Z$/, " UTC");
+    const text = moment(iso);
+    return text.endsWith(" 23:59 UTC") && iso.includes("23:59:59") ? text.slice(0, 10) : text;
   }
 
   const STATE_LABELS = {
@@ -195,7 +205,9 @@ const trivpn = (() => {
     bar.value = Math.min(row.usage_bytes, row.quota_bytes);
     const percent = Math.floor((100 * row.usage_bytes) / row.quota_bytes);
     bar.title = `${percent}% of the ${row.quota_period} quota`;
-    text.textContent = `${bytes(row.usage_bytes)} / ${bytes(row.quota_bytes)} ${row.quota_period}`;
+    // as `trivpn peer list` writes it: 1.20 GiB / 50 GiB month
+    const quota = sizeText(row.quota_bytes).replace(/^([0-9]+)/, "$1 ");
+    text.textContent = `${bytes(row.usage_bytes)} / ${quota} ${row.quota_period}`;
     cell.append(bar, " ", text);
     return cell;
   }
@@ -256,6 +268,7 @@ const trivpn = (() => {
     quotaText,
     duration,
     ago,
+    moment,
     expiry,
     stateLabel,
     usageCell,

@@ -41,7 +41,7 @@ document.addEventListener("DOMContentLoaded", () => {
     field("transfer").textContent = `${trivpn.bytes(row.received)} / ${trivpn.bytes(row.sent)}`;
     field("addresses").textContent = row.addresses.join(", ");
     field("public_key").textContent = row.public_key;
-    field("created").textContent = row.created ? trivpn.expiry(row.created) : "in the config file";
+    field("created").textContent = row.created ? trivpn.moment(row.created) : "in the config file";
     enable.hidden = row.enabled;
     disable.hidden = !row.enabled;
     const fixed = row.source === "config";

@@ -18,10 +18,18 @@ document.addEventListener("DOMContentLoaded", () => {
     return answer;
   }
 
+  // the server's SVG text as an element: parsed as HTML (inline SVG needs no xmlns there;
+  // no script of a parsed document runs), scaled to its box by a viewBox
   function svgOf(text) {
-    const parsed = new DOMParser().parseFromString(text, "image/svg+xml");
-    const svg = parsed.documentElement;
-    if (svg.nodeName !== "svg") return document.createTextNode("(no QR code)");
+    const svg = new DOMParser().parseFromString(text, "text/html").querySelector("svg");
+    if (!svg) return document.createTextNode("(no QR code)");
+    const width = svg.getAttribute("width");
+    const height = svg.getAttribute("height");
+    if (!svg.hasAttribute("viewBox") && width && height) {
+      svg.setAttribute("viewBox", `0 0 ${parseFloat(width)} ${parseFloat(height)}`);
+    }
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", "QR code of the configuration");
     return document.importNode(svg, true);

@@ -8,11 +8,20 @@ document.addEventListener("DOMContentLoaded", () => {
     page.querySelector(`[data-field="${name}"]`).textContent = text;
   }
 
+  // 3 days 4 hours: the two largest units
+  function uptime(seconds) {
+    const first = trivpn.duration(seconds);
+    const sizes = { day: 86400, hour: 3600, minute: 60 };
+    const unit = Object.keys(sizes).find((u) => first.includes(` ${u}`));
+    const rest = unit ? seconds % sizes[unit] : 0;
+    return rest >= 1 && unit !== "minute" ? `${first} ${trivpn.duration(rest)}` : first;
+  }
+
   function fill(status) {
     const wireguard = status.wireguard;
     const toyvpn = status.toyvpn;
     const totals = status.totals || {};
-    set("uptime", trivpn.duration(status.uptime_seconds));
+    set("uptime", uptime(status.uptime_seconds));
     set("interface", `${status.interface.name} (MTU ${status.interface.mtu})`);
     set("address", status.interface.address.join(", "));
     set("egress", status.nat.egress + (status.nat.masquerade ? " (masquerade)" : ""));
