@@ -174,9 +174,8 @@ def main() -> int:
             print("\n--- server log ---\n" + server.log().rstrip())
             print(
                 f"\ndemo: web admin at {forwarder.url}/  password {password}\n"
-                "      (one-time: it lives in the demo's state dir, removed with the lab; the"
-                " page is\n      served from the server ns through a forwarder on this host's"
-                " loopback)"
+                "      (one-time: made for this demo's own state dir; the page is served from"
+                " the\n      server ns through a forwarder on this host's loopback)"
             )
             if not args.once:
                 print(
