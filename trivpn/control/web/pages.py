@@ -52,9 +52,7 @@ def render(request: Request, template: str, *, nav: str = "", **values: Any) -> 
     templates = request.app.state.templates
     assert isinstance(templates, Jinja2Templates)
     context = {"csrf_token": csrf_token(request), "nav": nav, **values}
-    response = templates.TemplateResponse(request, template, context)
-    response.headers["Cache-Control"] = "no-store"  # it carries the session's CSRF token
-    return response
+    return templates.TemplateResponse(request, template, context)
 
 
 async def _home(request: Request) -> Response:

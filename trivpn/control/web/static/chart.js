@@ -4,8 +4,6 @@
 
 const throughputChart = (() => {
   const SVG = "http://www.w3.org/2000/svg";
-  const WIDTH = 960;
-  const HEIGHT = 260;
   const PAD = { left: 88, right: 8, top: 12, bottom: 24 };
   const SPAN = 3600; // seconds shown
 
@@ -26,11 +24,14 @@ const throughputChart = (() => {
 
   // traffic: {interval, samples: [{time, rx_bps, tx_bps}]}; now: the server's epoch seconds
   function draw(container, traffic, now) {
-    const samples = traffic.samples || [];
+    // drawn at the box's own width, so the labels keep their size on a phone
+    const WIDTH = Math.max(320, Math.round(container.clientWidth || 960));
+    const HEIGHT = Math.min(260, Math.round(WIDTH * 0.6));
+    const samples = (traffic.samples || []).filter((s) => s.time >= now - SPAN && s.time <= now + 60);
     const top = ceiling(Math.max(0, ...samples.map((s) => Math.max(s.rx_bps, s.tx_bps))));
     const innerWidth = WIDTH - PAD.left - PAD.right;
     const innerHeight = HEIGHT - PAD.top - PAD.bottom;
-    const x = (time) => PAD.left + innerWidth * (1 - Math.min(SPAN, Math.max(0, now - time)) / SPAN);
+    const x = (time) => PAD.left + innerWidth * (1 - Math.max(0, now - time) / SPAN);
     const y = (bps) => PAD.top + innerHeight * (1 - bps / top);
     const svg = element("svg", {
       viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
@@ -44,7 +45,7 @@ const throughputChart = (() => {
         element("text", { class: "axis", x: PAD.left - 6, y: level + 4, "text-anchor": "end" }, trivpn.rate(top * fraction)),
       );
     }
-    for (const minutes of [60, 45, 30, 15, 0]) {
+    for (const minutes of innerWidth < 400 ? [60, 30, 0] : [60, 45, 30, 15, 0]) {
       const label = minutes ? `−${minutes} min` : "now";
       const anchor = minutes === 60 ? "start" : minutes === 0 ? "end" : "middle";
       svg.append(element("text", { class: "axis", x: x(now - minutes * 60), y: HEIGHT - 6, "text-anchor": anchor }, label));

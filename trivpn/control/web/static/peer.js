@@ -21,8 +21,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const shown = {}; // what the inputs were last filled with: only a change is sent
   let gone = false;
 
-  function field(name) {
-    return page.querySelector(`[data-field="${name}"]`);
+  function field(key) {
+    return page.querySelector(`[data-field="${key}"]`);
   }
 
   function fill(row) {

@@ -49,6 +49,17 @@ document.addEventListener("DOMContentLoaded", () => {
     return td;
   }
 
+  // one address a line: a router's peer has its networks too
+  function addressList(addresses) {
+    const list = document.createDocumentFragment();
+    for (const address of addresses) {
+      const line = document.createElement("span");
+      line.textContent = address;
+      list.append(line);
+    }
+    return list;
+  }
+
   function rowOf(peer) {
     const tr = document.createElement("tr");
     tr.dataset.name = peer.name;
@@ -79,7 +90,7 @@ document.addEventListener("DOMContentLoaded", () => {
       cell("rate_up", trivpn.rate(peer.rx_rate_bps)),
       cell("usage", trivpn.usageCell(peer)),
       cell("expires", trivpn.expiry(peer.expires)),
-      cell("addresses", peer.addresses.join(", ")),
+      cell("addresses", addressList(peer.addresses)),
     );
     return tr;
   }
