@@ -48,6 +48,11 @@ def clock() -> Clock:
     return Clock()
 
 
+def trivpn_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """trivpn's log lines (not httpx's, which another test may have let through)."""
+    return [r.getMessage() for r in caplog.records if r.name == "trivpn"]
+
+
 # --- sessions -----------------------------------------------------------------------------
 
 
@@ -128,12 +133,6 @@ def test_the_limiter_counts_an_ipv6_host_by_its_64() -> None:
 
 
 # --- the login, in the app ----------------------------------------------------------------
-
-
-def trivpn_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """trivpn's own lines: another library's (httpx's requests) may be on, by an earlier
-    test's logging set-up"""
-    return [r.getMessage() for r in caplog.records if r.name == "trivpn"]
 
 
 async def test_login_sets_a_strict_httponly_cookie_and_logs_no_secret(

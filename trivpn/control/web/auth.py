@@ -201,8 +201,8 @@ class Authenticator:
         self.credentials = credentials
         self.sessions = Sessions(clock)
         self.limiter = LoginLimiter(clock)
-        self._clock = clock
-        self.hashing = trio.CapacityLimiter(HASH_THREADS)
+        self.hashing = trio.CapacityLimiter(HASH_THREADS)  # Argon2id's worker threads
+        self._clock = clock  # the wall clock: TOTP steps are of Unix time
         self._last_totp_step = -1  # a code's step must be later than this: no replay
 
     def authenticate(self, request: HTTPConnection) -> Auth | None:
@@ -222,7 +222,7 @@ class Authenticator:
         return None if csrf_token is None else Auth("session", csrf_token)
 
     async def login(self, address: str, password: str, totp: str | None) -> LoginResult:
-        wait = self.limiter.take(address)
+        wait = self.limiter.take(address)  # before the hash: parallel guesses count too
         if wait is not None:
             return LoginLimited(max(1, math.ceil(wait)))
         ok = await trio.to_thread.run_sync(
