@@ -364,8 +364,13 @@ async def test_update_and_remove_refuse_static_and_unknown_peers(lab: Lab) -> No
     error = await refused(lab.admin.update_peer("office", {"enabled": False}), 409)
     assert str(error) == "'office' is a peer of the config file; set it there and reload"
     await refused(lab.admin.remove_peer("office"), 409)
-    await refused(lab.admin.update_peer("nobody", {"enabled": False}), 404)  # no registry yet
-    await refused(lab.admin.remove_peer("nobody"), 404)
+    for call in (  # no registry yet
+        lab.admin.update_peer("nobody", {"enabled": False}),
+        lab.admin.remove_peer("nobody"),
+        lab.admin.reset_usage("nobody"),
+    ):
+        error = await refused(call, 404)
+        assert str(error) == "no peer named 'nobody' in the registry"
     await lab.admin.add_peer({"name": "alice"})
     before = lab.stored()
     await refused(lab.admin.update_peer("nobody", {"enabled": False}), 404)

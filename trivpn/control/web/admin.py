@@ -232,7 +232,7 @@ class Admin:
             _, new = reg.update_policy(name, lambda p: dataclasses.replace(p, **changes))
             return new
 
-        peer = await self._registry_peer(update)
+        peer = await self._registry_peer(name, update)
         self._poke()
         return await self._fresh_row(peer)
 
@@ -240,7 +240,7 @@ class Admin:
         """Zero what counts against the peer's quota now; static peers too (by their key)."""
         static = self._static(name)
         if static is None:
-            peer = await self._registry_peer(lambda reg: reg.reset_usage(name))
+            peer = await self._registry_peer(name, lambda reg: reg.reset_usage(name))
             self._poke()
             return await self._fresh_row(peer)
         key = static.public_key
@@ -257,7 +257,7 @@ class Admin:
     async def remove_peer(self, name: str) -> None:
         """Delete a registry peer; 404 unknown, 409 static."""
         self._refuse_static(name)
-        await self._registry_peer(lambda reg: reg.remove(name))
+        await self._registry_peer(name, lambda reg: reg.remove(name))
         self._poke()
 
     # --- helpers ------------------------------------------------------------------------
@@ -281,11 +281,12 @@ class Admin:
             raise _registry_error(e) from e
 
     async def _registry_peer(
-        self, fn: Callable[[store.Registry], store.RegistryPeer]
+        self, name: str, fn: Callable[[store.Registry], store.RegistryPeer]
     ) -> store.RegistryPeer:
+        """``fn`` on the registry for the peer ``name``; 404 when there is no registry yet."""
         found = await self._in_registry(fn)
         if found is None:
-            raise AdminError(404, "no peers in the registry yet")
+            raise AdminError(404, f"no peer named {name!r} in the registry")
         return found
 
     async def _stored_row(self, name: str) -> dict[str, Any]:
