@@ -41,6 +41,7 @@ const throughputChart = (() => {
     for (const fraction of [0, 0.5, 1]) {
       const level = y(top * fraction);
       svg.append(element("line", { class: "grid", x1: PAD.left, x2: WIDTH - PAD.right, y1: level, y2: level }));
+      if (samples.length === 0) continue; // no scale to speak of
       svg.append(
         element("text", { class: "axis", x: PAD.left - 6, y: level + 4, "text-anchor": "end" }, trivpn.rate(top * fraction)),
       );

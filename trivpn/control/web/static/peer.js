@@ -36,7 +36,10 @@ document.addEventListener("DOMContentLoaded", () => {
     state.dataset.state = row.state;
     field("latest_handshake").textContent = trivpn.ago(row.latest_handshake);
     field("endpoint").textContent = row.endpoint || "–";
-    field("rates").textContent = `${trivpn.rate(row.tx_rate_bps)} down, ${trivpn.rate(row.rx_rate_bps)} up`;
+    field("rates").textContent =
+      row.tx_rate_bps === null && row.rx_rate_bps === null
+        ? "not measured yet" // the server needs two samples, seconds apart
+        : `${trivpn.rate(row.tx_rate_bps)} down, ${trivpn.rate(row.rx_rate_bps)} up`;
     field("usage").replaceChildren(trivpn.usageCell(row));
     field("transfer").textContent = `${trivpn.bytes(row.received)} / ${trivpn.bytes(row.sent)}`;
     field("addresses").textContent = row.addresses.join(", ");
