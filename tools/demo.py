@@ -4,6 +4,10 @@
                                                server ns: trivpn serve ─203.0.113.0/24─ internet ns
     ToyVPN client ns ───────192.0.2.4/30───────┘
 
+The web admin listens on the server ns's own 127.0.0.1; a forwarder on the host's loopback
+reaches it, so a browser on this machine can open it (with the one-time password printed)
+while the demo runs.
+
 Usage: tools/demo [--once]   (--once: show the traffic, then tear down without waiting)
 """
 
@@ -12,17 +16,21 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import netlab, wglab
+from support.forward import Forwarder
 
 DEMO_SECRET = "demo-secret-not-for-production"
 WG_CLIENT_ADDRESS = "10.8.0.2"
+WEB_PORT = 51821  # in the server ns; on the host's loopback too when it is free
 
 
 def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str) -> Path:
@@ -31,7 +39,8 @@ def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str
     - the server's key file and the peer registry in the demo's temp dir (nothing in /var/lib);
     - an interface name of its own;
     - the wireguard-go client as a peer;
-    - ToyVPN switched on, with the demo's secret (the protocol the second client speaks).
+    - ToyVPN switched on, with the demo's secret (the protocol the second client speaks);
+    - the web admin on, on the server ns's 127.0.0.1.
     """
     text = shipped.read_text()
     head, sep, toy = text.partition("\n[toyvpn]\n")
@@ -40,6 +49,11 @@ def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str
     toy = re.sub(r"(?m)^enabled\s*=.*$", "enabled = true", toy, count=1)
     toy = re.sub(r"(?m)^secret\s*=.*$", f'secret = "{DEMO_SECRET}"', toy, count=1)
     text = head + sep + toy
+    before, web_sep, web = text.partition("\n[web]\n")
+    if not web_sep:
+        raise SystemExit(f"demo: {shipped} has no [web] section")
+    web = re.sub(r"(?m)^listen\s*=.*$", f'listen = "127.0.0.1:{WEB_PORT}"', web, count=1)
+    text = before + web_sep + web
     text = re.sub(
         r"(?m)^private_key_file\s*=.*$", f'private_key_file = "{key_file}"', text, count=1
     )
@@ -55,6 +69,28 @@ def demo_config(shipped: Path, out: Path, key_file: Path, client_public_key: str
     path = out / "trivpn.toml"
     path.write_text(text)
     return path
+
+
+def web_admin(server_ns: netlab.Netns, config: Path) -> tuple[Forwarder, str]:
+    """A random one-time password for the admin (`trivpn web passwd`, in the demo's state
+    dir) and a forwarder from the host's loopback to it; WEB_PORT when free there."""
+    password = secrets.token_urlsafe(12)
+    server_ns.run(
+        sys.executable, "-m", "trivpn", "web", "passwd", "-c", str(config), input=password + "\n"
+    )
+    try:
+        forwarder = Forwarder(server_ns.name, "127.0.0.1", WEB_PORT, port=WEB_PORT)
+    except OSError:  # taken on the host (a real trivpn's admin?): any free port
+        forwarder = Forwarder(server_ns.name, "127.0.0.1", WEB_PORT)
+    return forwarder.start(), password
+
+
+def login_page_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/login", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 def show(title: str, result: subprocess.CompletedProcess[str]) -> None:
@@ -93,11 +129,15 @@ def main() -> int:
             netlab.REPO / "conf" / "trivpn.toml", work, server_key, wg_client.public_key
         )
         print(f"demo: config {config}: conf/trivpn.toml with a temporary server key, the")
-        print("      wireguard-go client as a peer, and [toyvpn] enabled for the ToyVPN client")
+        print("      wireguard-go client as a peer, [toyvpn] enabled for the ToyVPN client, and")
+        print(f"      [web] listen = 127.0.0.1:{WEB_PORT} (the admin, in the server ns)")
+        forwarder, password = web_admin(lab.server, config)
         server = netlab.Trivpn(lab.server, ["serve", "-c", str(config)], work / "server.log")
         toy = None
         try:
             server.wait_log("trivpn serving")
+            if not login_page_answers(forwarder.url):
+                raise SystemExit(f"demo: the web admin does not answer at {forwarder.url}")
             wg_client.add_peer(
                 server_public,
                 endpoint=f"{netlab.SERVER_WAN}:51820",
@@ -132,8 +172,16 @@ def main() -> int:
                 lab.server.run("nft", "list", "table", "inet", "trivpn"),
             )
             print("\n--- server log ---\n" + server.log().rstrip())
+            print(
+                f"\ndemo: web admin at {forwarder.url}/  password {password}\n"
+                "      (one-time: made for this demo's own state dir; the page is served from"
+                " the\n      server ns through a forwarder on this host's loopback)"
+            )
             if not args.once:
-                print("\ndemo: running; the wireguard-go client pings every 2 s. Ctrl-C stops.")
+                print(
+                    f"\ndemo: running; open {forwarder.url}/ in a browser on this machine. The"
+                    " wireguard-go\n      client pings every 2 s. Ctrl-C stops."
+                )
                 while True:
                     r = wg_ns.run("ping", "-c", "1", "-W", "1", netlab.INTERNET_HOST, check=False)
                     m = re.search(r"time=([\d.]+ ms)", r.stdout)
@@ -142,6 +190,7 @@ def main() -> int:
         except KeyboardInterrupt:
             print()
         finally:
+            forwarder.close()
             if toy is not None:
                 toy.stop()
             wg_client.stop()

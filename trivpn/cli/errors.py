@@ -26,13 +26,17 @@ class CliError(Exception):
 def _expected_errors() -> tuple[type[BaseException], ...]:
     # imported here: `check`, `genkey` and the like must not load the server's modules
     from trivpn.control.metrics import MetricsError
+    from trivpn.control.web.serve import WebServeError
     from trivpn.daemon.keyfile import KeyFileError
     from trivpn.daemon.server import ServerError
     from trivpn.net.link import LinkError
     from trivpn.net.nft import NftError
     from trivpn.net.tun import TunError
 
-    return (ServerError, TunError, NftError, LinkError, KeyFileError, MetricsError, OSError)
+    return (
+        *(ServerError, TunError, NftError, LinkError, KeyFileError),
+        *(MetricsError, WebServeError, OSError),
+    )
 
 
 def _unwrap(exc: BaseException) -> BaseException:

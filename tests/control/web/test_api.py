@@ -124,9 +124,13 @@ async def test_add_answers_the_config_and_its_qr_code_once_and_never_again(
     config = new["config"]
     private_key = config.split("PrivateKey = ", 1)[1].split("\n", 1)[0]
     assert len(private_key) == 44
-    svg = qr_code(config).svg_inline(omitsize=True, light="#fff", svgclass="qr")
-    assert new["qr_svg"] == svg
-    assert svg.startswith('<svg viewBox="0 0 ') and "style" not in svg  # the CSP: no style=
+    # the inline SVG of the config's QR code, with its xmlns: without it the page's
+    # DOMParser makes no SVG element of it, and the browser draws nothing
+    svg, xmlns = new["qr_svg"], ' xmlns="http://www.w3.org/2000/svg"'
+    assert svg.startswith(f'<svg{xmlns} viewBox="0 0 ') and "style" not in svg  # the CSP
+    assert svg.replace(xmlns, "", 1) == qr_code(config).svg_inline(
+        omitsize=True, light="#fff", svgclass="qr"
+    )
     later = [
         await http.get("/api/v1/peers/erin"),
         await http.get("/api/v1/peers"),

@@ -5,6 +5,7 @@ Authentication, CSRF and the body bound are the app's guard's (`app.Guard`), not
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -184,6 +185,10 @@ class Api:
 
 def _qr_svg(text: str) -> str:
     """For a page (no XML declaration, no size: its CSS sizes it), dark on light whatever the
-    page's colours, for a phone's WireGuard app to scan."""
-    svg: str = qr_code(text).svg_inline(omitsize=True, light="#fff", svgclass="qr")
-    return svg
+    page's colours, for a phone's WireGuard app to scan. With its xmlns (svg_inline drops it):
+    the page parses it as image/svg+xml, where an <svg> without it draws nothing."""
+    out = io.BytesIO()
+    qr_code(text).save(
+        out, kind="svg", xmldecl=False, nl=False, omitsize=True, light="#fff", svgclass="qr"
+    )
+    return out.getvalue().decode()
