@@ -188,7 +188,7 @@ def test_a_peer_added_limited_disabled_and_removed_from_the_browser(
         shot(browser, tmp_path, "peers-empty")
 
         # add a peer; its config is shown once, on the page
-        browser.get(url + "/peers/new")
+        browser.get(url + "/add")
         fill(browser, "#add-name", "phone")
         visible(browser, "#add-submit").click()
         config = visible(browser, "#config-text").text

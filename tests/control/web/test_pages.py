@@ -24,7 +24,7 @@ PEER = "alice-laptop"  # one of the fake admin's peers
 # page path -> the scripts it loads after common.js
 PAGES = {
     "/peers": ["peers.js"],
-    "/peers/new": ["peer_new.js"],
+    "/add": ["peer_new.js"],
     f"/peers/{PEER}": ["chart.js", "peer.js"],
     "/server": ["server.js"],
 }
@@ -165,10 +165,12 @@ async def test_a_peer_page_carries_its_name_escaped(app: Starlette) -> None:
 async def test_the_add_form_is_not_a_peer_page(app: Starlette) -> None:
     async with client(app) as http:
         await login(http)
-        page = await get_page(http, "/peers/new")
+        page = await get_page(http, "/add")
         assert page.by_id("add-submit")["type"] == "submit"
         assert "hidden" in page.by_id("config")  # until a peer is added
         assert not [a for _, a in page.elements if a.get("id") == "peer"]
+        # the form lives outside /peers/: a peer named "new" (a valid name) has its page
+        assert (await get_page(http, "/peers/new")).by_id("peer")["data-name"] == "new"
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)

@@ -74,7 +74,11 @@ def create_app(
     )
     app.state.admin = admin
     app.state.templates = Jinja2Templates(
-        env=jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+        env=jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,  # a misspelt name fails the page tests
+        )
     )
     return app
 
@@ -107,7 +111,9 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        api = is_api(scope["path"])
+        # answers name peers (and a page carries its session's CSRF token): not kept by a
+        # browser or a proxy; the static files, the same for everyone, may be
+        cached = scope["path"].startswith("/static/")
         started = False
 
         async def send_secured(message: Message) -> None:
@@ -116,7 +122,7 @@ class Guard:
                 started = True
                 headers = MutableHeaders(scope=message)
                 headers.update(SECURITY_HEADERS)
-                if api:
+                if not cached:
                     headers["Cache-Control"] = "no-store"
             await send(message)
 

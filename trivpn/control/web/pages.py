@@ -4,9 +4,8 @@
 session to ``/login``. The CSP forbids inline code: no ``<script>`` body, ``style=`` or
 ``on…=`` attribute in a template (tests/control/web/test_pages.py parses every one).
 
-Paths: ``/`` (→ ``/peers``), ``/login``, ``/peers``, ``/peers/new``, ``/peers/{name}``,
-``/server``. A peer named ``new`` has no page of its own (``/peers/new`` is the add form);
-the API still reaches it.
+Paths: ``/`` (→ ``/peers``), ``/login``, ``/peers``, ``/add`` (the add form: outside
+``/peers/``, so that every peer name has its page), ``/peers/{name}``, ``/server``.
 
 Stable hooks for browser tests (ids, ``data-`` attributes); change them with the tests:
 
@@ -83,12 +82,12 @@ async def _server(request: Request) -> Response:
 
 
 def page_routes() -> list[BaseRoute]:
-    """The pages, for the app's route table (``/peers/new`` before ``/peers/{name}``)."""
+    """The pages, for the app's route table."""
     return [
         Route("/", _home, methods=["GET"]),
         Route("/login", _login, methods=["GET"]),
         Route("/peers", _peers, methods=["GET"]),
-        Route("/peers/new", _new_peer, methods=["GET"]),
+        Route("/add", _new_peer, methods=["GET"]),
         Route("/peers/{name}", _peer, methods=["GET"]),
         Route("/server", _server, methods=["GET"]),
     ]
