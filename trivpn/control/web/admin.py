@@ -23,12 +23,10 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import trio
 
-from trivpn.config import Config, WireGuardPeerConfig
-from trivpn.control.status_socket import document_shell, in_slices, peer_entry
+from trivpn.config import WireGuardPeerConfig
+from trivpn.control.status_socket import StatusSource, document_shell, in_slices, peer_entry
 from trivpn.control.web.traffic import TrafficSamples
-from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, new_peer_fields, policy_changes
-from trivpn.proto.toyvpn import ToyVpnServer
 from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import Peer, keys
 from trivpn.registry import peer_add, peer_rows, store
@@ -59,20 +57,10 @@ class NewPeer:
     config: str = attrs.field(repr=False)  # the wg-quick text: holds the private key, once
 
 
-class AdminSource(Protocol):
+class AdminSource(StatusSource, Protocol):
     """What Admin reads of the running server (trivpn.daemon.server.Server), which sits
-    above this layer: it is passed in, never imported."""
+    above this layer: it is passed in, never imported. The status document's source, and:"""
 
-    @property
-    def cfg(self) -> Config: ...
-    @property
-    def counters(self) -> Mapping[str, int]: ...
-    @property
-    def egress(self) -> str: ...
-    @property
-    def wireguard(self) -> WireGuardFront | None: ...
-    @property
-    def toyvpn(self) -> ToyVpnServer | None: ...
     @property
     def peersync(self) -> PeerSync | None: ...
     @property
