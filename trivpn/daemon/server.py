@@ -30,7 +30,7 @@ from trivpn.control.uapi_server import serve_uapi
 from trivpn.control.web.admin import Admin
 from trivpn.control.web.app import create_app
 from trivpn.control.web.credentials import WebCredentials
-from trivpn.control.web.serve import plain_http_warning, serve_web
+from trivpn.control.web.serve import no_login_warning, plain_http_warning, serve_web
 from trivpn.control.web.traffic import TrafficSamples
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
@@ -189,15 +189,12 @@ class Server:
     async def _serve_web(self, web: WebConfig, *, task_status: trio.TaskStatus[Any]) -> None:
         """The web admin, supervised, and the traffic samples of its charts. The app (and
         its sessions) outlives a restart of the serving."""
-        warning = plain_http_warning(web)
-        if warning:
-            log.warning("%s", warning)
+        credentials = WebCredentials(self.cfg.state.dir)
+        for warning in (plain_http_warning(web), no_login_warning(credentials)):
+            if warning:
+                log.warning("%s", warning)
         samples = TrafficSamples()
-        app = create_app(
-            Admin(self, samples),
-            WebCredentials(self.cfg.state.dir),
-            secure_cookies=web.tls_cert is not None,
-        )
+        app = create_app(Admin(self, samples), credentials, secure_cookies=web.tls_cert is not None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(samples.run, lambda: self.wireguard)
             await supervise("web", functools.partial(serve_web, app, web), task_status=task_status)

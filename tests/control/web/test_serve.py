@@ -19,11 +19,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from support import web_app
 
 from trivpn.config import Endpoint, WebConfig
 from trivpn.control.supervise import Backoff, supervise
 from trivpn.control.web import serve
-from trivpn.control.web.serve import WebServeError, plain_http_warning, serve_web
+from trivpn.control.web.credentials import WebCredentials
+from trivpn.control.web.serve import (
+    WebServeError,
+    no_login_warning,
+    plain_http_warning,
+    serve_web,
+)
 
 LOOPBACK = WebConfig(listen=Endpoint("127.0.0.1", 0))
 
@@ -157,6 +164,24 @@ def test_plain_http_beyond_the_loopback_is_warned() -> None:
     assert warning is not None and "0.0.0.0:51821" in warning and "tls_cert" in warning
     tls = WebConfig(listen=Endpoint("0.0.0.0", 51821), tls_cert=Path("c"), tls_key=Path("k"))
     assert plain_http_warning(tls) is None
+
+
+def test_an_admin_nobody_can_log_in_to_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web_app.fast_hashing(monkeypatch)
+    creds = WebCredentials(tmp_path)
+    warning = no_login_warning(creds)
+    assert warning is not None and "trivpn web passwd" in warning
+    creds.add_token("ci", 0.0)
+    assert no_login_warning(creds) is None
+    creds.remove_token("ci")
+    creds.set_password("a long enough password")
+    assert no_login_warning(creds) is None
+    (tmp_path / "web" / "tokens.json").write_text("not json")
+    (tmp_path / "web" / "password").unlink()
+    damaged = no_login_warning(creds)
+    assert damaged is not None and "tokens.json" in damaged
 
 
 async def test_a_failure_restarts_under_supervise(caplog: pytest.LogCaptureFixture) -> None:

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from trivpn.config import Endpoint, WebConfig
 from trivpn.control.accept import RefusalLog, RetryingListener
 from trivpn.control.connection_slots import ConnectionSlots, Slot
+from trivpn.control.web.credentials import CredentialsError, WebCredentials
 
 log = logging.getLogger("trivpn")
 
@@ -52,6 +53,20 @@ def plain_http_warning(web: WebConfig) -> str | None:
         f"web: serving plain HTTP on {web.listen}, beyond the loopback: the password and the "
         "session cookie cross the network unencrypted; set [web] tls_cert and tls_key, or "
         "listen on 127.0.0.1 and reach it through an SSH tunnel"
+    )
+
+
+def no_login_warning(credentials: WebCredentials) -> str | None:
+    """The warning for an admin nobody can log in to yet (no password, no token), else None:
+    said at start, so that an operator facing a refused login knows the next step."""
+    try:
+        if credentials.has_password() or credentials.tokens():
+            return None
+    except CredentialsError as e:
+        return f"web: {e}"
+    return (
+        "web: no admin password or API token is set, so nobody can log in yet; "
+        "set one with `trivpn web passwd`"
     )
 
 
