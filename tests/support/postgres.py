@@ -45,6 +45,7 @@ class PostgresServer:
         self.data = base / "data"
         self.socket_dir = base / "socket"
         self.superuser = user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.running = False
 
     @classmethod
     def start(cls) -> PostgresServer:
@@ -95,12 +96,14 @@ class PostgresServer:
             str(START_TIMEOUT),
             "start",
         )
+        self.running = True
 
     def pause(self) -> None:
         """Stop the server as an operator would (``-m fast``: its clients are disconnected,
         committed data stays); `resume` starts it again. For a server of one's own only: the
         session's is shared by every test."""
         self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.running = False
 
     def _run(self, *args: str | Path) -> None:
         command = _as_user([str(a) for a in args], user=self.user)

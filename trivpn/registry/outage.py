@@ -31,8 +31,8 @@ class Outage:
             return
         self.since = trio.current_time()
         log.warning(
-            "registry: %s; serving the peers last known, keeping the usage counted until "
-            "it is back",
+            "registry: unreachable (%s); serving the peers last known, keeping the usage "
+            "counted until it is back",
             error,
         )
 
