@@ -156,7 +156,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if self.running:  # not after a `pause` that a failed test did not `resume`
+                self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
