@@ -6,7 +6,10 @@ import hashlib
 import os
 
 import pytest
-from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
 
 from trivpn.proto.wireguard import crypto, noise
 
@@ -125,3 +128,22 @@ def test_tai64n_format_and_order() -> None:
     stamps = [crypto.tai64n(t) for t in times]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert all(len(s) == 12 for s in stamps)
+
+
+def test_aeads_match_pynacls_public_bindings_and_refuse_what_they_refuse() -> None:
+    key, xnonce = os.urandom(32), os.urandom(24)
+    for plaintext in (b"", b"x", os.urandom(1000)):
+        sealed = crypto.xaead_encrypt(key, xnonce, plaintext, b"ad")
+        assert sealed == crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, b"ad", xnonce, key)
+        assert crypto.xaead_decrypt(key, xnonce, sealed, b"ad") == plaintext
+        assert crypto.aead_decrypt(key, 7, crypto.aead_encrypt(key, 7, plaintext, b""), b"") == (
+            plaintext
+        )
+    with pytest.raises(crypto.CryptoError):
+        crypto.aead_decrypt(key, 0, bytes(15), b"")  # shorter than a tag
+    with pytest.raises(crypto.CryptoError):
+        crypto.xaead_decrypt(key, xnonce, bytes(16), b"")
+    with pytest.raises(ValueError):
+        crypto.aead_encrypt(key[:31], 0, b"", b"")
+    with pytest.raises(ValueError):
+        crypto.xaead_encrypt(key, xnonce[:23], b"", b"")
