@@ -147,3 +147,19 @@ def test_aeads_match_pynacls_public_bindings_and_refuse_what_they_refuse() -> No
         crypto.aead_encrypt(key[:31], 0, b"", b"")
     with pytest.raises(ValueError):
         crypto.xaead_encrypt(key, xnonce[:23], b"", b"")
+
+
+def test_hmac_agrees_with_the_stdlibs_for_every_key_length() -> None:
+    import hmac
+
+    for key_len in (0, 1, 32, 64, 65, 200):
+        key, data = os.urandom(key_len), os.urandom(70)
+        assert crypto.hmac_(key, data) == hmac.digest(key, data, hashlib.blake2s)
+    key, data = os.urandom(32), os.urandom(32)
+    prk = hmac.digest(key, data, hashlib.blake2s)
+    t1 = hmac.digest(prk, b"\x01", hashlib.blake2s)
+    t2 = hmac.digest(prk, t1 + b"\x02", hashlib.blake2s)
+    t3 = hmac.digest(prk, t2 + b"\x03", hashlib.blake2s)
+    assert crypto.kdf3(key, data) == (t1, t2, t3)
+    assert crypto.kdf2(key, data) == (t1, t2)
+    assert crypto.kdf1(key, data) == t1
