@@ -14,6 +14,12 @@ Modes (each builds one lab and measures its scenarios in it):
   all        toyvpn, baseline and wireguard
   scale      10,000 peers (config and registry): registry adds, RSS, time to serving, the
              time of status, a scrape and `wg show`, the worst ping RTT meanwhile (bench_scale)
+  flood      --mode wireguard's two servers under paced 20 kpps junk floods (bad-mac1
+             initiations, garbage, unknown indices) from a flood ns while iperf3 runs:
+             throughput kept and pings lost (bench_flood)
+  handshakes completed responder handshakes per second over the wire from many initiators,
+             and how long a legitimate peer takes to connect under a valid-mac1 initiation
+             flood (cookies) (bench_handshakes)
   startup    the CLI's start-up: `genkey`, `peer add`, `peer list` as new processes, median of
              5 runs each, no lab (bench_startup; --runs N there)
 Several scenarios in one run add ratio columns against the last one.
@@ -361,7 +367,9 @@ class WireGuardClient:
         assert self.wg is not None
         return self.wg.proc.pid
 
-    def connect(self, server_public_key: str, port: int, alive: Callable[[], bool]) -> None:
+    def connect(
+        self, server_public_key: str, port: int, alive: Callable[[], bool], timeout: float = 15
+    ) -> None:
         """Make the server the client's one peer; return once the internet host answers."""
         assert self.wg is not None and self._peer is None
         # A peer added afresh starts with a handshake, whatever the previous server left.
@@ -375,7 +383,7 @@ class WireGuardClient:
         ns = self.wg.ns
         _wait(
             lambda: alive() and _pings(ns, netlab.INTERNET_HOST),
-            15,
+            timeout,
             "the WireGuard client to reach the internet host through the tunnel",
         )
 
@@ -409,6 +417,7 @@ class WireGuardTrivpnScenario:
     def start(self, lab: netlab.Lab, work: Path) -> None:
         # The key travels in a 0600 file, never on a command line or in the output.
         keys = wglab.ServerKeys.generate()
+        self.public_key = keys.public
         key_file = work / "wg-trivpn.key"
         key_file.unlink(missing_ok=True)
         key_file.touch(mode=0o600)
@@ -772,6 +781,28 @@ def headline_ratios(results: list[ScenarioResult]) -> dict[str, float | None]:
     return out
 
 
+def _run_own_lab(mode: str, runs: int, seconds: int) -> int:
+    """--mode flood or handshakes: each module builds and measures its own lab."""
+    work = Path(tempfile.mkdtemp(prefix=f"trivpn-bench-{mode}-"))
+    try:
+        if mode == "flood":
+            import bench_flood
+
+            bench_flood.run(runs, seconds, work)
+        else:
+            import bench_handshakes
+
+            bench_handshakes.run(runs, seconds, work)
+    except (BenchError, TimeoutError, subprocess.TimeoutExpired) as e:
+        print(f"bench: {e}\nbench: logs kept in {work}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; namespaces removed", file=sys.stderr)
+        return 130
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -781,8 +812,8 @@ def main() -> int:
     parser.add_argument(
         "--mode",
         default="toyvpn",
-        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale or "
-        "startup alone",
+        help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale, "
+        "startup, flood or handshakes alone",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
@@ -798,6 +829,11 @@ def main() -> int:
         import bench_startup
 
         return bench_startup.run()
+    if args.mode in ("flood", "handshakes"):  # labs of their own: tools/bench_flood.py, …
+        if os.geteuid() != 0:
+            print("bench: run as root (it builds network namespaces)", file=sys.stderr)
+            return 1
+        return _run_own_lab(args.mode, args.runs, args.time)
     if args.mode == "scale":  # a lab of its own, no iperf3: see tools/bench_scale.py
         if os.geteuid() != 0:
             print("bench: run as root (it builds network namespaces)", file=sys.stderr)
@@ -884,4 +920,5 @@ if __name__ == "__main__":
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, _interrupt_once)
+    sys.modules["bench"] = sys.modules[__name__]  # one module for bench_flood & co. to import
     sys.exit(main())

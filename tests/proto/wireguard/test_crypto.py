@@ -6,7 +6,10 @@ import hashlib
 import os
 
 import pytest
-from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+)
 
 from trivpn.proto.wireguard import crypto, noise
 
@@ -125,3 +128,38 @@ def test_tai64n_format_and_order() -> None:
     stamps = [crypto.tai64n(t) for t in times]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert all(len(s) == 12 for s in stamps)
+
+
+def test_aeads_match_pynacls_public_bindings_and_refuse_what_they_refuse() -> None:
+    key, xnonce = os.urandom(32), os.urandom(24)
+    for plaintext in (b"", b"x", os.urandom(1000)):
+        sealed = crypto.xaead_encrypt(key, xnonce, plaintext, b"ad")
+        assert sealed == crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, b"ad", xnonce, key)
+        assert crypto.xaead_decrypt(key, xnonce, sealed, b"ad") == plaintext
+        assert crypto.aead_decrypt(key, 7, crypto.aead_encrypt(key, 7, plaintext, b""), b"") == (
+            plaintext
+        )
+    with pytest.raises(crypto.CryptoError):
+        crypto.aead_decrypt(key, 0, bytes(15), b"")  # shorter than a tag
+    with pytest.raises(crypto.CryptoError):
+        crypto.xaead_decrypt(key, xnonce, bytes(16), b"")
+    with pytest.raises(ValueError):
+        crypto.aead_encrypt(key[:31], 0, b"", b"")
+    with pytest.raises(ValueError):
+        crypto.xaead_encrypt(key, xnonce[:23], b"", b"")
+
+
+def test_hmac_agrees_with_the_stdlibs_for_every_key_length() -> None:
+    import hmac
+
+    for key_len in (0, 1, 32, 64, 65, 200):
+        key, data = os.urandom(key_len), os.urandom(70)
+        assert crypto.hmac_(key, data) == hmac.digest(key, data, hashlib.blake2s)
+    key, data = os.urandom(32), os.urandom(32)
+    prk = hmac.digest(key, data, hashlib.blake2s)
+    t1 = hmac.digest(prk, b"\x01", hashlib.blake2s)
+    t2 = hmac.digest(prk, t1 + b"\x02", hashlib.blake2s)
+    t3 = hmac.digest(prk, t2 + b"\x03", hashlib.blake2s)
+    assert crypto.kdf3(key, data) == (t1, t2, t3)
+    assert crypto.kdf2(key, data) == (t1, t2)
+    assert crypto.kdf1(key, data) == t1

@@ -112,3 +112,22 @@ def test_every_length_of_every_type(kind: int) -> None:
         assert out.is_empty()
         # Exactly the wrong lengths are "malformed"; the right ones fail a later check.
         assert (_NET.b.counters["malformed"] == malformed + 1) == (length not in valid), length
+
+
+def test_malformed_reason_names_what_message_type_raises() -> None:
+    one, two, three, four = (bytes([k, 0, 0, 0]) for k in (1, 2, 3, 4))
+    samples = [b"", b"\x01\x00\x00", one + bytes(144), one + bytes(9), two + bytes(88),
+               three + bytes(60), four + bytes(28), four + bytes(27),
+               bytes([1, 0, 0, 1]) + bytes(144), bytes([9, 0, 0, 0]) + bytes(40)]  # fmt: skip
+    for datagram in samples:
+        reason = m.malformed_reason(datagram)
+        if reason is None:
+            assert m.message_type(datagram) == datagram[0]
+        else:
+            with pytest.raises(m.MalformedMessage) as raised:
+                m.message_type(datagram)
+            assert raised.value.reason == reason
+    assert [m.malformed_reason(d) for d in samples[:4]] == [
+        "malformed_too_short", "malformed_too_short", None, "malformed_initiation_length"
+    ]  # fmt: skip
+    assert m.malformed_reason(samples[8]) == "malformed_unknown_type"

@@ -9,6 +9,7 @@ XChaCha20-Poly1305 under HASH("cookie--" || its public key), to anyone who lacks
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -26,8 +27,10 @@ UNDER_LOAD_AFTER_TIME: Final = 1.0  # stay under load this long after the rate w
 RATELIMIT_PER_SECOND: Final = 20.0
 RATELIMIT_BURST: Final = 5.0
 _RATELIMIT_GC_INTERVAL: Final = 1.0
+_NO_MAC2: Final = bytes(16)
 
 
+@functools.lru_cache(maxsize=4096)  # parsing the text costs more than the cookie's MAC
 def address_bytes(addr: Address) -> bytes:
     """The source identity a cookie is bound to: packed IP then big-endian port."""
     return ipaddress.ip_address(addr[0]).packed + int(addr[1]).to_bytes(2, "big")
@@ -58,6 +61,8 @@ class CookieChecker:
     def check_mac2(self, msg: bytes, source: bytes, now: float) -> bool:
         if now - self._secret_born > COOKIE_REFRESH_TIME:
             return False  # every cookie we ever gave out is stale
+        if msg[-16:] == _NO_MAC2:
+            return False  # a sender without a cookie (a flood's, mostly): no MACs to compute
         cookie = crypto.mac(self._secret, source)
         return hmac.compare_digest(crypto.mac(cookie, msg[:-16]), msg[-16:])
 

@@ -4,29 +4,21 @@ DH is X25519, AEAD is ChaCha20-Poly1305 (IETF, 96-bit nonce: 32 zero bits then a
 little-endian 64-bit counter), XAEAD is XChaCha20-Poly1305, HASH is BLAKE2s-256, MAC is
 keyed BLAKE2s-128, HMAC is HMAC-BLAKE2s and KDF1/2/3 is HKDF over that HMAC.
 
-The handshake uses pynacl's public bindings. The data path (:class:`TransportCipher`) calls
-the same libsodium through pynacl's cffi module directly: the public wrappers cost about
-2.5x more per packet (argument checks, zero-filled allocations, extra copies), and it lets
-transport keys live in C memory that we can really wipe.
+DH uses pynacl's public binding. The AEADs call libsodium through pynacl's cffi module
+directly: the public wrappers cost about 2.5x more per call (argument checks, zero-filled
+allocations, extra copies), which shows in handshakes and cookie replies under a flood, and
+it lets transport keys live in C memory that we can really wipe.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 from typing import Any, Final
 
-from nacl import exceptions as nacl_exceptions
 from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
 from nacl._sodium import lib as _lib
-from nacl.bindings import (
-    crypto_aead_chacha20poly1305_ietf_decrypt,
-    crypto_aead_chacha20poly1305_ietf_encrypt,
-    crypto_aead_xchacha20poly1305_ietf_decrypt,
-    crypto_aead_xchacha20poly1305_ietf_encrypt,
-    crypto_scalarmult,
-)
+from nacl.bindings import crypto_scalarmult
 
 # the key length, clamping and public keys are `curve25519`'s (what key text needs alone)
 from .curve25519 import KEY_LEN as KEY_LEN
@@ -86,9 +78,34 @@ def mac(key: bytes, data: bytes) -> bytes:
     return hashlib.blake2s(data, digest_size=MAC_LEN, key=key).digest()
 
 
+# HMAC by hand: the stdlib's costs twice as much for BLAKE2s, and a KDF's pads of one key are
+# hashed once and copied for each output. A handshake computes about twenty.
+_BLOCK: Final = 64
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_Pads = tuple["hashlib.blake2s", "hashlib.blake2s"]
+
+
+def _pads(key: bytes) -> _Pads:
+    if len(key) > _BLOCK:
+        key = hashlib.blake2s(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.blake2s(key.translate(_IPAD)), hashlib.blake2s(key.translate(_OPAD))
+
+
+def _hmac_with(pads: _Pads, data: bytes) -> bytes:
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(data)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def hmac_(key: bytes, data: bytes) -> bytes:
     """HMAC(key, data) = HMAC with BLAKE2s-256 (block size 64)."""
-    return hmac.digest(key, data, hashlib.blake2s)
+    inner, outer = _pads(key)
+    inner.update(data)
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def kdf1(key: bytes, data: bytes) -> bytes:
@@ -97,17 +114,17 @@ def kdf1(key: bytes, data: bytes) -> bytes:
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
-    prk = hmac_(key, data)
-    t1 = hmac_(prk, b"\x01")
-    t2 = hmac_(prk, t1 + b"\x02")
+    pads = _pads(hmac_(key, data))
+    t1 = _hmac_with(pads, b"\x01")
+    t2 = _hmac_with(pads, t1 + b"\x02")
     return t1, t2
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
-    prk = hmac_(key, data)
-    t1 = hmac_(prk, b"\x01")
-    t2 = hmac_(prk, t1 + b"\x02")
-    t3 = hmac_(prk, t2 + b"\x03")
+    pads = _pads(hmac_(key, data))
+    t1 = _hmac_with(pads, b"\x01")
+    t2 = _hmac_with(pads, t1 + b"\x02")
+    t3 = _hmac_with(pads, t2 + b"\x03")
     return t1, t2, t3
 
 
@@ -119,26 +136,57 @@ def aead_nonce(counter: int) -> bytes:
     return _NONCE.pack(counter)
 
 
+def _seal(encrypt: Any, key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    if len(key) != KEY_LEN:
+        raise ValueError(f"an AEAD key is {KEY_LEN} bytes")
+    out = _ffi.new("unsigned char[]", len(plaintext) + TAG_LEN)
+    clen = _ffi.new("unsigned long long *")
+    encrypt(out, clen, plaintext, len(plaintext), ad, len(ad), _ffi.NULL, nonce, key)
+    result: bytes = _ffi.buffer(out, clen[0])[:]
+    return result
+
+
+def _open(decrypt: Any, key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes | None:
+    if len(key) != KEY_LEN:
+        raise ValueError(f"an AEAD key is {KEY_LEN} bytes")
+    if len(ciphertext) < TAG_LEN:
+        return None
+    out = _ffi.new("unsigned char[]", max(len(ciphertext) - TAG_LEN, 1))
+    mlen = _ffi.new("unsigned long long *")
+    rc = decrypt(out, mlen, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key)
+    if rc != 0:
+        return None
+    result: bytes = _ffi.buffer(out, mlen[0])[:]
+    return result
+
+
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
-    return crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _NONCE.pack(counter), key)
+    encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
+    return _seal(encrypt, key, _NONCE.pack(counter), plaintext, ad)
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes:
-    try:
-        return crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, ad, _NONCE.pack(counter), key)
-    except nacl_exceptions.CryptoError:
-        raise CryptoError("AEAD authentication failed") from None
+    decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+    plaintext = _open(decrypt, key, _NONCE.pack(counter), ciphertext, ad)
+    if plaintext is None:
+        raise CryptoError("AEAD authentication failed")
+    return plaintext
 
 
 def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
-    return crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+    if len(nonce) != XNONCE_LEN:
+        raise ValueError(f"an XAEAD nonce is {XNONCE_LEN} bytes")
+    return _seal(_lib.crypto_aead_xchacha20poly1305_ietf_encrypt, key, nonce, plaintext, ad)
 
 
 def xaead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
-    try:
-        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
-    except nacl_exceptions.CryptoError:
-        raise CryptoError("XAEAD authentication failed") from None
+    if len(nonce) != XNONCE_LEN:
+        raise ValueError(f"an XAEAD nonce is {XNONCE_LEN} bytes")
+    decrypt = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt
+    plaintext = _open(decrypt, key, nonce, ciphertext, ad)
+    if plaintext is None:
+        raise CryptoError("XAEAD authentication failed")
+    return plaintext
 
 
 # --- TAI64N ------------------------------------------------------------------------------

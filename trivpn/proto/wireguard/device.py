@@ -265,12 +265,12 @@ class Device:
                     entry.peer.receive_transport(entry.keypair, counter, datagram, addr, now, out)
                     self._touched.add(entry.peer)
                 return out
-        try:
-            kind = messages.message_type(datagram)
-        except messages.MalformedMessage as e:
+        reason = messages.malformed_reason(datagram)  # junk: no exception, no allocation
+        if reason is not None:
             self.counters["malformed"] += 1
-            self.counters[e.reason] += 1
+            self.counters[reason] += 1
             return out
+        kind = datagram[0]
         if kind == messages.MSG_COOKIE_REPLY:
             self._receive_cookie_reply(datagram, now)
         elif kind in (messages.MSG_INITIATION, messages.MSG_RESPONSE):
