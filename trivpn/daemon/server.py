@@ -43,6 +43,7 @@ from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.net import link, nft, sysctl, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
+from trivpn.registry.fleet import FleetKeeper, session_store_opener
 from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync, registry_opener
 from trivpn.registry.usage_sync import UsageKeeper
@@ -291,6 +292,11 @@ class Server:
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
+        if self.cfg.state.database is not None:  # a fleet: where its gateways see the peers
+            fleet = FleetKeeper(
+                front.device, self.cfg.state.node, session_store_opener(self.cfg.state)
+            )
+            nursery.start_soon(supervise, "fleet", fleet.run)
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn
