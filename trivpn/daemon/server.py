@@ -184,7 +184,9 @@ class Server:
     async def _serve_metrics(
         self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        serve = functools.partial(metrics.serve_status_metrics, self, ifname, listen)
+        serve = functools.partial(
+            metrics.serve_status_metrics, self, ifname, listen, node=self.fleet_node
+        )
         await supervise("metrics", serve, task_status=task_status)
 
     async def _serve_web(self, web: WebConfig, *, task_status: trio.TaskStatus[Any]) -> None:
@@ -248,6 +250,11 @@ class Server:
         if counts:
             log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
+    @property
+    def fleet_node(self) -> str | None:
+        """This gateway's name in a fleet (a [state] database set), else None."""
+        return self.cfg.state.node if self.cfg.state.database is not None else None
+
     # -- the data plane ----------------------------------------------------------------------
 
     async def _start_wireguard(
@@ -292,10 +299,8 @@ class Server:
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
-        if self.cfg.state.database is not None:  # a fleet: where its gateways see the peers
-            fleet = FleetKeeper(
-                front.device, self.cfg.state.node, session_store_opener(self.cfg.state)
-            )
+        if self.fleet_node is not None:  # where the fleet's gateways see the peers
+            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
             nursery.start_soon(supervise, "fleet", fleet.run)
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
