@@ -294,14 +294,14 @@ class Server:
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
+        if self.fleet_node is not None:  # where the fleet's gateways see the peers
+            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
+            nursery.start_soon(supervise, "fleet", fleet.run)
         # `wg show`, `wg set` on this interface
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
-        if self.fleet_node is not None:  # where the fleet's gateways see the peers
-            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
-            nursery.start_soon(supervise, "fleet", fleet.run)
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn
