@@ -22,6 +22,7 @@ from trivpn.config import StateConfig
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.proto.endpoints import EndpointSyntaxError, format_endpoint, parse_host_port
 from trivpn.proto.wireguard import Device
+from trivpn.proto.wireguard.cookie import Address
 from trivpn.registry.sessions import Session
 from trivpn.registry.store import RegistryError
 
@@ -30,8 +31,6 @@ log = logging.getLogger("trivpn")
 INTERVAL: Final = 1.0  # s: a moved client is known to the fleet this long after
 PEER_SLICE: Final = 512  # peers read between two checkpoints
 ERROR_LOG_INTERVAL: Final = 60.0
-
-Address = tuple[str, int]
 
 
 class SessionStore(Protocol):
@@ -102,12 +101,12 @@ class FleetKeeper:
         current = await self._sessions()
         changed = [s for s in current.values() if self._recorded.get(s.public_key) != s]
         try:
-            fleet = await trio.to_thread.run_sync(self._exchange, changed)
+            endpoints = await trio.to_thread.run_sync(self._exchange, changed)
         except RegistryError as e:
             self._limiter.warning("fleet", trio.current_time(), "fleet: %s", e)
             return
         self._recorded = current
-        self._device.fleet_endpoints = endpoint_map(fleet)
+        self._device.fleet_endpoints = endpoints  # one assignment: the data path sees old or new
 
     async def _sessions(self) -> dict[bytes, Session]:
         current: dict[bytes, Session] = {}
@@ -122,13 +121,14 @@ class FleetKeeper:
             )
         return current
 
-    def _exchange(self, changed: Sequence[Session]) -> list[Session]:
-        """In the worker thread: store ``changed``, read every gateway's sessions."""
+    def _exchange(self, changed: Sequence[Session]) -> dict[Address, bytes]:
+        """In the worker thread: store ``changed``, read every gateway's sessions, and make
+        their endpoint map (thousands of rows: not on the trio thread)."""
         if self._store is None:
             self._store = self._open_store()
         try:
             self._store.record_sessions(changed)
-            return self._store.sessions()
+            return endpoint_map(self._store.sessions())
         except RegistryError:
             self._store.close()  # a new connection next time
             self._store = None
