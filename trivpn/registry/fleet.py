@@ -12,6 +12,7 @@ stored at the next interval that succeeds, and the map stays the last one read.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
@@ -25,6 +26,7 @@ from trivpn.proto.wireguard import Device
 from trivpn.proto.wireguard.cookie import Address
 from trivpn.registry.sessions import Session
 from trivpn.registry.store import RegistryError
+from trivpn.registry.sync import ThreadRunner
 
 log = logging.getLogger("trivpn")
 
@@ -76,11 +78,13 @@ class FleetKeeper:
         open_store: Callable[[], SessionStore],
         *,
         interval: float = INTERVAL,
+        run_sync: ThreadRunner | None = None,
     ) -> None:
         self._device = device
         self._node = node
         self._open_store = open_store
         self._interval = interval
+        self._run_sync: ThreadRunner = run_sync or trio.to_thread.run_sync
         self._store: SessionStore | None = None
         self._recorded: dict[bytes, Session] = {}  # as last stored
         self._limiter = LogLimiter(log, interval=ERROR_LOG_INTERVAL)
@@ -101,7 +105,7 @@ class FleetKeeper:
         current = await self._sessions()
         changed = [s for s in current.values() if self._recorded.get(s.public_key) != s]
         try:
-            endpoints = await trio.to_thread.run_sync(self._exchange, changed)
+            endpoints = await self._run_sync(functools.partial(self._exchange, changed))
         except RegistryError as e:
             self._limiter.warning("fleet", trio.current_time(), "fleet: %s", e)
             return
