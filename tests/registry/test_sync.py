@@ -39,6 +39,7 @@ from trivpn.registry.store import (
     Registry,
     RegistryError,
     RegistryPeer,
+    RegistryUnreachable,
     Snapshot,
     registry_path,
 )
@@ -598,6 +599,39 @@ async def test_a_failing_registry_is_logged_and_retried_never_fatal(
         assert front.device.peers[KEY_A].allowed_ips == (net("10.8.0.2/32"),)
         warnings = [r for r in caplog.records if "database disk image" in r.getMessage()]
         assert len(warnings) == 1  # rate-limited
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unreachable_database_is_logged_once_and_its_end_once(
+    mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(FakeRegistry):
+        down = False
+
+        def data_version(self) -> int:
+            if self.down:
+                raise RegistryUnreachable("db on host: cannot connect: connection refused")
+            return super().data_version()
+
+    caplog.set_level(logging.INFO, logger="trivpn")
+    registry = Down(rpeer("alice", KEY_A, "10.8.0.2"))
+    front = make_front()
+    sync = make_sync(front, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        registry.down = True
+        await trio.sleep(600.0)  # ten minutes of polls, every one failing
+        assert front.device.peers[KEY_A].allowed_ips == (net("10.8.0.2/32"),)  # still served
+        registry.down = False
+        registry.commit(remove=KEY_A)  # committed while it was unreachable
+        await trio.sleep(1.0)
+        assert KEY_A not in front.device.peers
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("registry:")]
+        assert lines == [
+            "registry: unreachable (db on host: cannot connect: connection refused); serving "
+            "the peers last known, keeping the usage counted until it is back",
+            "registry: reachable again after 600 s; catching up",
+        ]
         nursery.cancel_scope.cancel()
 
 

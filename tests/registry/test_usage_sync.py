@@ -28,7 +28,7 @@ from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import store
 from trivpn.registry.store import AddressPlan, Registry, RegistryBusy
 from trivpn.registry.sync import PeerSync, RegistryLike, registry_opener
-from trivpn.registry.usage_sync import FLUSH_INTERVAL, UsageKeeper
+from trivpn.registry.usage_sync import FLUSH_INTERVAL, OTHERS_RELOAD_INTERVAL, UsageKeeper
 
 T = TypeVar("T")
 PLAN = AddressPlan(subnets=(ipaddress.IPv4Network("10.8.0.0/24"),))
@@ -339,6 +339,39 @@ async def test_a_failed_startup_load_is_retried(
         access.broken = False
         await trio.sleep(FLUSH_INTERVAL + 0.1)
         assert policies.blocked == {KEY_A}
+        nursery.cancel_scope.cancel()
+
+
+async def test_other_gateways_usage_is_read_when_told_at_most_once_per_interval(
+    path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    policies = Policies(quota=4 * MIB)
+    policies.add_peer(KEY_A)  # counts nothing here
+    sync = make_sync(path)
+    loads: list[float] = []
+
+    async def counting(
+        fn: Callable[[RegistryLike], T], /, *, create: bool = False, close: bool = False
+    ) -> T | None:
+        if not create:  # the reads, not the flushes
+            loads.append(trio.current_time())
+        return await sync.with_registry(fn, create=create, close=close)
+
+    keeper = UsageKeeper(policies, counting, wallclock=lambda: WALLCLOCK)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        await nursery.start(keeper.run)
+        with Registry.open(path) as other:  # another gateway stores what it counted
+            other.add_usage([UsageDelta(KEY_A, 5 * MIB, 0)], WALLCLOCK)
+        start = trio.current_time()
+        for _ in range(20):  # a notification from each flush of a busy fleet
+            keeper.others_added()
+            await trio.sleep(0.1)
+        assert policies.blocked == {KEY_A}  # the fleet's sum, here too
+        await trio.sleep(OTHERS_RELOAD_INTERVAL)  # told last at 1.9 s
+        # 20 notifications in 2 s: read at once, then once more (for the later ones)
+        told = [round(t - start, 1) for t in loads if t >= start]
+        assert told == [0.0, OTHERS_RELOAD_INTERVAL]
         nursery.cancel_scope.cancel()
 
 

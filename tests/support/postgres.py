@@ -45,6 +45,7 @@ class PostgresServer:
         self.data = base / "data"
         self.socket_dir = base / "socket"
         self.superuser = user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.running = False
 
     @classmethod
     def start(cls) -> PostgresServer:
@@ -69,28 +70,40 @@ class PostgresServer:
                 "--encoding=UTF8",
                 "--locale=C",
             )
-            options = (
-                f"-c listen_addresses='' -c unix_socket_directories='{server.socket_dir}' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=100"
-            )
-            server._run(
-                BIN / "pg_ctl",
-                "-D",
-                str(server.data),
-                "-o",
-                options,
-                "-l",
-                str(base / "log"),
-                "-w",
-                "-t",
-                str(START_TIMEOUT),
-                "start",
-            )
+            server.resume()
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
             raise
         return server
+
+    def resume(self) -> None:
+        """Start the server (again, after `pause`), waiting until it accepts connections."""
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=100"
+        )
+        self._run(
+            BIN / "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "start",
+        )
+        self.running = True
+
+    def pause(self) -> None:
+        """Stop the server as an operator would (``-m fast``: its clients are disconnected,
+        committed data stays); `resume` starts it again. For a server of one's own only: the
+        session's is shared by every test."""
+        self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.running = False
 
     def _run(self, *args: str | Path) -> None:
         command = _as_user([str(a) for a in args], user=self.user)
@@ -143,7 +156,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if self.running:  # not after a `pause` that a failed test did not `resume`
+                self._run(BIN / "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 

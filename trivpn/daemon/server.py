@@ -45,7 +45,7 @@ from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
 from trivpn.registry.fleet import FleetKeeper, session_store_opener
 from trivpn.registry.store import AddressPlan
-from trivpn.registry.sync import PeerSync, registry_opener
+from trivpn.registry.sync import PeerSync, poll_interval, registry_opener
 from trivpn.registry.usage_sync import UsageKeeper
 
 log = logging.getLogger("trivpn")
@@ -283,6 +283,7 @@ class Server:
             registry_opener(self.cfg.state),
             cfg.peers,
             AddressPlan.from_config(self.cfg, front.device.public_key),
+            poll_interval=poll_interval(self.cfg.state),
         )
         # one connection for both: the keeper's commits are not another process's
         self.usage = UsageKeeper(front.policies, self.peersync.with_registry)
@@ -302,6 +303,15 @@ class Server:
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN
         nursery.start_soon(KernelRoutes(tun.name, self.cfg.interface.subnets, front).run)
         nursery.start_soon(self.peersync.run)  # registry peers in, `wg set` changes kept
+        if self.cfg.state.database is not None:  # PostgreSQL pushes its commits
+            from trivpn.registry.pg_listen import ChangeListener  # libpq only when named
+
+            listener = ChangeListener.of(
+                self.cfg.state,
+                peers_changed=self.peersync.poke,
+                usage_added=self.usage.others_added,
+            )
+            nursery.start_soon(supervise, "registry push", listener.run)
 
     def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
         cfg = self.cfg.toyvpn

@@ -13,9 +13,12 @@ name end in one peer and one PeerExists. A policy change locks its peer's row
 (``FOR UPDATE``), so two `peer set` changing different settings both count.
 
 ``data_version`` is the change counter (``changes.generation``, bumped by every peer change
-and usage reset, whichever gateway made it): one small read per poll. Unlike SQLite's, it
-moves with this connection's own commits too, which a poller takes as "read again" and finds
-nothing new. Usage deltas do not move it (as in SQLite, they are not a peer change).
+and usage reset, whichever gateway made it): one small read per poll. Each bump also NOTIFYs
+``PEERS_CHANNEL`` and each usage addition ``USAGE_CHANNEL``, in the same transaction, so
+gateways that LISTEN (trivpn.registry.pg_listen) hear of a change when it commits. Unlike
+SQLite's data_version, it moves with this connection's own commits too, which a poller takes
+as "read again" and finds nothing new. Usage deltas do not move it (as in SQLite, they are
+not a peer change).
 
 Calls block; callers run them in worker threads (trio.to_thread), one at a time per store.
 The password comes from [state] database_password_file and never appears in a message:
@@ -52,6 +55,7 @@ from trivpn.registry.store import (
     RegistryBusy,
     RegistryError,
     RegistryPeer,
+    RegistryUnreachable,
     Snapshot,
     add_usage_sql,
     check_identity,
@@ -67,6 +71,11 @@ from trivpn.registry.store import (
     usage_record,
 )
 
+# NOTIFY channels, sent in the transaction of the change (delivered when it commits):
+# a peer change (payload: the generation), usage added (payload: the adding gateway's node,
+# which skips its own: its flush has the sums)
+PEERS_CHANNEL: Final = "trivpn_peers"
+USAGE_CHANNEL: Final = "trivpn_usage"
 WRITE_ATTEMPTS: Final = 8  # a change that lost a race (UNIQUE, deadlock) runs again
 CONNECT_TIMEOUT: Final = 10  # seconds
 
@@ -97,10 +106,13 @@ def describe(conninfo: str) -> str:
 class PgRegistry:
     """One connection to the registry database. Not shared between threads."""
 
-    def __init__(self, connect: Callable[[], Connection], where: str) -> None:
+    def __init__(
+        self, connect: Callable[[], Connection], where: str, node: str | None = None
+    ) -> None:
         self._connect = connect
         self._db = connect()
         self.where = where  # the database, for messages (`describe`)
+        self.node = node  # the gateway using it ([state] node), if any
 
     @classmethod
     def open(
@@ -116,32 +128,8 @@ class PgRegistry:
         (pg_stat_activity). Raises RegistryError when the database cannot be reached or is
         from a newer trivpn, RegistryBusy when another writer held a lock past ``timeout``."""
         where = describe(conninfo)
-        extra: dict[str, Any] = {} if password is None else {"password": password}
-
-        def connect() -> Connection:
-            try:
-                db: Connection = psycopg.connect(
-                    conninfo,
-                    autocommit=True,  # transactions are explicit: `_transaction`
-                    connect_timeout=CONNECT_TIMEOUT,
-                    application_name="trivpn" if node is None else f"trivpn {node}",
-                    **extra,
-                )
-            except psycopg.Error as e:
-                raise RegistryError(f"{where}: cannot connect: {_first_line(e)}") from None
-            try:
-                # set here, not as connection options: the conninfo's own `options` stay
-                db.execute(
-                    "SELECT set_config('TimeZone', 'UTC', false), "
-                    "set_config('lock_timeout', %s, false)",
-                    (f"{int(timeout * 1000)}ms",),
-                )
-            except psycopg.Error as e:
-                db.close()
-                raise RegistryError(f"{where}: {_first_line(e)}") from None
-            return db
-
-        registry = cls(connect, where)
+        connect = connector(conninfo, password=password, node=node, timeout=timeout)
+        registry = cls(connect, where, node)
         try:
             registry._migrate()
         except BaseException:
@@ -365,6 +353,8 @@ class PgRegistry:
         def add() -> list[Row]:
             with self._db.cursor() as cursor:
                 cursor.executemany(_ADD_USAGE, rows)
+            # the other gateways read the sums (a peer they count nothing for, too)
+            self._db.execute("SELECT pg_notify(%s, %s)", (USAGE_CHANNEL, self.node or ""))
             return self._usage_rows(encoded)
 
         found = self._write(add)
@@ -563,8 +553,12 @@ class PgRegistry:
         return int(row[0])
 
     def _bump_generation(self) -> int:
+        """The next generation, and every gateway told of it when the change commits."""
         row = self._db.execute(
-            "UPDATE changes SET generation = generation + 1 RETURNING generation"
+            "WITH bumped AS (UPDATE changes SET generation = generation + 1 "
+            "RETURNING generation) "
+            "SELECT generation, pg_notify(%s, generation::text) FROM bumped",
+            (PEERS_CHANNEL,),
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -663,6 +657,7 @@ class PgRegistry:
         made again first: the call that saw it break failed, the next one tries anew."""
         if self._db.broken:
             self._db.close()
+        if self._db.closed:  # broke, or a reconnection failed: made again
             self._db = self._connect()
         try:
             yield
@@ -677,6 +672,8 @@ class PgRegistry:
         except psycopg.errors.IntegrityError as e:
             raise RegistryError(f"{self.where}: refused: {_first_line(e)}") from e
         except psycopg.Error as e:
+            if self._db.broken:  # the server went away (stopped, restarted, unreachable)
+                raise RegistryUnreachable(f"{self.where}: {_first_line(e)}") from e
             raise RegistryError(f"{self.where}: {_first_line(e)}") from e
 
     def _migrate(self) -> None:
@@ -697,6 +694,46 @@ class PgRegistry:
             for migrate in MIGRATIONS[version:]:
                 migrate(self._db)
             self._db.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
+
+
+def connector(
+    conninfo: str,
+    *,
+    password: str | None = None,
+    node: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Callable[[], Connection]:
+    """What makes a connection to the registry database (autocommit, UTC, the lock timeout);
+    it raises RegistryUnreachable when the server cannot be reached."""
+    where = describe(conninfo)
+    extra: dict[str, Any] = {} if password is None else {"password": password}
+
+    def connect() -> Connection:
+        try:
+            db: Connection = psycopg.connect(
+                conninfo,
+                autocommit=True,  # transactions are explicit: `_transaction`
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name="trivpn" if node is None else f"trivpn {node}",
+                **extra,
+            )
+        except psycopg.OperationalError as e:
+            raise RegistryUnreachable(f"{where}: cannot connect: {_first_line(e)}") from None
+        except psycopg.Error as e:
+            raise RegistryError(f"{where}: cannot connect: {_first_line(e)}") from None
+        try:
+            # set here, not as connection options: the conninfo's own `options` stay
+            db.execute(
+                "SELECT set_config('TimeZone', 'UTC', false), "
+                "set_config('lock_timeout', %s, false)",
+                (f"{int(timeout * 1000)}ms",),
+            )
+        except psycopg.Error as e:
+            db.close()
+            raise RegistryError(f"{where}: {_first_line(e)}") from None
+        return db
+
+    return connect
 
 
 class RegistryNotEmpty(RegistryError):

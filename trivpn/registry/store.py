@@ -95,6 +95,11 @@ class RegistryBusy(RegistryError):
     """Another process held the write lock for longer than the timeout."""
 
 
+class RegistryUnreachable(RegistryError):
+    """The registry's database server cannot be reached (down, or the network to it): an
+    outage that the next call may find over, not a refusal."""
+
+
 @attrs.frozen(kw_only=True)
 class RegistryPeer:
     name: str

@@ -7,7 +7,12 @@ data plane never waits on the database):
   when nothing changed); when it moved, it reads a `Snapshot` and applies the difference
   between the registry peers it applied before and the new ones (`diff`). Peers not in the
   difference are not touched, so their sessions go on. A peer's policy (enabled, expires)
-  travels with it: a `trivpn peer disable` blocks it within about ``POLL_INTERVAL``.
+  travels with it: a `trivpn peer disable` blocks it within about ``POLL_INTERVAL``. A
+  PostgreSQL registry pushes its commits (trivpn.registry.pg_listen calls `poke`), so there
+  the poll is a slow fallback (``PUSHED_POLL_INTERVAL``, `poll_interval`).
+- the database server unreachable (`RegistryUnreachable`): the front keeps the peers last
+  applied, the outage is logged once and its end once (`Outage`), and the first read that
+  gets through applies whatever was committed meanwhile.
 - front -> registry: a `wg set` that added, changed or removed peers reports them
   (`WireGuardFront.on_peer_change`); the persister writes them to the registry.
 - the usage keeper (trivpn.registry.usage_sync) works on the same connection, through
@@ -45,11 +50,13 @@ from trivpn.proto.policy import Policy
 from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.proto.wireguard import PeerConfig, peer_label
 from trivpn.registry.opener import open_registry
+from trivpn.registry.outage import Outage
 from trivpn.registry.store import (
     AddressPlan,
     LivePeer,
     RegistryError,
     RegistryPeer,
+    RegistryUnreachable,
     Snapshot,
 )
 
@@ -59,6 +66,9 @@ log = logging.getLogger("trivpn")
 # applied generation 1.
 FIRST_GENERATION: Final = 1
 POLL_INTERVAL: Final = 0.5  # s: a committed change is applied within about this long
+# s: with changes pushed (PostgreSQL's NOTIFY, trivpn.registry.pg_listen) the poll is only
+# the fallback for a notification lost with the listening connection
+PUSHED_POLL_INTERVAL: Final = 10.0
 APPLY_SLICE: Final = 16  # registry changes applied to the front between two checkpoints
 NAME_PREFIX: Final = "wg-"  # registry names of peers added through `wg set`
 
@@ -231,6 +241,12 @@ class ThreadRunner(Protocol):
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
+def poll_interval(state: StateConfig) -> float:
+    """How often the server polls the registry of this config: a PostgreSQL registry pushes
+    its changes, a SQLite file does not."""
+    return POLL_INTERVAL if state.database is None else PUSHED_POLL_INTERVAL
+
+
 def registry_opener(state: StateConfig) -> Opener:
     """The registry of this config ([state]); a SQLite file is made by the first `trivpn peer
     add` or kept `wg set`."""
@@ -351,7 +367,8 @@ class PeerSync:
         self._poked = trio.Event()
         self._reconciles = 0  # reconciles begun: one in slices sees another ran meanwhile
         self._limiter = LogLimiter(log, interval=60.0)  # a broken file: not a line per poll
-        self._db: ThreadRunner = run_sync or _SerialThreads()
+        self._run_sync: ThreadRunner = run_sync or _SerialThreads()
+        self.outage = Outage()  # the database server unreachable: logged once, and its end
         self._changes_in, self._changes_out = trio.open_memory_channel[Sequence[PeerChange]](
             math.inf
         )
@@ -373,7 +390,7 @@ class PeerSync:
         finally:
             self.front.on_peer_change = None
             with trio.CancelScope(shield=True):  # after a call the usage keeper has under way
-                await self._db(self._store.close)
+                await self._run_sync(self._store.close)
 
     async def _watch(self) -> None:
         while True:
@@ -388,11 +405,25 @@ class PeerSync:
         more right after it, which sees the commit."""
         self._poked.set()
 
+    async def _db(self, fn: Callable[[], T]) -> T:
+        """``fn`` in the database thread; an unreachable server starts an outage, any call
+        that gets through ends it."""
+        try:
+            result = await self._run_sync(fn)
+        except RegistryUnreachable as e:
+            self.outage.failed(e)
+            raise
+        self.outage.succeeded()
+        return result
+
     async def poll(self) -> None:
         """Read the registry if it changed and apply the difference; errors are logged."""
         force, self._force_read = self._force_read, False
         try:
             snapshot = await self._db(lambda: self._store.read_if_changed(force))
+        except RegistryUnreachable:
+            self._force_read = True  # logged by the outage; read in full when it is back
+            return
         except RegistryError as e:
             self._force_read = True  # the connection may be fine again next time
             self._limiter.warning(

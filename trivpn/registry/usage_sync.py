@@ -10,12 +10,24 @@ and has not stored yet) and the registry's ``usage`` table:
   rows after are the peers' records from then on. After a SIGKILL at most one interval's
   traffic is lost (plus what the interrupted transaction held);
 - after another process committed (`PeerSync.on_foreign_commit`: a `peer reset-usage`,
-  say) every record is read again, so a reset unblocks within about ``POLL_INTERVAL``.
+  say) every record is read again, so a reset unblocks within about ``POLL_INTERVAL``;
+- in a fleet, after another gateway added its deltas (`others_added`, told by a NOTIFY,
+  trivpn.registry.pg_listen) every record is read again, at most once per
+  ``OTHERS_RELOAD_INTERVAL``: a peer this gateway counts nothing for sees the fleet's sum
+  too, so a quota crossed by the sum blocks on every gateway within a few seconds (the
+  adding gateway's flush interval plus this one). A NOTIFY rather than a timed reload: a
+  lone gateway, or a fleet at rest, reads nothing.
 
 Every database call goes through `PeerSync.with_registry`: one connection and one worker
 thread for both, so calls never overlap and our own commits do not look like another
 process's. A database error (locked, disk full, read-only) is logged at most once a minute
 and the call retried at the next interval; the deltas stay pending, forwarding never waits.
+The database server unreachable is an outage (logged once and its end once, by
+`PeerSync.outage`): the deltas stay pending for as long as it lasts, one per peer (the meters
+hold counters, not a log of packets: the memory is bounded by the number of peers, not by
+the duration), and the first flush after it stores them all. Bytes counted before a period's
+roll-over and stored after it count in the new period (lifetime and total are exact); only
+a shutdown during the outage loses the deltas still pending (logged).
 The registry file is made by the first flush that has something to store (a server with
 static peers only has none before).
 """
@@ -23,6 +35,7 @@ static peers only has none before).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Generic, Protocol, TypeVar
@@ -31,6 +44,7 @@ import trio
 
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.proto.usage import UsageDelta, UsageRecord
+from trivpn.registry.store import RegistryUnreachable
 from trivpn.registry.sync import RegistryLike
 
 log = logging.getLogger("trivpn")
@@ -39,6 +53,7 @@ FLUSH_INTERVAL: Final = 5.0  # s: the most traffic a SIGKILL can lose
 LOAD_SLICE: Final = 512  # records handed to the front between two checkpoints
 SHUTDOWN_SECONDS: Final = 5.0  # the final flush's bound (a locked database must not hang exit)
 ERROR_LOG_INTERVAL: Final = 60.0  # s: a broken database is not a line per flush
+OTHERS_RELOAD_INTERVAL: Final = 2.0  # s: the most often other gateways' additions are read
 
 T = TypeVar("T")
 
@@ -87,6 +102,8 @@ class UsageKeeper(Generic[P]):
         self._lock = trio.Lock()  # a flush and a load never interleave (nor two flushes)
         self._loaded = False  # every record read once (retried until it is)
         self._reload_wanted = False
+        self._others_added = False  # another gateway stored usage: read it (throttled)
+        self._next_others_reload = -math.inf  # trio time
         # taken for a flush that failed: the policies forget a removed peer's last delta
         # once they handed it out, so it is kept here until stored
         self._unsent: dict[bytes, P] = {}
@@ -99,6 +116,12 @@ class UsageKeeper(Generic[P]):
         self._reload_wanted = True
         self._wake.set()
 
+    def others_added(self) -> None:
+        """Another gateway added usage: read every record again within
+        ``OTHERS_RELOAD_INTERVAL``. Never blocks."""
+        self._others_added = True
+        self._wake.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load every record, then flush every interval and reload when told, until
         cancelled; then a last flush (bounded by ``SHUTDOWN_SECONDS``)."""
@@ -107,10 +130,14 @@ class UsageKeeper(Generic[P]):
             task_status.started()
             deadline = trio.current_time() + self.flush_interval
             while True:
-                with trio.move_on_at(deadline):
+                wake_at = deadline
+                if self._others_added:
+                    wake_at = min(deadline, self._next_others_reload)
+                with trio.move_on_at(wake_at):
                     await self._wake.wait()
                 self._wake = trio.Event()
-                if self._reload_wanted or not self._loaded:
+                others = self._others_added and trio.current_time() >= self._next_others_reload
+                if self._reload_wanted or not self._loaded or others:
                     await self.load()
                 if trio.current_time() >= deadline:
                     await self.flush()
@@ -124,7 +151,8 @@ class UsageKeeper(Generic[P]):
     async def load(self) -> bool:
         """Read every record into the front (what is pending stays pending); whether done."""
         async with self._lock:
-            self._reload_wanted = False
+            self._reload_wanted = self._others_added = False
+            self._next_others_reload = trio.current_time() + OTHERS_RELOAD_INTERVAL
             try:
                 records = await self._registry(lambda r: r.usage_records(None))
             except Exception as e:  # a surprise from the database must not end the server
@@ -177,6 +205,8 @@ class UsageKeeper(Generic[P]):
         return taken
 
     def _failed(self, key: str, what: str, error: Exception) -> None:
+        if isinstance(error, RegistryUnreachable):
+            return  # an outage: logged once by the sync that made the call (`Outage`)
         self._limiter.warning(
             key,
             trio.current_time(),
