@@ -334,6 +334,19 @@ def _fill_live(cfg: Config, rows: list[dict[str, Any]]) -> None:
             merge_live(row, entry)
 
 
+def _fill_fleet(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    """A fleet's gateway: each peer's latest handshake on any gateway and its node."""
+    if cfg.state.database is None:
+        return
+    from trivpn.registry.peer_rows import merge_fleet
+    from trivpn.registry.sessions import latest_by_key
+
+    with _open_registry(cfg, create=False) as reg:
+        latest = {} if reg is None else latest_by_key(reg.sessions())
+    for row in rows:
+        merge_fleet(row, latest.get(keys.parse_key(row["public_key"])), cfg.state.node)
+
+
 _COLUMNS: Final = (
     ("NAME", "name"),
     ("STATE", "state"),
@@ -344,6 +357,7 @@ _COLUMNS: Final = (
     ("PUBLIC KEY", "public_key"),
     ("ENDPOINT", "endpoint"),
     ("LATEST HANDSHAKE", "latest_handshake"),
+    ("NODE", "node"),
     ("RECEIVED", "received"),
     ("SENT", "sent"),
 )
@@ -377,14 +391,17 @@ def _cell(value: object) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    headers = [title for title, _ in _COLUMNS]
-    return status.table(headers, ([_cell(row[key]) for _, key in _COLUMNS] for row in rows))
+    fleet = any("node" in row for row in rows)  # NODE: a fleet's gateway only
+    columns = [(title, key) for title, key in _COLUMNS if fleet or key != "node"]
+    headers = [title for title, _ in columns]
+    return status.table(headers, ([_cell(row[key]) for _, key in columns] for row in rows))
 
 
 def cmd_peer_list(args: argparse.Namespace) -> int:
     cfg = configfile.load(args.config)
     rows = _rows(cfg)
     _fill_live(cfg, rows)
+    _fill_fleet(cfg, rows)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
@@ -401,6 +418,7 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
     if not found:
         raise CliError(f"no peer named {args.name!r}", EXIT_CONFIG)
     _fill_live(cfg, found[:1])
+    _fill_fleet(cfg, found[:1])
     if args.json:
         print(json.dumps(found[0], indent=2))
         return 0
@@ -421,6 +439,7 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
         ("created", row["created"]),
         ("endpoint", row["endpoint"]),
         ("latest handshake", row["latest_handshake"]),
+        *([("node", row["node"])] if "node" in row else []),
         ("transfer", transfer),
     ]
     for label, value in fields:

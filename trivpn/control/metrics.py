@@ -9,7 +9,8 @@ time and number of connections; a request head must arrive within HEAD_TIMEOUT, 
 every slot is taken the oldest connection still sending its head is shed, so that slow
 clients cannot starve a scrape.
 
-WireGuard peers are labelled by name and public key; ToyVPN sessions by tunnel address (a
+WireGuard peers are labelled by name and public key, and in a fleet (a [state] database set)
+by ``node`` too, the gateway their live session is on; ToyVPN sessions by tunnel address (a
 counter restarts when a new session takes an address, which Prometheus treats as a reset).
 Per WireGuard peer: bytes and transport packets each way, completed handshakes, and the
 time of the latest one; its expiry and whether (and why) it is blocked; its quota (peers
@@ -125,7 +126,18 @@ def _drops(doc: Document) -> CounterMetricFamily:
     return family
 
 
-def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iterator[Metric]:
+def _peer_labels(node: str | None) -> tuple[str, ...]:
+    return ("name", "public_key") if node is None else ("name", "public_key", "node")
+
+
+def _peer_values(peer: Mapping[str, Any], node: str | None) -> tuple[str, ...]:
+    values = (peer["name"] or "", peer["public_key"])
+    return values if node is None else (*values, node)
+
+
+def _wireguard(
+    doc: Document, peers: Sequence[Mapping[str, Any]] | None, node: str | None
+) -> Iterator[Metric]:
     """The WireGuard families; the per-peer ones of ``peers`` only when given (a slice)."""
     wg = doc["wireguard"]
     counters: Mapping[str, int] = doc.get("counters", {}).get("wireguard", {})
@@ -134,7 +146,7 @@ def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iter
     )
     if peers is None:
         peers = wg["peers"]
-    labels = ("name", "public_key")
+    labels = _peer_labels(node)
     rx = CounterMetricFamily(
         "trivpn_wireguard_peer_receive_bytes",
         "Bytes received from the peer (UDP payload, handshakes included).",
@@ -166,7 +178,7 @@ def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iter
         labels=labels,
     )
     for peer in peers:
-        values = (peer["name"] or "", peer["public_key"])
+        values = _peer_values(peer, node)
         rx.add_metric(values, peer["rx_bytes"])
         tx.add_metric(values, peer["tx_bytes"])
         rx_packets.add_metric(values, peer["rx_packets"])
@@ -174,7 +186,7 @@ def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iter
         handshakes.add_metric(values, peer["handshakes"])
         latest.add_metric(values, peer["latest_handshake"] or 0)
     yield from (rx, tx, rx_packets, tx_packets, handshakes, latest)
-    yield from _peer_policy(peers)
+    yield from _peer_policy(peers, node)
     yield CounterMetricFamily(
         "trivpn_wireguard_cookie_replies",
         "Handshakes answered with a cookie reply because the server was under load.",
@@ -191,10 +203,10 @@ def _wireguard(doc: Document, peers: Sequence[Mapping[str, Any]] | None) -> Iter
     yield malformed
 
 
-def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+def _peer_policy(peers: Sequence[Mapping[str, Any]], node: str | None) -> Iterator[Metric]:
     """Expiry, block state, quota and usage per peer (trivpn.proto.policy): a series per
     blocking reason, 0 or 1, so that an alert sees every peer's series exist."""
-    labels = ("name", "public_key")
+    labels = _peer_labels(node)
     expiry = GaugeMetricFamily(
         "trivpn_peer_expiry_timestamp_seconds",
         "Unix time at which the peer expires (blocked from then on); only peers with an expiry.",
@@ -217,7 +229,7 @@ def _peer_policy(peers: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
         labels=labels,
     )
     for peer in peers:
-        values = (peer["name"] or "", peer["public_key"])
+        values = _peer_values(peer, node)
         expires = peer.get("expires")
         if expires is not None:
             expiry.add_metric(values, datetime.datetime.fromisoformat(expires).timestamp())
@@ -269,16 +281,19 @@ def _toyvpn(doc: Document) -> Iterator[Metric]:
     yield from families.values()
 
 
-def collect(doc: Document, peers: Sequence[Mapping[str, Any]] | None = None) -> Iterator[Metric]:
+def collect(
+    doc: Document, peers: Sequence[Mapping[str, Any]] | None = None, *, node: str | None = None
+) -> Iterator[Metric]:
     """Every metric family of one status document; the per-peer families of ``peers`` only,
-    when given (a slice of the document's)."""
+    when given (a slice of the document's); labelled with this gateway's ``node`` when given
+    (a fleet's)."""
     info = GaugeMetricFamily(
         "trivpn_info", "trivpn's version and interface (always 1).", labels=("version", "interface")
     )
     info.add_metric((__version__, doc["interface"]["name"]), 1)
     yield info
     if doc.get("wireguard") is not None:
-        yield from _wireguard(doc, peers)
+        yield from _wireguard(doc, peers, node)
     if doc.get("toyvpn") is not None:
         yield from _toyvpn(doc)
     yield _drops(doc)
@@ -298,7 +313,7 @@ def _is_per_peer(family: Metric) -> bool:
     return bool(family.samples) and "public_key" in family.samples[0].labels
 
 
-async def render_document(doc: Document) -> bytes:
+async def render_document(doc: Document, *, node: str | None = None) -> bytes:
     """The exposition text of ``doc``, the per-peer families made and written a slice of
     peers at a time with a checkpoint between: prometheus_client writes 10,000 peers' six
     families in one synchronous call of hundreds of ms. Each family's text is
@@ -307,7 +322,7 @@ async def render_document(doc: Document) -> bytes:
     peers: Sequence[Mapping[str, Any]] = [] if wg is None else wg["peers"]
     texts: list[list[bytes]] = []
     for start in range(0, max(len(peers), 1), PEER_SLICE):
-        families = collect(doc, peers[start : start + PEER_SLICE])
+        families = collect(doc, peers[start : start + PEER_SLICE], node=node)
         for i, family in enumerate(families):
             text = generate_latest(_Families([family]))
             if start == 0:
@@ -318,11 +333,11 @@ async def render_document(doc: Document) -> bytes:
     return b"".join(part for family in texts for part in family)
 
 
-def renderer(source: Callable[[], Awaitable[Document]]) -> Render:
+def renderer(source: Callable[[], Awaitable[Document]], *, node: str | None = None) -> Render:
     """The exposition text of ``source``'s document, made anew at each call."""
 
     async def render() -> bytes:
-        return await render_document(await source())
+        return await render_document(await source(), node=node)
 
     return render
 
@@ -391,12 +406,14 @@ async def serve_status_metrics(
     ifname: str,
     endpoint: Endpoint,
     *,
+    node: str | None = None,
     task_status: trio.TaskStatus[list[RetryingListener[trio.SocketStream]]] = (
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
-    """:func:`serve_metrics` of the running server's status document."""
-    render = renderer(lambda: live_document(server, ifname))
+    """:func:`serve_metrics` of the running server's status document; per-peer series
+    labelled with ``node`` when given (a fleet's gateway)."""
+    render = renderer(lambda: live_document(server, ifname), node=node)
     await serve_metrics(render, endpoint, task_status=task_status)
 
 

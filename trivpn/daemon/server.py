@@ -43,6 +43,7 @@ from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.net import link, nft, sysctl, udp
 from trivpn.net.tun import Tun
 from trivpn.proto import toyvpn
+from trivpn.registry.fleet import FleetKeeper, session_store_opener
 from trivpn.registry.store import AddressPlan
 from trivpn.registry.sync import PeerSync, poll_interval, registry_opener
 from trivpn.registry.usage_sync import UsageKeeper
@@ -183,7 +184,9 @@ class Server:
     async def _serve_metrics(
         self, listen: Endpoint, ifname: str, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        serve = functools.partial(metrics.serve_status_metrics, self, ifname, listen)
+        serve = functools.partial(
+            metrics.serve_status_metrics, self, ifname, listen, node=self.fleet_node
+        )
         await supervise("metrics", serve, task_status=task_status)
 
     async def _serve_web(self, web: WebConfig, *, task_status: trio.TaskStatus[Any]) -> None:
@@ -247,6 +250,11 @@ class Server:
         if counts:
             log.info("counters: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
+    @property
+    def fleet_node(self) -> str | None:
+        """This gateway's name in a fleet (a [state] database set), else None."""
+        return self.cfg.state.node if self.cfg.state.database is not None else None
+
     # -- the data plane ----------------------------------------------------------------------
 
     async def _start_wireguard(
@@ -287,6 +295,9 @@ class Server:
         nursery.start_soon(front.receive_loop)
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
+        if self.fleet_node is not None:  # where the fleet's gateways see the peers
+            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
+            nursery.start_soon(supervise, "fleet", fleet.run)
         # `wg show`, `wg set` on this interface
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN

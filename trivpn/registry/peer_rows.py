@@ -5,7 +5,8 @@ A row has the peer's identity (name, source, addresses, public_key, created), it
 usage as stored (ROW_FIELDS, at a given wall clock) and the live fields (endpoint,
 latest_handshake, received, sent), None until the running server's entry of the peer (its
 status document's shape, trivpn.control.status_socket) is merged in; that entry's policy and
-usage fields then win, being what the server enforces now.
+usage fields then win, being what the server enforces now. In a fleet (a [state] database)
+`merge_fleet` adds ``node`` and makes the handshake the fleet's latest (trivpn.registry.fleet).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from trivpn.config import WireGuardPeerConfig
 from trivpn.proto.policy import PeerState, Policy, policy_json, state
 from trivpn.proto.usage import NO_USAGE, UsageRecord, counted_bytes, usage_json
 from trivpn.proto.wireguard import keys
+from trivpn.registry.sessions import Session
 from trivpn.registry.store import RegistryPeer
 
 # the policy and usage fields of a row, as policy_json and usage_json name them
@@ -33,6 +35,7 @@ ROW_FIELDS: Final = (
     "rate_up_bps",
 )
 LIVE_FIELDS: Final = ("endpoint", "latest_handshake", "received", "sent")
+FLEET_FIELDS: Final = ("node",)  # rows of a fleet's gateway only
 
 
 def state_of(policy: Policy, record: UsageRecord, wallclock: float) -> PeerState:
@@ -98,3 +101,17 @@ def merge_live(row: dict[str, Any], entry: Mapping[str, Any]) -> None:
         sent=entry["tx_bytes"],
         **{key: entry[key] for key in ROW_FIELDS if key in entry},
     )
+
+
+def merge_fleet(row: dict[str, Any], session: Session | None, here: str) -> None:
+    """The fleet's view of the peer, after `merge_live`: its latest handshake on any gateway,
+    with that session's endpoint, and which gateway (``node``) it was on. ``session`` is the
+    peer's latest stored one (sessions.latest_by_key); this gateway's (``here``) live entry
+    wins when it is as late (the stored one lags by up to a second). Transfer stays this
+    gateway's; usage is the fleet's sum already."""
+    live = row["latest_handshake"]
+    row["node"] = None if live is None else here
+    latest = None if session is None else session.latest_handshake
+    if latest is not None and (live is None or latest > live):
+        assert session is not None
+        row.update(latest_handshake=latest, endpoint=session.endpoint, node=session.node)

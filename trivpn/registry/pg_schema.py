@@ -11,6 +11,8 @@ Versions, each reached from the one before by a function in ``MIGRATIONS``:
 
 1. peers, addresses (UNIQUE: two concurrent adds can never both commit one), routes, usage,
    the change counter ``changes`` (one row; its generation is also the data_version).
+2. sessions: per gateway (``node``) and peer, its current endpoint and latest handshake
+   (trivpn.registry.fleet), so any gateway knows where the fleet last saw a peer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # taken by every migration so that gateways starting at once migrate one after the other
 MIGRATION_LOCK: Final = 0x7472_6976_706E  # "trivpn"
 
@@ -78,8 +80,24 @@ def _migrate_to_1(db: psycopg.Connection[tuple[object, ...]]) -> None:
     db.execute("INSERT INTO changes (generation) VALUES (1)")
 
 
+def _migrate_to_2(db: psycopg.Connection[tuple[object, ...]]) -> None:
+    # no foreign key to peers: a gateway records what its device holds (static peers too)
+    db.execute(
+        """CREATE TABLE sessions (
+            node text NOT NULL,
+            public_key text NOT NULL,
+            endpoint text,
+            latest_handshake timestamptz,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (node, public_key)
+        )"""
+    )
+    db.execute("CREATE INDEX sessions_by_key ON sessions(public_key)")
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1
 MIGRATIONS: Final[Sequence[Callable[[psycopg.Connection[tuple[object, ...]]], None]]] = (
     _migrate_to_1,
+    _migrate_to_2,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -44,6 +44,7 @@ from trivpn.proto.policy import ACTIVE_POLICY, Policy, format_expires
 from trivpn.proto.usage import NO_USAGE, UsageDelta, UsageRecord
 from trivpn.proto.wireguard import keys
 from trivpn.registry.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from trivpn.registry.sessions import Session
 from trivpn.registry.store import (
     DEFAULT_TIMEOUT,
     KEYS_PER_QUERY,
@@ -359,6 +360,36 @@ class PgRegistry:
         found = self._write(add)
         after = {keys.parse_key(row[0]): usage_record(row[1:]) for row in found}
         return {d.public_key: after.get(d.public_key, NO_USAGE) for d in deltas}
+
+    # --- sessions (trivpn.registry.fleet) ------------------------------------------------------
+
+    def record_sessions(self, sessions: Sequence[Session]) -> None:
+        """Store these sessions, each under its node (a gateway writes only its own rows, so
+        gateways never wait for each other). Not a peer change: the generation stays."""
+        rows = [
+            (s.node, keys.encode_key(s.public_key), s.endpoint, _timestamp(s.latest_handshake))
+            for s in sessions
+        ]
+        if not rows:
+            return
+
+        def record() -> None:
+            with self._db.cursor() as cursor:
+                cursor.executemany(_RECORD_SESSION, rows)
+
+        self._write(record)
+
+    def sessions(self) -> list[Session]:
+        """Every gateway's sessions, the least recently updated first."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT node, public_key, endpoint, latest_handshake FROM sessions "
+                'ORDER BY updated_at, node COLLATE "C", public_key'
+            ).fetchall()
+        return [
+            Session(node, keys.parse_key(key), endpoint, None if at is None else at.timestamp())
+            for node, key, endpoint, at in rows
+        ]
 
     def reset_usage(self, name: str) -> RegistryPeer:
         """Zero the periods of registry peer ``name``'s usage (the lifetime counters stay),
@@ -711,6 +742,18 @@ class RegistryNotEmpty(RegistryError):
 
 class _RaceLost(Exception):
     """A write transaction lost a race with another writer and was rolled back."""
+
+
+_RECORD_SESSION: Final = (
+    "INSERT INTO sessions (node, public_key, endpoint, latest_handshake, updated_at) "
+    "VALUES (%s, %s, %s, %s, clock_timestamp()) ON CONFLICT (node, public_key) DO UPDATE SET "
+    "endpoint = EXCLUDED.endpoint, latest_handshake = EXCLUDED.latest_handshake, "
+    "updated_at = EXCLUDED.updated_at"
+)
+
+
+def _timestamp(epoch: float | None) -> datetime.datetime | None:
+    return None if epoch is None else datetime.datetime.fromtimestamp(epoch, datetime.UTC)
 
 
 def _select_usage(where: LiteralString) -> LiteralString:

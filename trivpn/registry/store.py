@@ -63,6 +63,7 @@ from trivpn.proto.periods import CALENDAR_PERIODS, QuotaPeriod, period_key
 from trivpn.proto.policy import ACTIVE_POLICY, Policy, Quota, format_expires
 from trivpn.proto.usage import NO_USAGE, PeriodCount, UsageDelta, UsageRecord
 from trivpn.proto.wireguard import curve25519, keys
+from trivpn.registry.sessions import Session
 
 DB_NAME: Final = "peers.db"
 SCHEMA_VERSION: Final = 5
@@ -491,6 +492,10 @@ class Registry:
 
     def peers(self) -> list[RegistryPeer]:
         return list(self.snapshot().peers)
+
+    def sessions(self) -> list[Session]:
+        """None: one gateway's file is no fleet (trivpn.registry.fleet needs PostgreSQL)."""
+        return []
 
     def find(self, name: str) -> RegistryPeer | None:
         with _errors(self.path), self._transaction("BEGIN"):

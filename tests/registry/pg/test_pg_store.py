@@ -54,7 +54,15 @@ def test_an_empty_database_gets_the_schema_and_reopening_changes_nothing(pg_url:
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             ).fetchall()
         }
-        assert tables == {"schema_version", "changes", "peers", "addresses", "routes", "usage"}
+        assert tables == {
+            "schema_version",
+            "changes",
+            "peers",
+            "addresses",
+            "routes",
+            "usage",
+            "sessions",
+        }
         r.add("alice", pub(1), None, PLAN)
     with PgRegistry.open(pg_url) as again:
         assert again.schema_version == SCHEMA_VERSION
@@ -86,8 +94,19 @@ def test_gateways_opening_a_new_database_at_once_migrate_it_once(pg_url: str) ->
 
 def test_a_newer_schema_is_refused(pg: PgRegistry, pg_url: str) -> None:
     pg._db.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
-    with pytest.raises(RegistryError, match=r"schema version 2 is newer than this trivpn .*\(1\)"):
+    newer = rf"schema version {SCHEMA_VERSION + 1} is newer than this trivpn .*\({SCHEMA_VERSION}\)"
+    with pytest.raises(RegistryError, match=newer):
         PgRegistry.open(pg_url)
+
+
+def test_a_version_1_database_gets_the_sessions_table(pg: PgRegistry, pg_url: str) -> None:
+    pg.add("alice", pub(1), None, PLAN)
+    pg._db.execute("DROP TABLE sessions")
+    pg._db.execute("UPDATE schema_version SET version = 1")
+    with PgRegistry.open(pg_url) as again:
+        assert again.schema_version == SCHEMA_VERSION
+        assert again.sessions() == []
+        assert [p.name for p in again.peers()] == ["alice"]
 
 
 def test_unique_even_past_the_checks(pg: PgRegistry) -> None:

@@ -32,6 +32,7 @@ from trivpn.proto.wireguard import Peer, keys
 from trivpn.registry import peer_add, peer_rows, store
 from trivpn.registry.api import RegistryStore
 from trivpn.registry.opener import open_registry
+from trivpn.registry.sessions import Session, latest_by_key
 from trivpn.registry.sync import PeerSync
 
 T = TypeVar("T")
@@ -143,7 +144,10 @@ class Admin:
         wallclock = self._clock()
         static = self._source.cfg.wireguard.peers
 
+        fleet: dict[bytes, Session] = {}  # each peer's latest session on any gateway
+
         def read(reg: RegistryStore) -> list[dict[str, Any]]:
+            fleet.update(latest_by_key(reg.sessions()))
             return peer_rows.peer_rows(static, reg.peers(), reg.usage_records(), wallclock)
 
         rows = await self._in_registry(read)
@@ -156,7 +160,13 @@ class Admin:
                 front.device, functools.partial(peer_entry, front, wallclock=wallclock)
             )
             live = {entry["public_key"]: entry for entry in entries}
-        return await in_slices(rows, lambda row: self._live(row, live.get(row["public_key"])))
+        rows = await in_slices(rows, lambda row: self._live(row, live.get(row["public_key"])))
+        state = self._source.cfg.state
+        if state.database is not None:  # a fleet's gateway: its view of the fleet
+            for row in rows:
+                key = keys.parse_key(row["public_key"])
+                peer_rows.merge_fleet(row, fleet.get(key), state.node)
+        return rows
 
     async def peer(self, name: str) -> dict[str, Any]:
         """One peer's row; 404 when there is none of that name."""

@@ -30,7 +30,9 @@ just added sends its first keepalive, and so its handshake, on the next tick).
 ``unexpected_response``, ``invalid_response``, ``invalid_cookie_reply``, ``unknown_index``,
 ``expired_keypair``, ``decrypt_failed``, ``replay``, ``malformed_inner``,
 ``spoofed_source``, ``no_endpoint``, ``staged_dropped``, ``removed_peer``, ``blocked``
-(a peer blocked by its policy, or at its usage limit) and ``rate_limited``.
+(a peer blocked by its policy, or at its usage limit) and ``rate_limited``; and
+``fleet_failover``: handshakes initiated for data of an unknown session from an endpoint
+in ``Device.fleet_endpoints`` (a fleet's peer whose session was with another gateway).
 
 Per-peer limits (`Device.set_usage_limit`, `Device.set_rates`) are checked per packet only
 behind one flag, ``Peer.limited``: a peer without any costs one attribute read more.

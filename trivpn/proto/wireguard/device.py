@@ -121,6 +121,10 @@ class Device:
         # is put off at its first due tick by a random 0..first_timer_spread s instead of run.
         self._first_timer_spread = first_timer_spread
         self._unspread: set[Peer] = set()
+        # A fleet's endpoints (endpoint -> public key, as the gateways sharing a registry last
+        # saw them): data for an unknown session from one of our peers' means its session is
+        # with another gateway, and we initiate toward it (`Peer.fail_over`).
+        self.fleet_endpoints: Mapping[Address, bytes] = {}
 
     def __repr__(self) -> str:
         return f"Device(peers={len(self._peers)})"
@@ -261,6 +265,9 @@ class Device:
                 entry = self._index.entries.get(receiver)
                 if entry is None or entry.keypair is None:
                     self.counters["unknown_index"] += 1
+                    fleet_key = self.fleet_endpoints.get(addr)  # the junk path's one probe
+                    if fleet_key is not None:
+                        self._fail_over(fleet_key, addr, now, out)
                 else:
                     entry.peer.receive_transport(entry.keypair, counter, datagram, addr, now, out)
                     self._touched.add(entry.peer)
@@ -378,6 +385,14 @@ class Device:
         if len(heap) > _HEAP_SLACK_FACTOR * len(scheduled) + _HEAP_SLACK_MIN:
             self._heap = list(scheduled.values())
             heapq.heapify(self._heap)
+
+    def _fail_over(self, public_key: bytes, addr: Address, now: float, out: Output) -> None:
+        peer = self._peers.get(public_key)
+        if peer is None or peer.blocked:
+            return
+        if peer.fail_over(addr, now, out):
+            self.counters["fleet_failover"] += 1
+            self._touched.add(peer)
 
     # --- handshake messages --------------------------------------------------------------
 

@@ -450,6 +450,18 @@ class Peer:
         self.tx_bytes += len(msg)
         self.timers.on_handshake_initiated(now, self._jitter())
 
+    def fail_over(self, addr: Address, now: float, out: Output) -> bool:
+        """Transport data for a session unknown here came from ``addr``, where the fleet saw
+        this peer: its session is with another gateway (a floating address moved here, say),
+        and a stock client would wait ~15 s before it handshakes again. Point the endpoint
+        there and initiate at once; whether it did. At most once per REKEY_TIMEOUT, so
+        spoofed sources cannot make us spray initiations."""
+        if now < self.last_sent_handshake + REKEY_TIMEOUT:
+            return False
+        self._set_endpoint(addr, out)
+        self._initiate(now, out, is_retry=False)
+        return True
+
     def receive_initiation(
         self, opened: OpenedInitiation, addr: Address, now: float, out: Output
     ) -> None:
