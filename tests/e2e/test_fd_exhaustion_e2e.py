@@ -144,34 +144,13 @@ def test_a_server_out_of_descriptors_keeps_forwarding_and_its_sockets_come_back(
     assert "Traceback" not in log and "restarting in" not in log  # no task had to restart
 
 
-# Listens on 127.0.0.1:PORT until its stdin closes.
-PORT_TAKER = r"""
-import socket, sys
-s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-print("listening", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_a_metrics_port_in_use_still_fails_the_start(
     lab: netlab.Lab, server: wglab.LabServer
 ) -> None:
     # Supervision restarts a control-plane task that fails while serving, never one that
     # cannot start: the operator hears of it at once, as before.
     port = 9586
-    taker = lab.server.popen(
-        [sys.executable, "-c", PORT_TAKER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert taker.stdout is not None and taker.stdout.readline().strip() == "listening"
-        server.write_config(extra=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
-        out = lab.server.run(
-            sys.executable, "-m", "trivpn", "serve", "-c", str(server.config),
-            check=False, timeout=30,
-        )  # fmt: skip
-    finally:
-        taker.kill()
-        taker.wait(10)
+    out = server.serve_with_port_taken(port, f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         f"trivpn: metrics.listen: cannot listen on 127.0.0.1:{port}: Address already in use"

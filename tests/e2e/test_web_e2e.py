@@ -285,32 +285,11 @@ def test_a_peer_added_limited_disabled_and_removed_from_the_browser(
     assert private.partition("=")[2].strip() not in log
 
 
-PORT_TAKER = """
-import socket, sys
-s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-print("listening", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_a_web_port_in_use_fails_the_start(lab: netlab.Lab, server: wglab.LabServer) -> None:
     """As for the metrics: supervision restarts the admin when it fails while serving, never
     when it cannot start; the operator hears of it at once, in one line."""
-    taker = lab.server.popen(
-        [sys.executable, "-c", PORT_TAKER, str(WEB_PORT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert taker.stdout is not None and taker.stdout.readline().strip() == "listening"
-        server.write_config(extra=f'\n[web]\nlisten = "127.0.0.1:{WEB_PORT}"\n')
-        out = lab.server.run(
-            sys.executable, "-m", "trivpn", "serve", "-c", str(server.config),
-            check=False, timeout=30,
-        )  # fmt: skip
-    finally:
-        taker.kill()
-        taker.wait(10)
+    extra = f'\n[web]\nlisten = "127.0.0.1:{WEB_PORT}"\n'
+    out = server.serve_with_port_taken(WEB_PORT, extra)
     assert out.returncode == 1, out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         f"trivpn: web.listen: cannot listen on 127.0.0.1:{WEB_PORT}: Address already in use"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from support.netlab import INTERNET_HOST, Netns, unique_name, veth
+from support.netlab import INTERNET_HOST, Namespaces, Netns, veth
 
 CLIENT_LAN = "198.51.100.2"
 GATEWAY_LAN = ("198.51.100.1", "198.51.100.3")
@@ -23,9 +23,9 @@ GATEWAY_EGRESS = ("203.0.113.1", "203.0.113.3")
 FLOATING = "198.51.100.10"
 
 
-class FleetLab:
+class FleetLab(Namespaces):
     def __init__(self, prefix: str) -> None:
-        self.namespaces: list[Netns] = []
+        super().__init__()
         self._ports = 0
         try:
             self.switch = self._ns(prefix + "w")
@@ -45,11 +45,6 @@ class FleetLab:
             self.close()
             raise
 
-    def _ns(self, prefix: str) -> Netns:
-        ns = Netns(unique_name(prefix))
-        self.namespaces.append(ns)
-        return ns
-
     def _join(self, ns: Netns, ifname: str, bridge: str, address: str) -> None:
         self._ports += 1
         port = f"p{self._ports}"
@@ -65,17 +60,6 @@ class FleetLab:
 
     def drop_floating(self, gateway: Netns) -> None:
         gateway.run("ip", "addr", "del", f"{FLOATING}/24", "dev", "wan0")
-
-    def close(self) -> None:
-        for ns in reversed(self.namespaces):
-            ns.delete()
-        self.namespaces.clear()
-
-    def __enter__(self) -> FleetLab:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # A gratuitous ARP (a request for our own address, broadcast), from inside a lab namespace.

@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 _counter = itertools.count()
 
@@ -119,11 +120,34 @@ def ping_while(
     return [float(ms) for ms in re.findall(r"time=([\d.]+) ms", output)], int(sent.group(1))
 
 
-class Lab:
+class Namespaces:
+    """The namespaces a lab made, removed in reverse order when it closes."""
+
+    def __init__(self) -> None:
+        self.namespaces: list[Netns] = []
+
+    def _ns(self, prefix: str) -> Netns:
+        ns = Netns(unique_name(prefix))
+        self.namespaces.append(ns)
+        return ns
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            ns.delete()
+        self.namespaces.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Lab(Namespaces):
     """client, server and internet namespaces joined by veth pairs (see module docstring)."""
 
     def __init__(self, prefix: str = "tv", clients: int = 1) -> None:
-        self.namespaces: list[Netns] = []
+        super().__init__()
         try:
             self.server = self._ns(prefix + "s")
             self.internet = self._ns(prefix + "i")
@@ -137,11 +161,6 @@ class Lab:
         except BaseException:
             self.close()
             raise
-
-    def _ns(self, prefix: str) -> Netns:
-        ns = Netns(unique_name(prefix))
-        self.namespaces.append(ns)
-        return ns
 
     def add_client(self, prefix: str = "tv") -> Netns:
         """Another client namespace on its own link to the server (198.51.100.0/24 is the
@@ -160,17 +179,6 @@ class Lab:
         client.client_ip = client_ip  # type: ignore[attr-defined]
         self.clients.append(client)
         return client
-
-    def close(self) -> None:
-        for ns in reversed(self.namespaces):
-            ns.delete()
-        self.namespaces.clear()
-
-    def __enter__(self) -> Lab:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def venv_python() -> str:

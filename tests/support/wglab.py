@@ -373,6 +373,14 @@ def wait_online(ns: Netns) -> None:
     wait_for(lambda: reaches_internet(ns), HANDSHAKE_WAIT, what=f"{ns.name} online")
 
 
+PORT_TAKER = r"""
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+sys.stdin.read()
+"""
+
+
 class LabServer:
     """`trivpn serve` with WireGuard in ``ns``: its interface name, keys and config file (in
     ``work``), and `wg` / `trivpn` run beside it. ``kill()`` ends it and the sockets it left."""
@@ -446,6 +454,25 @@ class LabServer:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def serve_with_port_taken(self, port: int, extra: str) -> subprocess.CompletedProcess[str]:
+        """`trivpn serve` on its config plus ``extra`` while another process holds TCP ``port``
+        on the namespace's 127.0.0.1: what a server that cannot listen there says."""
+        taker = self.ns.popen(
+            [sys.executable, "-c", PORT_TAKER, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert taker.stdout is not None and taker.stdout.readline().strip() == "listening"
+            self.write_config(extra=extra)
+            return self.ns.run(
+                sys.executable, "-m", "trivpn", "serve", "-c", str(self.config),
+                check=False, timeout=30,
+            )  # fmt: skip
+        finally:
+            taker.kill()
+            taker.wait(10)
 
     def kill(self) -> None:
         """Kill the server if it runs; remove the sockets a kill leaves in the shared dirs."""
