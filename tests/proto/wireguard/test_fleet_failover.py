@@ -11,7 +11,7 @@ import random
 from support.wg_harness import A_ADDR, A_TUN, B_TUN, Net, ip4
 
 from trivpn.proto.wireguard import Device, Output, PeerConfig, messages
-from trivpn.proto.wireguard.timers import REKEY_TIMEOUT
+from trivpn.proto.wireguard.timers import KEEPALIVE_TIMEOUT, REKEY_TIMEOUT
 
 
 def _fleet() -> tuple[Net, Device, bytes]:
@@ -94,3 +94,25 @@ def test_at_most_one_initiation_per_rekey_timeout() -> None:
     assert c.counters["fleet_failover"] == 1
     assert len(_initiations(c.receive(data, A_ADDR, t0 + REKEY_TIMEOUT))) == 1
     assert c.counters["fleet_failover"] == 2
+
+
+def test_a_peer_alive_here_is_not_pointed_away_by_a_spoofed_datagram() -> None:
+    """B holds A's live session; a datagram for an unknown index that claims A's stale fleet
+    endpoint (anyone can send one) changes nothing until A has been silent here long enough
+    for a stock client to give up on its session."""
+    net = Net(seed=3)
+    net.handshake()
+    b, a_key = net.b, net.a.public_key
+    stale = ("192.0.2.77", 51820)
+    b.fleet_endpoints = {stale: a_key}
+    out = net.a.send(net.a_peer, ip4(A_TUN, B_TUN, b"alive"), net.now)
+    ((data, _),) = out.datagrams
+    assert b.receive(data, A_ADDR, net.now).packets  # authenticated, here
+    spoofed = bytes([messages.MSG_TRANSPORT, 0, 0, 0]) + bytes([0xEE] * 4) + bytes(24)
+    quiet = KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+    for later in (net.now, net.now + quiet - 0.001):
+        assert b.receive(spoofed, stale, later).datagrams == []
+        assert b.peers[a_key].endpoint == A_ADDR
+    assert b.counters["fleet_failover"] == 0
+    assert len(_initiations(b.receive(spoofed, stale, net.now + quiet))) == 1
+    assert b.peers[a_key].endpoint == stale

@@ -256,6 +256,7 @@ class Peer:
         self.next: Keypair | None = None
         self.staged: deque[bytes] = deque()
         self.last_sent_handshake = float("-inf")
+        self.last_received = float("-inf")  # the latest authenticated transport datagram
         self.rx_bytes = 0
         self.tx_bytes = 0
         self.rx_packets = 0  # transport data messages (keepalives included)
@@ -455,8 +456,12 @@ class Peer:
         this peer: its session is with another gateway (a floating address moved here, say),
         and a stock client would wait ~15 s before it handshakes again. Point the endpoint
         there and initiate at once; whether it did. At most once per REKEY_TIMEOUT, so
-        spoofed sources cannot make us spray initiations."""
+        spoofed sources cannot make us spray initiations; never while the peer's session
+        here is alive (an authenticated datagram within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT),
+        so a datagram spoofed from a stale endpoint cannot point a live peer away."""
         if now < self.last_sent_handshake + REKEY_TIMEOUT:
+            return False
+        if now < self.last_received + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT:
             return False
         self._set_endpoint(addr, out)
         self._initiate(now, out, is_retry=False)
@@ -585,6 +590,7 @@ class Peer:
         self._set_endpoint(addr, out)
         self.rx_bytes += len(datagram)
         self.rx_packets += 1
+        self.last_received = now
         if kp is self.next:
             self._confirm_next(now, out)
         self._keep_key_fresh_receiving(now, out)
