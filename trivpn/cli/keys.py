@@ -6,19 +6,14 @@ import argparse
 import os
 import stat
 import sys
-from typing import Any
 
 from trivpn.cli.errors import CliError
 from trivpn.proto.wireguard import keys
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("genkey", help="print a new WireGuard private key (as `wg genkey`)")
-    p.set_defaults(func=cmd_genkey, logs=False)
-    p = sub.add_parser("genpsk", help="print a new preshared key (as `wg genpsk`)")
-    p.set_defaults(func=cmd_genkey, logs=False)
-    p = sub.add_parser("pubkey", help="private key on stdin → public key (as `wg pubkey`)")
-    p.set_defaults(func=cmd_pubkey, logs=False)
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """`genkey`, `genpsk` or `pubkey`: no arguments."""
+    parser.set_defaults(func=cmd_pubkey if command == "pubkey" else cmd_genkey, logs=False)
 
 
 def warn_if_world_readable_stdout() -> None:

@@ -22,8 +22,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -31,6 +32,7 @@ from trivpn.cli import configfile, peer_policy, status
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
 from trivpn.cli.qr import terminal_qr
+from trivpn.cli.subcommands import add_subcommands
 from trivpn.proto.peer_fields import FieldError, NewPeerFields, new_peer_fields
 from trivpn.proto.usage import NO_USAGE
 from trivpn.proto.wireguard import curve25519, keys
@@ -43,16 +45,46 @@ if TYPE_CHECKING:
     from trivpn.registry.api import RegistryStore
 
 
-def add_parsers(sub: Any) -> None:
-    """Register `peer` and its subcommands on the top-level subparsers."""
-    peer = sub.add_parser("peer", help="add, list, show or remove WireGuard peers (the registry)")
-    psub = peer.add_subparsers(dest="peer_command", required=True, metavar="PEER_COMMAND")
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """`peer` and its subcommands."""
+    psub = add_subcommands(parser, dest="peer_command", required=True, metavar="PEER_COMMAND")
+    psub.add_command(
+        "add", "register a peer and print its client config (wg-quick format)", _add_arguments
+    )
+    psub.add_command(
+        "list",
+        "the peers of the registry and of the config file",
+        partial(_named_arguments, cmd_peer_list, named=False, as_json=True),
+    )
+    psub.add_command(
+        "show", "one peer's details", partial(_named_arguments, cmd_peer_show, as_json=True)
+    )
+    psub.add_command(
+        "remove",
+        "delete a peer from the registry; its address is freed",
+        partial(_named_arguments, cmd_peer_remove),
+    )
+    psub.add_command(
+        "set",
+        "change a registry peer's settings; a running server applies them within a second",
+        _set_arguments,
+    )
+    psub.add_command(
+        "reset-usage",
+        "zero what counts against a peer's quota now (the lifetime counters stay)",
+        partial(_named_arguments, cmd_peer_reset_usage, logs=True),
+    )
+    for command, enabled, what in (
+        ("enable", True, "let a disabled peer connect again"),
+        ("disable", False, "block a peer: its sessions end, its handshakes get no answer"),
+    ):
+        psub.add_command(command, what, partial(_named_arguments, cmd_peer_set, enabled=enabled))
 
-    p = psub.add_parser(
-        "add",
-        help="register a peer and print its client config (wg-quick format)",
-        description="Register a peer with the next free address(es) and print its client "
-        "config. The private key is not stored: keep the config, it cannot be shown again.",
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Register a peer with the next free address(es) and print its client "
+        "config. The private key is not stored: keep the config, it cannot be shown again."
     )
     p.add_argument("name", help="1 to 64 of A-Z a-z 0-9 _ . @ -")
     p.add_argument(
@@ -89,47 +121,30 @@ def add_parsers(sub: Any) -> None:
     configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_add)
 
-    p = psub.add_parser("list", help="the peers of the registry and of the config file")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_list, logs=False)
 
-    p = psub.add_parser("show", help="one peer's details")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_show, logs=False)
-
-    p = psub.add_parser("remove", help="delete a peer from the registry; its address is freed")
-    p.add_argument("name")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_remove, logs=False)
-
-    p = psub.add_parser(
-        "set",
-        help="change a registry peer's settings; a running server applies them within a second",
-    )
+def _set_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     peer_policy.add_limit_options(p, clearing="; never clears it")
     configfile.add_config_option(p)
     p.set_defaults(func=cmd_peer_set, logs=False)
 
-    p = psub.add_parser(
-        "reset-usage",
-        help="zero what counts against a peer's quota now (the lifetime counters stay)",
-    )
-    p.add_argument("name")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_peer_reset_usage)
 
-    for command, enabled, what in (
-        ("enable", True, "let a disabled peer connect again"),
-        ("disable", False, "block a peer: its sessions end, its handshakes get no answer"),
-    ):
-        p = psub.add_parser(command, help=what)
+def _named_arguments(
+    func: Callable[[argparse.Namespace], int],
+    p: argparse.ArgumentParser,
+    *,
+    named: bool = True,
+    as_json: bool = False,
+    logs: bool = False,
+    **defaults: object,
+) -> None:
+    """A peer's name (if `named`), ``--json`` (if `as_json`) and the config."""
+    if named:
         p.add_argument("name")
-        configfile.add_config_option(p)
-        p.set_defaults(func=cmd_peer_set, enabled=enabled, logs=False)
+    if as_json:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    configfile.add_config_option(p)
+    p.set_defaults(func=func, logs=logs, **defaults)
 
 
 def _registry_error(e: store.RegistryError) -> CliError:

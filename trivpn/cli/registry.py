@@ -8,20 +8,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from trivpn.cli import configfile
 from trivpn.cli.errors import EXIT_CONFIG, CliError
+from trivpn.cli.subcommands import add_subcommands
 
 
-def add_parsers(sub: Any) -> None:
-    """Register `registry` and its subcommands on the top-level subparsers."""
-    registry = sub.add_parser("registry", help="move the peer registry (SQLite -> PostgreSQL)")
-    rsub = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
-    p = rsub.add_parser(
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """`registry` and its subcommands."""
+    rsub = add_subcommands(parser, dest="registry_command", required=True, metavar="COMMAND")
+    rsub.add_command(
         "migrate",
-        help="copy the SQLite registry of [state] dir into an empty PostgreSQL database",
+        "copy the SQLite registry of [state] dir into an empty PostgreSQL database",
+        _migrate_arguments,
     )
+
+
+def _migrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--to",
         required=True,

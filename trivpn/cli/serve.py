@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trivpn.cli import configfile
 from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
@@ -12,14 +12,10 @@ if TYPE_CHECKING:
     from trivpn.config import Config
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run the VPN server in the foreground")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("check", help="validate a config file and exit")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_check)
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """`serve` or `check`: the config file."""
+    configfile.add_config_option(parser)
+    parser.set_defaults(func=cmd_serve if command == "serve" else cmd_check)
 
 
 def _system_problems(cfg: Config) -> list[str]:

@@ -28,11 +28,10 @@ _UNITS: Final = (
 _BYTE_UNITS: Final = ("KiB", "MiB", "GiB", "TiB", "PiB")
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("status", help="show the running server: peers, sessions, transfer")
-    configfile.add_config_option(p)
-    p.add_argument("--json", action="store_true", help="the server's status document as JSON")
-    p.set_defaults(func=cmd_status)
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    configfile.add_config_option(parser)
+    parser.add_argument("--json", action="store_true", help="the server's status document as JSON")
+    parser.set_defaults(func=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from trivpn.cli.errors import EXIT_CONFIG, CliError, run_reporting
 from trivpn.proto.endpoints import EndpointSyntaxError, parse_host_port
@@ -12,8 +12,7 @@ from trivpn.proto.endpoints import EndpointSyntaxError, parse_host_port
 T = TypeVar("T")
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("toyvpn-connect", help="connect to a ToyVPN server (Linux client)")
+def add_arguments(command: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("server", metavar="HOST:PORT")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--secret")

@@ -8,57 +8,71 @@ and a new TOTP secret's URI and QR code. A password is read, never echoed or pri
 from __future__ import annotations
 
 import argparse
-import getpass
-import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from trivpn.cli import configfile
 from trivpn.cli.errors import EXIT_CONFIG, CliError
 from trivpn.cli.keys import warn_if_world_readable_stdout
+from trivpn.cli.subcommands import add_subcommands
 
-# imported by the commands: `trivpn genkey` builds these parsers too (tests/cli/test_imports.py)
+# imported by the commands that use them: `web token list` needs neither the QR code nor the
+# host name (tests/cli/test_imports.py)
 if TYPE_CHECKING:
     from trivpn.control.web.credentials import WebCredentials
 
 
-def add_parsers(sub: Any) -> None:
-    """Register `web` and its subcommands on the top-level subparsers."""
-    web = sub.add_parser("web", help="the web admin's password, TOTP and API tokens")
-    wsub = web.add_subparsers(dest="web_command", required=True, metavar="WEB_COMMAND")
-
-    p = wsub.add_parser(
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """`web` and its subcommands."""
+    wsub = add_subcommands(parser, dest="web_command", required=True, metavar="WEB_COMMAND")
+    wsub.add_command(
         "passwd",
-        help="set the admin password (asked twice on a terminal, else one line on stdin)",
+        "set the admin password (asked twice on a terminal, else one line on stdin)",
+        partial(_config_only, cmd_passwd),
     )
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_passwd, logs=False)
+    wsub.add_command("totp", "the TOTP second factor of the admin's login", _totp_arguments)
+    wsub.add_command("token", "API tokens (Authorization: Bearer)", _token_arguments)
 
-    totp = wsub.add_parser("totp", help="the TOTP second factor of the admin's login")
-    tsub = totp.add_subparsers(dest="totp_command", required=True, metavar="TOTP_COMMAND")
-    p = tsub.add_parser("enable", help="make a new TOTP secret; print its URI and QR code")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_totp_enable, logs=False)
-    p = tsub.add_parser("disable", help="log in with the password alone")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_totp_disable, logs=False)
 
-    token = wsub.add_parser("token", help="API tokens (Authorization: Bearer)")
-    ksub = token.add_subparsers(dest="token_command", required=True, metavar="TOKEN_COMMAND")
-    p = ksub.add_parser("add", help="make a token; print it once (it is stored hashed)")
-    p.add_argument("name", help="1 to 64 of A-Z a-z 0-9 _ . @ -")
+def _config_only(func: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser) -> None:
     configfile.add_config_option(p)
-    p.set_defaults(func=cmd_token_add, logs=False)
-    p = ksub.add_parser("remove", help="revoke a token")
-    p.add_argument("name")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_token_remove, logs=False)
-    p = ksub.add_parser("list", help="token names and when they were made")
-    configfile.add_config_option(p)
-    p.set_defaults(func=cmd_token_list, logs=False)
+    p.set_defaults(func=func, logs=False)
+
+
+def _named(
+    func: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser, help: str | None = None
+) -> None:
+    p.add_argument("name", help=help)
+    _config_only(func, p)
+
+
+def _totp_arguments(totp: argparse.ArgumentParser) -> None:
+    tsub = add_subcommands(totp, dest="totp_command", required=True, metavar="TOTP_COMMAND")
+    tsub.add_command(
+        "enable",
+        "make a new TOTP secret; print its URI and QR code",
+        partial(_config_only, cmd_totp_enable),
+    )
+    tsub.add_command(
+        "disable", "log in with the password alone", partial(_config_only, cmd_totp_disable)
+    )
+
+
+def _token_arguments(token: argparse.ArgumentParser) -> None:
+    ksub = add_subcommands(token, dest="token_command", required=True, metavar="TOKEN_COMMAND")
+    ksub.add_command(
+        "add",
+        "make a token; print it once (it is stored hashed)",
+        partial(_named, cmd_token_add, help="1 to 64 of A-Z a-z 0-9 _ . @ -"),
+    )
+    ksub.add_command("remove", "revoke a token", partial(_named, cmd_token_remove))
+    ksub.add_command(
+        "list", "token names and when they were made", partial(_config_only, cmd_token_list)
+    )
 
 
 @contextmanager
@@ -74,6 +88,8 @@ def _credentials(args: argparse.Namespace) -> Iterator[WebCredentials]:
 
 
 def _read_password() -> str:
+    import getpass
+
     if sys.stdin.isatty():
         first = getpass.getpass("New web admin password: ")
         if getpass.getpass("Again: ") != first:
@@ -91,6 +107,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_totp_enable(args: argparse.Namespace) -> int:
+    import platform
+
     from trivpn.cli.qr import terminal_qr
 
     with _credentials(args) as creds:
