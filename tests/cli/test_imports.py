@@ -1,9 +1,10 @@
 """Commands that do not run the server load none of its modules: each is a process start, and
 trio, pyroute2, nftables, prometheus_client or the WireGuard device would be most of its time
 (issue 13: `peer add` and `genkey` took half a second, mostly imports). Nor do they load what
-they do not use of the rest: key text needs no handshake primitives (hashlib, hmac, pynacl's
-bindings: `trivpn.proto.wireguard.curve25519` is apart from `crypto` for it), and a command
-that logs nothing loads no logging. The times themselves: `tools/bench --mode startup`."""
+they do not use of the rest: another command's module (trivpn.cli.subcommands), key text's
+handshake primitives (hashlib, hmac, pynacl's bindings: `trivpn.proto.wireguard.curve25519`
+is apart from `crypto` for it), and a command that logs nothing loads no logging. The times
+themselves: `tools/bench --mode startup`."""
 
 from __future__ import annotations
 
@@ -19,16 +20,39 @@ SERVER_MODULES = [
     "pyroute2",
     "nftables",
     "prometheus_client",
+    "psycopg",
+    "starlette",
+    "jinja2",
+    "hypercorn",
     "trivpn.proto.wireguard.device",
     "trivpn.dataplane",
+    "trivpn.net.link",
     "trivpn.control.status_socket",
+    "trivpn.control.metrics",
+    "trivpn.control.web.app",
+    "trivpn.control.web.serve",
+    "trivpn.registry.pg_store",
     "trivpn.daemon.server",
+]
+# each command group's module, loaded only when one of its commands runs
+COMMAND_MODULES = [
+    f"trivpn.cli.{group}"
+    for group in ("keys", "serve", "status", "toyvpn", "peer", "registry", "web")
 ]
 CONFIG_MODULES = ["cattrs", "attrs", "sqlite3", "segno", "trivpn.config", "trivpn.registry"]
 # the handshake's and the data path's primitives, which no key or peer command uses
 HANDSHAKE_MODULES = ["trivpn.proto.wireguard.crypto", "nacl.bindings", "hashlib", "hmac"]
 # what a peer command does not need: it opens no socket but the status client's (peer list)
-UNUSED_BY_PEER_COMMANDS = [*SERVER_MODULES, *HANDSHAKE_MODULES, "segno"]
+UNUSED_BY_PEER_COMMANDS = [
+    *SERVER_MODULES,
+    *HANDSHAKE_MODULES,
+    "segno",
+    *(
+        m
+        for m in COMMAND_MODULES
+        if m not in ("trivpn.cli.peer", "trivpn.cli.keys", "trivpn.cli.status")
+    ),
+]
 
 # runs a command as `trivpn` does, then says which of the modules it loaded
 PROBE = """
@@ -45,8 +69,11 @@ RFC7748_ALICE = "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo="
 RFC7748_ALICE_PUBLIC = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
 
 
-def probe(modules: list[str], *args: str, stdin: str = "") -> tuple[list[str], str, str]:
-    """Which of `modules` the command loaded, its stdout and its stderr; it must succeed."""
+def probe(
+    modules: list[str], *args: str, stdin: str = "", codes: tuple[int, ...] = (0,)
+) -> tuple[list[str], str, str]:
+    """Which of `modules` the command loaded, its stdout and its stderr; it must exit with
+    one of `codes`."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(modules), *args],
         input=stdin,
@@ -56,7 +83,7 @@ def probe(modules: list[str], *args: str, stdin: str = "") -> tuple[list[str], s
         check=True,
     )
     code, found = json.loads(out.stderr.splitlines()[-1])
-    assert code == 0, out.stderr
+    assert code in codes, out.stderr
     return list(found), out.stdout, out.stderr
 
 
@@ -76,12 +103,13 @@ def conf(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["genkey", "genpsk"])
 def test_key_commands_load_neither_the_server_nor_the_config(command: str) -> None:
-    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + ["logging"]
-    assert loaded(modules, command) == []
+    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES + ["logging"]
+    assert loaded(modules, command) == ["trivpn.cli.keys"]  # the probe sees what it should see
 
 
 def test_pubkey_loads_only_libsodium_and_gives_the_rfc_7748_key() -> None:
     modules = [*SERVER_MODULES, *CONFIG_MODULES, *HANDSHAKE_MODULES, "logging", "nacl._sodium"]
+    modules += [m for m in COMMAND_MODULES if m != "trivpn.cli.keys"]
     found, out, _ = probe(modules, "pubkey", stdin=RFC7748_ALICE + "\n")
     assert found == ["nacl._sodium"]  # the one call into libsodium, without nacl.bindings
     assert out == RFC7748_ALICE_PUBLIC + "\n"
@@ -93,6 +121,13 @@ def test_peer_add_loads_no_server_or_handshake_module(conf: Path) -> None:
     # it logs (the server's key file is made on first use), so logging is set up for it
     assert found == ["logging"]
     assert " INFO trivpn: wireguard: generated a new private key in " in err
+
+
+def test_peer_add_loads_segno_only_for_a_qr_code(conf: Path) -> None:
+    modules = [*SERVER_MODULES, "segno"]
+    found, out, _ = probe(modules, "peer", "add", "bob", "--qr", "-c", str(conf))
+    assert found == ["segno"]
+    assert "[Interface]" in out
 
 
 def test_peer_list_loads_no_server_module_and_no_logging(conf: Path) -> None:
@@ -123,3 +158,23 @@ def test_web_token_commands_load_no_server_module_and_no_logging(conf: Path) -> 
     assert loaded(modules, "web", "token", "list", "-c", str(conf)) == [
         "trivpn.control.web.credentials"
     ]
+
+
+@pytest.mark.parametrize(
+    "nat",
+    ["[nat]\nmasquerade = false\n", '[nat]\negress = "eth9"\n'],
+    ids=["no-masquerade", "named-egress"],
+)
+def test_check_loads_no_server_module(conf: Path, nat: str) -> None:
+    conf.write_text(conf.read_text() + nat)
+    modules = [*SERVER_MODULES, *HANDSHAKE_MODULES, "segno", "sqlite3", "trivpn.registry"]
+    modules += [m for m in COMMAND_MODULES if m != "trivpn.cli.serve"]
+    found, out, _ = probe(modules, "check", "-c", str(conf))
+    assert found == []
+    assert out == f"{conf}: OK\n"
+
+
+def test_check_asks_the_kernel_for_an_auto_egress_and_loads_nothing_else(conf: Path) -> None:
+    # exit 2 where this machine has no default route: the question was asked all the same
+    found, _, _ = probe([*SERVER_MODULES, "segno"], "check", "-c", str(conf), codes=(0, 2))
+    assert found == ["pyroute2", "trivpn.net.link"]

@@ -27,8 +27,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     # imported here: `check`, `genkey` and the like must not load the server's modules
     from trivpn.control.metrics import MetricsError
     from trivpn.control.web.serve import WebServeError
+    from trivpn.daemon.errors import ServerError
     from trivpn.daemon.keyfile import KeyFileError
-    from trivpn.daemon.server import ServerError
     from trivpn.net.link import LinkError
     from trivpn.net.nft import NftError
     from trivpn.net.tun import TunError

@@ -20,8 +20,9 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
 
 def _system_problems(cfg: Config) -> list[str]:
     """What the config asks of this machine that it cannot give (checked by check and serve)."""
+    from trivpn.daemon.egress import resolve_egress
+    from trivpn.daemon.errors import ServerError
     from trivpn.daemon.keyfile import key_directory_problem
-    from trivpn.daemon.server import ServerError, resolve_egress
 
     problems: list[str] = []
     if cfg.nat.masquerade:

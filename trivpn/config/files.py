@@ -11,7 +11,6 @@ import errno
 import os
 import pathlib
 import stat
-import tempfile
 from typing import Any, Final
 
 from trivpn.config.errors import InvalidValue, Problems
@@ -207,6 +206,8 @@ def write_private_file(path: pathlib.Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, mode 0600: a reader sees the old file or the
     new one, and the new one never exists, even briefly, readable by others. OSError on
     failure, with ``path`` unchanged and no temporary file left."""
+    import tempfile  # here: the CLI's commands load the config, few write a file (issue 13)
+
     # mkstemp makes the file 0600 with O_EXCL; the same directory makes os.replace atomic
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -16,7 +16,6 @@ import functools
 import gc
 import logging
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,6 +31,8 @@ from trivpn.control.web.app import create_app
 from trivpn.control.web.credentials import WebCredentials
 from trivpn.control.web.serve import no_login_warning, plain_http_warning, serve_web
 from trivpn.control.web.traffic import TrafficSamples
+from trivpn.daemon.egress import resolve_egress
+from trivpn.daemon.errors import ServerError
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
@@ -51,27 +52,6 @@ from trivpn.registry.usage_sync import UsageKeeper
 log = logging.getLogger("trivpn")
 
 CLEANUP_SECONDS = 5.0
-
-
-class ServerError(Exception):
-    """Start-up failed for a reason the operator can fix; the message says which."""
-
-
-def resolve_egress(cfg: Config) -> str:
-    """The egress interface name, resolving "auto" through the default route."""
-    if cfg.nat.egress != "auto":
-        return cfg.nat.egress
-    families = {net.version for net in cfg.interface.subnets}
-    for family in (socket.AF_INET, socket.AF_INET6):
-        if (4 if family == socket.AF_INET else 6) not in families:
-            continue
-        name = link.default_route_interface(family)
-        if name:
-            return name
-    raise ServerError(
-        "nat.egress: 'auto' — there is no default route to take the interface from; "
-        "name the egress interface"
-    )
 
 
 def _listen(key: str, endpoint: Endpoint) -> udp.DatagramSocket:
