@@ -3,7 +3,9 @@
 Each command runs as a new process, as an operator runs it: `python -c pass` (the
 interpreter's own floor), `trivpn genkey`, `trivpn peer add` (a new name each run, into a
 scratch state dir) and `trivpn peer list` (of those peers, no server running). Printed: the
-median, minimum and maximum wall time of --runs runs each (default 5), in two settings:
+median, minimum and maximum wall time of --runs runs each (default 5), in two settings, and
+the median CPU time (user + system) of the cached runs: on a loaded machine a run's wall time
+includes its wait for a CPU, its CPU time does not:
 
   cached     bytecode cached (in a scratch PYTHONPYCACHEPREFIX, written by a warm-up run), as
              an installed trivpn runs: pip compiles its modules at install
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,22 +40,29 @@ dir = "state"
 """
 
 
-def wall_time(argv: Sequence[str], env: dict[str, str]) -> float:
-    """Seconds from the start of ``argv`` to its exit; it must succeed."""
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_time(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from the start of ``argv`` to its exit, and the CPU seconds it used; it must
+    succeed."""
+    cpu, start = _children_cpu(), time.perf_counter()
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu
 
 
 def median_ms(
     argv_of_run: Callable[[], Sequence[str]], env: dict[str, str], runs: int
-) -> tuple[float, float, float]:
-    """Median, minimum and maximum in ms of `runs` runs, after one warm-up run (which writes
-    the bytecode cache, if any, and fills the page cache). `argv_of_run` is asked once per
-    run: `peer add` needs a new name each time."""
-    wall_time(argv_of_run(), env)
-    times = [1000 * wall_time(argv_of_run(), env) for _ in range(runs)]
-    return statistics.median(times), min(times), max(times)
+) -> tuple[float, float, float, float]:
+    """Median, minimum and maximum wall time and the median CPU time, in ms, of `runs` runs,
+    after one warm-up run (which writes the bytecode cache, if any, and fills the page cache).
+    `argv_of_run` is asked once per run: `peer add` needs a new name each time."""
+    run_time(argv_of_run(), env)
+    walls, cpus = zip(*(run_time(argv_of_run(), env) for _ in range(runs)), strict=True)
+    times = [1000 * t for t in walls]
+    return statistics.median(times), min(times), max(times), 1000 * statistics.median(cpus)
 
 
 def run(runs: int = 5) -> int:
@@ -74,13 +84,12 @@ def run(runs: int = 5) -> int:
             "trivpn peer list": lambda: [*trivpn, "peer", "list", "-c", str(conf)],
         }
         print(f"bench: start-up in ms, median (min-max) of {runs} runs; {os.cpu_count()} CPUs")
-        print(f"{'command':<18} " + " ".join(f"{name:>16}" for name in settings))
+        print(f"{'command':<18} " + " ".join(f"{name:>16}" for name in settings) + "  cached cpu")
         for name, argv_of in commands.items():
-            cells = []
-            for env in settings.values():
-                med, low, high = median_ms(argv_of, env, runs)
-                cells.append(f"{med:6.0f} ({low:.0f}-{high:.0f})")
-            print(f"{name:<18} " + " ".join(f"{c:>16}" for c in cells))
+            results = {setting: median_ms(argv_of, env, runs) for setting, env in settings.items()}
+            cells = [f"{med:6.0f} ({low:.0f}-{high:.0f})" for med, low, high, _ in results.values()]
+            cpu = results["cached"][3]
+            print(f"{name:<18} " + " ".join(f"{c:>16}" for c in cells) + f"  {cpu:10.0f}")
     return 0
 
 
