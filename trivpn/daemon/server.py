@@ -296,7 +296,12 @@ class Server:
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
         if self.fleet_node is not None:  # where the fleet's gateways see the peers
-            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
+            fleet = FleetKeeper(
+                front.device,
+                self.fleet_node,
+                session_store_opener(self.cfg.state),
+                outage=self.peersync.outage,  # one outage, logged once, whoever finds it
+            )
             nursery.start_soon(supervise, "fleet", fleet.run)
         # `wg show`, `wg set` on this interface
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
