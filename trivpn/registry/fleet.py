@@ -5,7 +5,8 @@ stores the sessions that changed since it last stored them (endpoint, latest han
 under this gateway's node, reads the rows any gateway wrote since its last read (by their
 ``seq``: a fleet at rest reads nothing), and hands the device the map endpoint -> public
 key (`Device.fleet_endpoints`) that its failover looks up: transport data for an unknown
-session from a peer's known endpoint makes it initiate toward that peer.
+session from a peer's known endpoint makes it initiate toward that peer. Each peer's latest
+session on any gateway (`latest`) tells `trivpn status` which gateway a peer is on.
 
 Every ``PRUNE_INTERVAL`` (and at start) it deletes the rows no gateway wrote for
 ``SESSIONS_KEPT`` (a gateway that left the fleet, a peer idle for a week) and reads the whole
@@ -22,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import trio
@@ -33,7 +34,7 @@ from trivpn.proto.endpoints import EndpointSyntaxError, format_endpoint, parse_h
 from trivpn.proto.wireguard import Device
 from trivpn.proto.wireguard.cookie import Address
 from trivpn.registry.outage import Outage
-from trivpn.registry.sessions import Session
+from trivpn.registry.sessions import Session, latest_by_key
 from trivpn.registry.store import RegistryError, RegistryUnreachable
 from trivpn.registry.sync import ThreadRunner
 
@@ -106,6 +107,12 @@ class FleetKeeper:
         self._next_prune = -math.inf  # trio time
         self._limiter = LogLimiter(log, interval=ERROR_LOG_INTERVAL)
         self.outage = outage or Outage()  # the server's is the sync's: one log for both
+        # each peer's latest session on any gateway, as last read (the status document's)
+        self.latest: Mapping[bytes, Session] = {}
+
+    @property
+    def node(self) -> str:
+        return self._node
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -124,7 +131,7 @@ class FleetKeeper:
         changed = [s for s in current.values() if self._recorded.get(s.public_key) != s]
         prune = trio.current_time() >= self._next_prune
         try:
-            endpoints = await self._run_sync(functools.partial(self._exchange, changed, prune))
+            read = await self._run_sync(functools.partial(self._exchange, changed, prune))
         except RegistryUnreachable as e:
             self.outage.failed(e)
             return
@@ -135,8 +142,8 @@ class FleetKeeper:
         self._recorded = current
         if prune:
             self._next_prune = trio.current_time() + PRUNE_INTERVAL
-        if endpoints is not None:  # one assignment: the data path sees old or new
-            self._device.fleet_endpoints = endpoints
+        if read is not None:  # one assignment each: the data path sees old or new
+            self._device.fleet_endpoints, self.latest = read
 
     async def _sessions(self) -> dict[bytes, Session]:
         current: dict[bytes, Session] = {}
@@ -151,10 +158,13 @@ class FleetKeeper:
             )
         return current
 
-    def _exchange(self, changed: Sequence[Session], prune: bool) -> dict[Address, bytes] | None:
+    def _exchange(
+        self, changed: Sequence[Session], prune: bool
+    ) -> tuple[dict[Address, bytes], dict[bytes, Session]] | None:
         """In the worker thread: store ``changed``, read the rows written since the last read
         (``prune``: delete the old ones and read them all), and make the fleet's endpoint map
-        (thousands of rows: not on the trio thread); None when no row was new."""
+        and each peer's latest session (thousands of rows: not on the trio thread); None when
+        no row was new."""
         if self._store is None:
             self._store = self._open_store()
         try:
@@ -172,4 +182,5 @@ class FleetKeeper:
         for session in rows:  # a row written again moves to the end: the latest wins
             self._fleet.pop((session.node, session.public_key), None)
             self._fleet[session.node, session.public_key] = session
-        return endpoint_map(list(self._fleet.values()))
+        fleet = list(self._fleet.values())
+        return endpoint_map(fleet), latest_by_key(fleet)

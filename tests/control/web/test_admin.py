@@ -89,6 +89,7 @@ class Source:
     egress: str = "eth0"
     toyvpn: ToyVpnServer | None = None
     started: float = WALL_EPOCH
+    fleet: None = None
 
 
 @attrs.define
