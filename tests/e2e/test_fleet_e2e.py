@@ -10,6 +10,7 @@ crossed by the sum of what both counted blocks the peer on both."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -183,6 +184,13 @@ def state(server: wglab.LabServer, name: str) -> str:
     return str(server.peer_json(name)["state"])
 
 
+def status_node(server: wglab.LabServer) -> tuple[str, str | None]:
+    """`trivpn status --json`: the gateway's node, and the one alice's live session is on."""
+    doc = json.loads(server.trivpn("status", "--json"))
+    (alice,) = (p for p in doc["wireguard"]["peers"] if p["name"] == "alice")
+    return doc["node"], alice["node"]
+
+
 def test_disable_on_one_gateway_cuts_the_client_off_on_the_other_within_a_second(
     fleet_lab: FleetLab,
     gateways: list[wglab.LabServer],
@@ -193,6 +201,9 @@ def test_disable_on_one_gateway_cuts_the_client_off_on_the_other_within_a_second
     netlab.wait_for(
         lambda: wglab.reaches_internet(fleet_lab.client), 15, what="alice online via gw1"
     )
+    # `trivpn status` on either gateway: alice's live session is on gw1
+    assert status_node(gw1) == ("gw1", "gw1")
+    netlab.wait_for(lambda: status_node(gw2) == ("gw2", "gw1"), 5, what="gw2 knows it")
     pinger = Pinger(fleet_lab.client)
     time.sleep(1.0)
     started = time.time()
