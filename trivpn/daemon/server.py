@@ -198,10 +198,15 @@ class Server:
             if warning:
                 log.warning("%s", warning)
         samples = TrafficSamples()
-        app = create_app(Admin(self, samples), credentials, secure_cookies=web.tls_cert is not None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(samples.run, lambda: self.wireguard)
-            await supervise("web", functools.partial(serve_web, app, web), task_status=task_status)
+        admin = Admin(self, samples)
+        app = create_app(admin, credentials, secure_cookies=web.tls_cert is not None)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(samples.run, lambda: self.wireguard)
+                serve = functools.partial(serve_web, app, web)
+                await supervise("web", serve, task_status=task_status)
+        finally:
+            admin.close()  # its registry connections
 
     async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
         async for signum in signals:
