@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from support.status_doc import NOW, document
 
@@ -119,3 +121,17 @@ def test_render_of_a_server_from_before_usage_shows_none() -> None:
     header = next(line for line in lines if line.startswith("NAME"))
     alice = next(line for line in lines if line.startswith("alice"))
     assert alice[header.index("USAGE") :].startswith("- ")
+
+
+def test_render_of_a_fleets_gateway_shows_its_node_and_each_peers() -> None:
+    doc = document()
+    assert "NODE" not in status.render(doc, NOW) and "node:" not in status.render(doc, NOW)
+    doc["node"] = "gw1"
+    alice, nobody = doc["wireguard"]["peers"]
+    alice["node"], nobody["node"] = "gw2", None
+    text = status.render(doc, NOW)
+    assert "  node: gw1 (a gateway of a fleet)" in text.splitlines()
+    header = next(line for line in text.splitlines() if line.startswith("NAME"))
+    assert re.search(r"LATEST HANDSHAKE +NODE +RECEIVED", header), header
+    assert re.search(r"^alice .* ago +gw2 +1.50 KiB ", text, re.M), text
+    assert re.search(r"^- .* never +- +0 B ", text, re.M), text

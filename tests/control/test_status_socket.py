@@ -8,7 +8,8 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import trio
@@ -17,6 +18,30 @@ from support.status_doc import ALICE, CONFIG, PSK, SECRET, SERVER_KEY, fake_serv
 from trivpn.cli.main import main
 from trivpn.control import status_client, status_socket
 from trivpn.proto.wireguard import encode_key
+from trivpn.registry.sessions import Session
+
+
+def test_a_fleets_gateway_says_which_gateway_each_peers_live_session_is_on() -> None:
+    server = fake_server()
+    server.fleet = SimpleNamespace(node="gw1", latest={})
+    live = 1_700_000_000.0  # alice's handshake here
+
+    def node(stored: Session | None) -> str | None:
+        server.fleet.latest = {} if stored is None else {ALICE: stored}
+        doc = status_socket.status_document(server, "tvc0", now=15.5, wallclock=live + 63)
+        assert doc["node"] == "gw1"
+        (peer,) = doc["wireguard"]["peers"]
+        # this gateway's own handshake, as `wg show` says, whichever node is named
+        assert peer["latest_handshake"] == server.wireguard.device.peers[ALICE].last_handshake_time
+        return cast(str | None, peer["node"])
+
+    assert node(None) == "gw1"
+    assert node(Session("gw2", ALICE, "192.0.2.9:1", live + 30)) == "gw2"  # moved since
+    assert node(Session("gw2", ALICE, "192.0.2.9:1", live - 30)) == "gw1"
+    assert node(Session("gw1", ALICE, "198.51.100.2:40000", live)) == "gw1"  # as stored
+    server.wireguard.device.peers[ALICE].last_handshake_time = None
+    assert node(None) is None  # no handshake anywhere
+    assert node(Session("gw2", ALICE, None, live)) == "gw2"
 
 
 def test_document_has_the_state_and_no_secret_keys() -> None:
@@ -48,7 +73,9 @@ def test_document_has_the_state_and_no_secret_keys() -> None:
         "usage_bytes": 12000,  # no quota: the bytes since the last reset
         "lifetime_rx_bytes": 5000,
         "lifetime_tx_bytes": 7000,
+        "node": None,  # not a fleet
     }
+    assert doc["node"] is None
     (session,) = doc["toyvpn"]["sessions"]
     assert session["endpoint"] == "[2001:db8::7]:5555"
     assert session["address"] == "10.8.0.129"

@@ -31,6 +31,7 @@ from trivpn.dataplane.wireguard.peers import Outcome
 from trivpn.dataplane.wireguard.uapi_target import PeerChange
 from trivpn.proto import uapi
 from trivpn.proto.wireguard import PeerConfig, crypto
+from trivpn.registry.api import RegistryStore
 from trivpn.registry.store import (
     AddressPlan,
     AddressUnavailable,
@@ -47,7 +48,6 @@ from trivpn.registry.sync import (
     APPLY_SLICE,
     AddPeer,
     PeerSync,
-    RegistryLike,
     RemovePeer,
     UpdatePeer,
     diff,
@@ -145,7 +145,7 @@ def test_wg_names() -> None:
 
 class FakeRegistry:
     """In memory. ``commit_*`` are other processes' commits (they move data_version); the
-    RegistryLike methods are our own connection's (they do not, as in SQLite)."""
+    RegistryStore methods are our own connection's (they do not, as in SQLite)."""
 
     def __init__(self, *peers: RegistryPeer) -> None:
         self.peers = {p.public_key: p for p in peers}
@@ -213,7 +213,7 @@ CONFIG = Config(interface=InterfaceConfig(address=(ipaddress.ip_interface("10.8.
 
 def make_sync(
     front: WireGuardFront,
-    registry: RegistryLike | None,
+    registry: RegistryStore | None,
     statics: Sequence[WireGuardPeerConfig] = (),
 ) -> PeerSync:
     return PeerSync(
@@ -552,7 +552,7 @@ async def test_the_first_wg_set_creates_the_registry_and_is_not_applied_again(
     registry = FakeRegistry()  # generation 1, no peers: as a new file
     created: list[bool] = []
 
-    def opener(create: bool) -> RegistryLike | None:
+    def opener(create: bool) -> RegistryStore | None:
         if create:
             created.append(True)
         return registry if created else None

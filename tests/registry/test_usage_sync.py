@@ -26,8 +26,9 @@ from trivpn.proto.policy import PeerState, Policy, Quota
 from trivpn.proto.usage import NO_USAGE, UsageDelta, UsageMeter, UsageRecord
 from trivpn.proto.wireguard import crypto, keys
 from trivpn.registry import store
+from trivpn.registry.api import RegistryStore
 from trivpn.registry.store import AddressPlan, Registry, RegistryBusy
-from trivpn.registry.sync import PeerSync, RegistryLike, registry_opener
+from trivpn.registry.sync import PeerSync, registry_opener
 from trivpn.registry.usage_sync import FLUSH_INTERVAL, OTHERS_RELOAD_INTERVAL, UsageKeeper
 
 T = TypeVar("T")
@@ -257,7 +258,7 @@ class Failing:
         self.refused = 0
 
     async def __call__(
-        self, fn: Callable[[RegistryLike], T], /, *, create: bool = False, close: bool = False
+        self, fn: Callable[[RegistryStore], T], /, *, create: bool = False, close: bool = False
     ) -> T | None:
         if self.broken:
             self.refused += 1
@@ -351,7 +352,7 @@ async def test_other_gateways_usage_is_read_when_told_at_most_once_per_interval(
     loads: list[float] = []
 
     async def counting(
-        fn: Callable[[RegistryLike], T], /, *, create: bool = False, close: bool = False
+        fn: Callable[[RegistryStore], T], /, *, create: bool = False, close: bool = False
     ) -> T | None:
         if not create:  # the reads, not the flushes
             loads.append(trio.current_time())

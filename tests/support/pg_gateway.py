@@ -1,7 +1,8 @@
 """A gateway's registry side on a real PostgreSQL, on the real trio clock (the database
 thread and the listener's are real threads): a fake front (support.fakes) with its
 `PeerSync`, `UsageKeeper` and `ChangeListener`, wired as trivpn.daemon.server wires them, but
-with the poll slowed to ``POLL`` so that only the push can apply a change within a second."""
+with the poll slowed to ``POLL`` so that only the push can apply a change within a second.
+And the config file of an operator's CLI (`trivpn peer …`) on such a registry: `cli_config`."""
 
 from __future__ import annotations
 
@@ -54,6 +55,24 @@ def gateway(url: str, tmp: Path, node: str, *static: WireGuardPeerConfig) -> Gat
     sync.on_foreign_commit = keeper.registry_changed
     listener = ChangeListener.of(state, peers_changed=sync.poke, usage_added=keeper.others_added)
     return Gateway(front, sync, keeper, listener)
+
+
+def cli_config(tmp_path: Path, state: str) -> Path:
+    """A config for `trivpn peer …` (no server runs on its interface) with ``state`` in its
+    [state] section: `fleet_state` for a fleet's gateway."""
+    path = tmp_path / "trivpn.toml"
+    path.write_text(
+        '[interface]\nname = "tvpgcli0"\naddress = ["10.8.0.1/24"]\n'
+        '[wireguard]\nenabled = true\nprivate_key_file = "server.key"\n'
+        'public_endpoint = "vpn.example.com:51820"\n'
+        f'[state]\ndir = "state"\n{state}'
+    )
+    return path
+
+
+def fleet_state(url: str, node: str = "gw1") -> str:
+    """[state] lines of a gateway named ``node`` on the PostgreSQL registry at ``url``."""
+    return f'database = "{url}"\nnode = "{node}"\n'
 
 
 async def until(done: Callable[[], bool], seconds: float) -> float:

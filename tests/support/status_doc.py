@@ -139,4 +139,5 @@ def fake_server() -> Any:
         egress="inet0",
         wireguard=front,
         toyvpn=toy,
+        fleet=None,  # not a fleet's gateway
     )

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from trivpn.cli import configfile
@@ -105,6 +105,8 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     iface = doc["interface"]
     nat = doc["nat"]
     lines = [f"interface: {iface['name']}"]
+    if doc.get("node") is not None:
+        lines.append(f"  node: {doc['node']} (a gateway of a fleet)")
     lines.append(f"  address: {', '.join(iface['address']) or NONE}")
     lines.append(f"  mtu: {iface['mtu']}")
     egress = nat["egress"] or NONE
@@ -133,35 +135,24 @@ def format_usage(peer: Mapping[str, Any]) -> str:
     return f"{format_bytes(used)} of {format_bytes(quota)}/{peer['quota_period']}"
 
 
-def _peers(peers: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+def _peers(peers: Sequence[Mapping[str, Any]], now: float, *, fleet: bool) -> list[str]:
+    """The peers' table; ``fleet``: with the gateway each one's live session is on."""
     if not peers:
         return ["wireguard peers: none"]
-    rows = [
-        (
-            _or_none(p["name"]),
-            p.get("state", "active"),  # a server from before policies: all active
-            format_usage(p),
-            _or_none(p["endpoint"]),
-            format_handshake(p["latest_handshake"], now),
-            format_bytes(p["rx_bytes"]),
-            format_bytes(p["tx_bytes"]),
-            ", ".join(p["allowed_ips"]) or NONE,
-            p["public_key"],
-        )
-        for p in peers
+    columns: list[tuple[str, Callable[[Mapping[str, Any]], str]]] = [
+        ("NAME", lambda p: _or_none(p["name"])),
+        ("STATE", lambda p: p.get("state", "active")),  # a server from before policies
+        ("USAGE", format_usage),
+        ("ENDPOINT", lambda p: _or_none(p["endpoint"])),
+        ("LATEST HANDSHAKE", lambda p: format_handshake(p["latest_handshake"], now)),
+        *([("NODE", lambda p: _or_none(p.get("node")))] if fleet else []),
+        ("RECEIVED", lambda p: format_bytes(p["rx_bytes"])),
+        ("SENT", lambda p: format_bytes(p["tx_bytes"])),
+        ("ALLOWED IPS", lambda p: ", ".join(p["allowed_ips"]) or NONE),
+        ("KEY", lambda p: p["public_key"]),
     ]
-    headers = (
-        "NAME",
-        "STATE",
-        "USAGE",
-        "ENDPOINT",
-        "LATEST HANDSHAKE",
-        "RECEIVED",
-        "SENT",
-        "ALLOWED IPS",
-        "KEY",
-    )
-    return [f"wireguard peers: {len(peers)}", table(headers, rows)]
+    rows = [[cell(p) for _, cell in columns] for p in peers]
+    return [f"wireguard peers: {len(peers)}", table([title for title, _ in columns], rows)]
 
 
 def _sessions(sessions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -195,7 +186,8 @@ def render(doc: Mapping[str, Any], now: float) -> str:
     blocks = ["\n".join(_header(doc))]
     wg = doc.get("wireguard")
     if wg is not None:
-        blocks.append("\n".join(_peers(wg["peers"], now)))
+        fleet = doc.get("node") is not None
+        blocks.append("\n".join(_peers(wg["peers"], now, fleet=fleet)))
     toy = doc.get("toyvpn")
     if toy is not None:
         blocks.append("\n".join(_sessions(toy["sessions"])))

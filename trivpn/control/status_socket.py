@@ -10,6 +10,7 @@ interface of that name, and then the control socket stays off while the VPN runs
 The document never holds key material except public keys. Its shape (version 1)::
 
     {"version": 1, "time": <server wall clock, epoch seconds>,
+     "node": null | <this gateway's [state] node, in a fleet>,
      "interface": {"name", "address": [..], "mtu"},
      "nat": {"masquerade": bool, "egress": str},
      "wireguard": null | {"listen": "host:port", "listen_port", "public_key",
@@ -19,7 +20,7 @@ The document never holds key material except public keys. Its shape (version 1):
                                      "persistent_keepalive", "state", "enabled",
                                      "expires", "quota_bytes", "quota_period",
                                      "rate_down_bps", "rate_up_bps", "usage_bytes",
-                                     "lifetime_rx_bytes", "lifetime_tx_bytes"}]},
+                                     "lifetime_rx_bytes", "lifetime_tx_bytes", "node"}]},
      "toyvpn": null | {"listen", "listen_port", "pool": {"network", "size", "in_use"},
                        "sessions": [{"endpoint", "address", "rx_bytes", "tx_bytes",
                                      "rx_packets", "tx_packets", "idle_seconds"}]},
@@ -30,7 +31,9 @@ The document never holds key material except public keys. Its shape (version 1):
 (trivpn.proto.policy), ``expires`` ISO 8601 in UTC or null; ``quota_*`` and ``rate_*_bps``
 null when unset. ``usage_bytes`` is what counts against the quota (its period's bytes, else
 those since the last reset) and ``lifetime_*_bytes`` every byte ever, both across restarts
-(trivpn.proto.usage: the stored record plus what is not stored yet).
+(trivpn.proto.usage: the stored record plus what is not stored yet). A peer's ``node`` is
+the gateway its live session is on, the one of its latest handshake in the fleet
+(trivpn.registry.sessions.live_node; null before any handshake, and outside a fleet).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ from trivpn.proto.policy import policy_json
 from trivpn.proto.toyvpn import Session, ToyVpnServer
 from trivpn.proto.usage import usage_json
 from trivpn.proto.wireguard import Peer, encode_key
+from trivpn.registry.sessions import Session as FleetSession
+from trivpn.registry.sessions import live_node
 
 log = logging.getLogger("trivpn")
 
@@ -71,6 +76,16 @@ SLICE: Final = 200  # peers or sessions read or encoded between two checkpoints 
 
 
 # --- the document -----------------------------------------------------------------------------
+
+
+class FleetView(Protocol):
+    """A fleet's gateway (trivpn.registry.fleet.FleetKeeper): its node, and each peer's latest
+    session on any gateway as last read."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def latest(self) -> Mapping[bytes, FleetSession]: ...
 
 
 class StatusSource(Protocol):
@@ -87,6 +102,8 @@ class StatusSource(Protocol):
     def wireguard(self) -> WireGuardFront | None: ...
     @property
     def toyvpn(self) -> ToyVpnServer | None: ...
+    @property
+    def fleet(self) -> FleetView | None: ...
 
 
 def show_endpoint(addr: tuple[Any, ...] | None) -> str | None:
@@ -100,7 +117,10 @@ def status_document(
     doc = document_shell(server, ifname, now=now, wallclock=wallclock)
     if server.wireguard is not None:
         front = server.wireguard
-        doc["wireguard"]["peers"] = [peer_entry(front, peer, wallclock) for peer in front.device]
+        fleet = server.fleet
+        doc["wireguard"]["peers"] = [
+            peer_entry(front, peer, wallclock, fleet) for peer in front.device
+        ]
     if server.toyvpn is not None:
         sessions = server.toyvpn.sessions.values()
         doc["toyvpn"]["sessions"] = [session_entry(s, now) for s in sessions]
@@ -116,6 +136,7 @@ def document_shell(
     doc: dict[str, Any] = {
         "version": DOCUMENT_VERSION,
         "time": wallclock,
+        "node": None if server.fleet is None else server.fleet.node,
         "interface": {
             "name": ifname,
             "address": [str(a) for a in cfg.interface.address],
@@ -151,13 +172,17 @@ def document_shell(
     return doc
 
 
-def peer_entry(front: WireGuardFront, peer: Peer, wallclock: float) -> dict[str, Any]:
+def peer_entry(
+    front: WireGuardFront, peer: Peer, wallclock: float, fleet: FleetView | None = None
+) -> dict[str, Any]:
     state, policy = front.peer_state(peer.public_key)
+    live = peer.last_handshake_time
+    node = None if fleet is None else live_node(fleet.latest.get(peer.public_key), live, fleet.node)
     return {
         "name": peer.name,
         "public_key": encode_key(peer.public_key),
         "endpoint": show_endpoint(peer.endpoint),
-        "latest_handshake": peer.last_handshake_time,
+        "latest_handshake": live,
         "rx_bytes": peer.rx_bytes,
         "tx_bytes": peer.tx_bytes,
         "rx_packets": peer.rx_packets,
@@ -167,6 +192,7 @@ def peer_entry(front: WireGuardFront, peer: Peer, wallclock: float) -> dict[str,
         "persistent_keepalive": peer.persistent_keepalive or 0,
         **policy_json(state, policy),
         **usage_json(front.peer_usage(peer.public_key), policy, wallclock),
+        "node": node,
     }
 
 
@@ -204,7 +230,8 @@ async def live_document(server: StatusSource, ifname: str) -> dict[str, Any]:
     doc = document_shell(server, ifname, now=now, wallclock=wallclock)
     if front is not None:
         doc["wireguard"]["peers"] = await in_slices(
-            front.device, functools.partial(peer_entry, front, wallclock=wallclock)
+            front.device,
+            functools.partial(peer_entry, front, wallclock=wallclock, fleet=server.fleet),
         )
     if toy is not None:
         sessions = list(toy.sessions.values())

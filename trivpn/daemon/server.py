@@ -80,6 +80,7 @@ class Server:
         self.wireguard: WireGuardFront | None = None
         self.peersync: PeerSync | None = None  # the registry's peers in the WireGuard front
         self.usage: UsageKeeper[PendingUsage] | None = None  # usage kept in the registry
+        self.fleet: FleetKeeper | None = None  # a fleet's gateway: where the others see peers
         self.started = time.time()  # wall clock at start (the web admin's uptime)
         # Every UDP listener, for its udp_send_dropped count: a `wg set listen-port` moves the
         # WireGuard one to a new OS socket inside the same object, so the count carries on.
@@ -177,10 +178,15 @@ class Server:
             if warning:
                 log.warning("%s", warning)
         samples = TrafficSamples()
-        app = create_app(Admin(self, samples), credentials, secure_cookies=web.tls_cert is not None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(samples.run, lambda: self.wireguard)
-            await supervise("web", functools.partial(serve_web, app, web), task_status=task_status)
+        admin = Admin(self, samples)
+        app = create_app(admin, credentials, secure_cookies=web.tls_cert is not None)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(samples.run, lambda: self.wireguard)
+                serve = functools.partial(serve_web, app, web)
+                await supervise("web", serve, task_status=task_status)
+        finally:
+            admin.close()  # its registry connections
 
     async def _watch_signals(self, signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
         async for signum in signals:
@@ -276,8 +282,13 @@ class Server:
         nursery.start_soon(front.timer_loop)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
         if self.fleet_node is not None:  # where the fleet's gateways see the peers
-            fleet = FleetKeeper(front.device, self.fleet_node, session_store_opener(self.cfg.state))
-            nursery.start_soon(supervise, "fleet", fleet.run)
+            self.fleet = FleetKeeper(
+                front.device,
+                self.fleet_node,
+                session_store_opener(self.cfg.state),
+                outage=self.peersync.outage,  # one outage, logged once, whoever finds it
+            )
+            nursery.start_soon(supervise, "fleet", self.fleet.run)
         # `wg show`, `wg set` on this interface
         nursery.start_soon(supervise, "uapi", functools.partial(serve_uapi, front, tun.name))
         # the peers' networks outside the interface subnets (a site's LAN) routed into the TUN

@@ -18,7 +18,7 @@ from trivpn.config import WireGuardPeerConfig
 from trivpn.proto.policy import PeerState, Policy, policy_json, state
 from trivpn.proto.usage import NO_USAGE, UsageRecord, counted_bytes, usage_json
 from trivpn.proto.wireguard import keys
-from trivpn.registry.sessions import Session
+from trivpn.registry.sessions import Session, fleet_later, live_node
 from trivpn.registry.store import RegistryPeer
 
 # the policy and usage fields of a row, as policy_json and usage_json name them
@@ -110,8 +110,7 @@ def merge_fleet(row: dict[str, Any], session: Session | None, here: str) -> None
     wins when it is as late (the stored one lags by up to a second). Transfer stays this
     gateway's; usage is the fleet's sum already."""
     live = row["latest_handshake"]
-    row["node"] = None if live is None else here
-    latest = None if session is None else session.latest_handshake
-    if latest is not None and (live is None or latest > live):
-        assert session is not None
-        row.update(latest_handshake=latest, endpoint=session.endpoint, node=session.node)
+    row["node"] = live_node(session, live, here)
+    later = fleet_later(session, live)
+    if later is not None:
+        row.update(latest_handshake=later.latest_handshake, endpoint=later.endpoint)

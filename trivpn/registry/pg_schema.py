@@ -13,6 +13,8 @@ Versions, each reached from the one before by a function in ``MIGRATIONS``:
    the change counter ``changes`` (one row; its generation is also the data_version).
 2. sessions: per gateway (``node``) and peer, its current endpoint and latest handshake
    (trivpn.registry.fleet), so any gateway knows where the fleet last saw a peer.
+3. sessions.seq: from the sequence ``sessions_seq``, new at every write of a row (indexed),
+   so a gateway reads only the rows written since its last read (`PgRegistry.sessions_since`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # taken by every migration so that gateways starting at once migrate one after the other
 MIGRATION_LOCK: Final = 0x7472_6976_706E  # "trivpn"
 
@@ -95,9 +97,20 @@ def _migrate_to_2(db: psycopg.Connection[tuple[object, ...]]) -> None:
     db.execute("CREATE INDEX sessions_by_key ON sessions(public_key)")
 
 
+def _migrate_to_3(db: psycopg.Connection[tuple[object, ...]]) -> None:
+    db.execute("CREATE SEQUENCE sessions_seq")
+    # a volatile default: the rows there are numbered as the column is added
+    db.execute(
+        "ALTER TABLE sessions ADD COLUMN seq bigint NOT NULL DEFAULT nextval('sessions_seq')"
+    )
+    db.execute("ALTER SEQUENCE sessions_seq OWNED BY sessions.seq")
+    db.execute("CREATE INDEX sessions_by_seq ON sessions(seq)")
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1
 MIGRATIONS: Final[Sequence[Callable[[psycopg.Connection[tuple[object, ...]]], None]]] = (
     _migrate_to_1,
     _migrate_to_2,
+    _migrate_to_3,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -76,6 +76,7 @@ from trivpn.registry.store import (
 # which skips its own: its flush has the sums)
 PEERS_CHANNEL: Final = "trivpn_peers"
 USAGE_CHANNEL: Final = "trivpn_usage"
+SESSIONS_LOCK: Final = 0x7472_6976_7073  # taken by a write of sessions (`record_sessions`)
 WRITE_ATTEMPTS: Final = 8  # a change that lost a race (UNIQUE, deadlock) runs again
 CONNECT_TIMEOUT: Final = 10  # seconds
 
@@ -365,7 +366,8 @@ class PgRegistry:
 
     def record_sessions(self, sessions: Sequence[Session]) -> None:
         """Store these sessions, each under its node (a gateway writes only its own rows, so
-        gateways never wait for each other). Not a peer change: the generation stays."""
+        gateways never wait for each other but for this short write). Not a peer change: the
+        generation stays."""
         rows = [
             (s.node, keys.encode_key(s.public_key), s.endpoint, _timestamp(s.latest_handshake))
             for s in sessions
@@ -374,6 +376,9 @@ class PgRegistry:
             return
 
         def record() -> None:
+            # writers one at a time, each numbering its rows after the last one's: a reader
+            # that saw seq N has seen every row numbered below N (`sessions_since`)
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SESSIONS_LOCK,))
             with self._db.cursor() as cursor:
                 cursor.executemany(_RECORD_SESSION, rows)
 
@@ -381,15 +386,32 @@ class PgRegistry:
 
     def sessions(self) -> list[Session]:
         """Every gateway's sessions, the least recently updated first."""
+        return self.sessions_since(0)[0]
+
+    def sessions_since(self, seq: int) -> tuple[list[Session], int]:
+        """The sessions written since the read that returned ``seq`` (0: all of them), the
+        least recently updated first, and the ``seq`` to pass next time."""
         with self._errors():
             rows = self._db.execute(
-                "SELECT node, public_key, endpoint, latest_handshake FROM sessions "
-                'ORDER BY updated_at, node COLLATE "C", public_key'
+                "SELECT node, public_key, endpoint, latest_handshake, seq FROM sessions "
+                "WHERE seq > %s ORDER BY seq",
+                (seq,),
             ).fetchall()
-        return [
+        found = [
             Session(node, keys.parse_key(key), endpoint, None if at is None else at.timestamp())
-            for node, key, endpoint, at in rows
+            for node, key, endpoint, at, _ in rows
         ]
+        return found, int(rows[-1][4]) if rows else seq
+
+    def prune_sessions(self, older_than: float) -> int:
+        """Delete the sessions no gateway has written for ``older_than`` seconds (those of a
+        gateway that left the fleet, of a peer long idle); how many."""
+        with self._errors():
+            deleted = self._db.execute(
+                "DELETE FROM sessions WHERE updated_at < now() - make_interval(secs => %s)",
+                (older_than,),
+            )
+        return deleted.rowcount
 
     def reset_usage(self, name: str) -> RegistryPeer:
         """Zero the periods of registry peer ``name``'s usage (the lifetime counters stay),
@@ -509,9 +531,11 @@ class PgRegistry:
         )
 
     def _delete_peer(self, public_key: bytes) -> None:
-        # the addresses and routes go by ON DELETE CASCADE, in the same transaction
+        # the addresses and routes go by ON DELETE CASCADE, in the same transaction; sessions
+        # have no foreign key (a gateway records its static peers' too)
         encoded = keys.encode_key(public_key)
         self._db.execute("DELETE FROM usage WHERE public_key = %s", (encoded,))
+        self._db.execute("DELETE FROM sessions WHERE public_key = %s", (encoded,))
         self._db.execute("DELETE FROM peers WHERE public_key = %s", (encoded,))
 
     def _refuse_taken(self, peer: LivePeer) -> None:
@@ -748,7 +772,7 @@ _RECORD_SESSION: Final = (
     "INSERT INTO sessions (node, public_key, endpoint, latest_handshake, updated_at) "
     "VALUES (%s, %s, %s, %s, clock_timestamp()) ON CONFLICT (node, public_key) DO UPDATE SET "
     "endpoint = EXCLUDED.endpoint, latest_handshake = EXCLUDED.latest_handshake, "
-    "updated_at = EXCLUDED.updated_at"
+    "updated_at = EXCLUDED.updated_at, seq = nextval('sessions_seq')"
 )
 
 

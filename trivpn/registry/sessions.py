@@ -24,3 +24,20 @@ def latest_by_key(sessions: list[Session]) -> dict[bytes, Session]:
         if known is None or (session.latest_handshake or -1.0) > (known.latest_handshake or -1.0):
             latest[session.public_key] = session
     return latest
+
+
+def fleet_later(session: Session | None, live: float | None) -> Session | None:
+    """``session`` (a peer's latest stored one) when its handshake is later than this
+    gateway's ``live`` one, else None: the live one wins when as late (the stored one lags
+    by up to a second, trivpn.registry.fleet)."""
+    latest = None if session is None else session.latest_handshake
+    return session if latest is not None and (live is None or latest > live) else None
+
+
+def live_node(session: Session | None, live: float | None, here: str) -> str | None:
+    """Which gateway the peer's live session is on: the one with its latest handshake (this
+    one, ``here``, unless `fleet_later`); None before any handshake."""
+    later = fleet_later(session, live)
+    if later is not None:
+        return later.node
+    return None if live is None else here

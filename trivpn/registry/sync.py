@@ -47,8 +47,8 @@ from trivpn.dataplane.wireguard.peers import peer_config
 from trivpn.dataplane.wireguard.uapi_target import PeerChange, PeerChangeHandler
 from trivpn.proto.ip import IPNetwork
 from trivpn.proto.policy import Policy
-from trivpn.proto.usage import UsageDelta, UsageRecord
 from trivpn.proto.wireguard import PeerConfig, peer_label
+from trivpn.registry.api import RegistryStore
 from trivpn.registry.opener import open_registry
 from trivpn.registry.outage import Outage
 from trivpn.registry.store import (
@@ -201,24 +201,8 @@ def wg_names(public_key: bytes) -> list[str]:
     return [NAME_PREFIX + text[:n] for n in (8, 12, 16, 43)]
 
 
-# --- the two ends, as protocols (the unit tests use fakes) --------------------------------
-
-
-class RegistryLike(Protocol):
-    def data_version(self) -> int: ...
-    def snapshot(self) -> Snapshot: ...
-    def find(self, name: str) -> RegistryPeer | None: ...
-    def find_by_key(self, public_key: bytes) -> RegistryPeer | None: ...
-    def add_live(self, name: str, peer: LivePeer, plan: AddressPlan) -> int: ...
-    def update_live(self, peer: LivePeer, plan: AddressPlan) -> int: ...
-    def remove_by_key(self, public_key: bytes) -> tuple[RegistryPeer, int] | None: ...
-    def usage_records(
-        self, public_keys: Iterable[bytes] | None = None
-    ) -> dict[bytes, UsageRecord]: ...
-    def add_usage(
-        self, deltas: Sequence[UsageDelta], wallclock: float
-    ) -> dict[bytes, UsageRecord]: ...
-    def close(self) -> None: ...
+# --- the two ends, as protocols (the unit tests use fakes): the registry's is
+# trivpn.registry.api.RegistryStore, the front's ------------------------------------------
 
 
 class FrontLike(Protocol):
@@ -232,7 +216,7 @@ class FrontLike(Protocol):
 
 
 # (create) -> the registry, or None when it does not exist and not `create`
-Opener = Callable[[bool], RegistryLike | None]
+Opener = Callable[[bool], RegistryStore | None]
 
 
 class ThreadRunner(Protocol):
@@ -251,7 +235,7 @@ def registry_opener(state: StateConfig) -> Opener:
     """The registry of this config ([state]); a SQLite file is made by the first `trivpn peer
     add` or kept `wg set`."""
 
-    def open_state_registry(create: bool) -> RegistryLike | None:
+    def open_state_registry(create: bool) -> RegistryStore | None:
         return open_registry(state, create=create, any_thread=True)
 
     return open_state_registry
@@ -272,7 +256,7 @@ class _Store:
 
     def __init__(self, opener: Opener) -> None:
         self._open = opener
-        self._registry: RegistryLike | None = None
+        self._registry: RegistryStore | None = None
         self._data_version: int | None = None
 
     def read_if_changed(self, force: bool) -> Snapshot | None:
@@ -312,7 +296,7 @@ class _Store:
         generation = registry.add_live(name, live, plan)
         return Written("added", name, generation, registry.snapshot())
 
-    def call(self, fn: Callable[[RegistryLike], T], *, create: bool, close: bool) -> T | None:
+    def call(self, fn: Callable[[RegistryStore], T], *, create: bool, close: bool) -> T | None:
         """``fn`` on the registry (opened, or made with ``create``); None: there is none."""
         try:
             registry = self._registry or self._opened(create=create)
@@ -321,7 +305,7 @@ class _Store:
             if close:
                 self.close()
 
-    def _opened(self, *, create: bool) -> RegistryLike | None:
+    def _opened(self, *, create: bool) -> RegistryStore | None:
         self._registry = self._open(create)
         return self._registry
 
@@ -444,7 +428,7 @@ class PeerSync:
             self.on_foreign_commit()  # a `peer reset-usage` moves no peer, say
 
     async def with_registry(
-        self, fn: Callable[[RegistryLike], T], *, create: bool = False, close: bool = False
+        self, fn: Callable[[RegistryStore], T], *, create: bool = False, close: bool = False
     ) -> T | None:
         """``fn(registry)`` in the database thread, on this sync's connection, after any call
         under way; None when there is no registry (and not ``create``). ``close``: the

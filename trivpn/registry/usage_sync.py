@@ -44,8 +44,8 @@ import trio
 
 from trivpn.dataplane.loglimit import LogLimiter
 from trivpn.proto.usage import UsageDelta, UsageRecord
+from trivpn.registry.api import RegistryStore
 from trivpn.registry.store import RegistryUnreachable
-from trivpn.registry.sync import RegistryLike
 
 log = logging.getLogger("trivpn")
 
@@ -82,7 +82,7 @@ class RegistryAccess(Protocol):
     """`PeerSync.with_registry`: a call on the shared connection, in its worker thread."""
 
     def __call__(
-        self, fn: Callable[[RegistryLike], T], /, *, create: bool = False, close: bool = False
+        self, fn: Callable[[RegistryStore], T], /, *, create: bool = False, close: bool = False
     ) -> Awaitable[T | None]: ...
 
 

@@ -4,6 +4,7 @@ public key that its failover looks up."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Sequence
 
@@ -12,13 +13,15 @@ import trio
 from support.wg_harness import A_ADDR, A_TUN, B_TUN, Net, ip4
 
 from trivpn.registry.fleet import FleetKeeper, endpoint_map
+from trivpn.registry.pg_schema import SCHEMA_VERSION
 from trivpn.registry.pg_store import PgRegistry
 from trivpn.registry.sessions import Session, latest_by_key
-from trivpn.registry.store import RegistryError
+from trivpn.registry.store import AddressPlan, RegistryError
 
 pytestmark = pytest.mark.postgres
 
 KEY_1, KEY_2 = b"\x01" * 32, b"\x02" * 32
+PLAN = AddressPlan(subnets=(ipaddress.IPv4Network("10.8.0.0/24"),))
 
 
 class Spy:
@@ -35,8 +38,11 @@ class Spy:
         self.recorded.append(list(sessions))
         self.store.record_sessions(sessions)
 
-    def sessions(self) -> list[Session]:
-        return self.store.sessions()
+    def sessions_since(self, seq: int) -> tuple[list[Session], int]:
+        return self.store.sessions_since(seq)
+
+    def prune_sessions(self, older_than: float) -> int:
+        return self.store.prune_sessions(older_than)
 
     def close(self) -> None:
         self.store.close()
@@ -110,3 +116,50 @@ def test_keepers_store_changed_sessions_and_give_each_device_the_fleets_map(
     assert gw2.b.fleet_endpoints == {("198.51.100.3", 40001): a_key}
     spy1.close()
     spy2.close()
+
+
+def test_a_reader_gets_only_the_rows_written_since_its_last_read(pg_url: str) -> None:
+    with PgRegistry.open(pg_url) as db, PgRegistry.open(pg_url) as other:
+        assert db.sessions_since(0) == ([], 0)
+        db.record_sessions([Session("gw1", KEY_1, "192.0.2.7:4000", None)])
+        other.record_sessions([Session("gw2", KEY_2, "192.0.2.8:4000", None)])
+        rows, seq = db.sessions_since(0)
+        assert [s.node for s in rows] == ["gw1", "gw2"]
+        assert db.sessions_since(seq) == ([], seq)  # nothing new: nothing read
+        moved = Session("gw1", KEY_1, "192.0.2.9:4000", 1_800_000_000.0)
+        db.record_sessions([moved])  # written again: numbered after the others
+        assert db.sessions_since(seq)[0] == [moved]
+        assert db.sessions()[-1] == moved
+
+
+def test_old_sessions_are_pruned_and_a_removed_peers_go_with_it(pg_url: str) -> None:
+    with PgRegistry.open(pg_url) as db:
+        peer = db.add("alice", KEY_1, None, PLAN)
+        db.record_sessions(
+            [
+                Session("gw1", peer.public_key, "192.0.2.7:4000", None),
+                Session("gw2", peer.public_key, "192.0.2.8:4000", None),
+                Session("gw3", KEY_2, "192.0.2.9:4000", None),  # a static peer's
+            ]
+        )
+        db._db.execute(
+            "UPDATE sessions SET updated_at = now() - interval '2 days' WHERE node = 'gw3'"
+        )
+        assert db.prune_sessions(86400.0) == 1  # gw3 left the fleet a day before
+        assert [s.node for s in db.sessions()] == ["gw1", "gw2"]
+        assert db.prune_sessions(86400.0) == 0
+        db.remove("alice")
+        assert db.sessions() == []
+
+
+def test_a_version_2_database_numbers_its_sessions(pg_url: str) -> None:
+    with PgRegistry.open(pg_url) as db:
+        db.record_sessions([Session("gw1", KEY_1, None, None), Session("gw2", KEY_1, None, None)])
+        db._db.execute("ALTER TABLE sessions DROP COLUMN seq")  # the sequence goes with it
+        db._db.execute("UPDATE schema_version SET version = 2")
+    with PgRegistry.open(pg_url) as again:
+        assert again.schema_version == SCHEMA_VERSION == 3
+        rows, seq = again.sessions_since(0)
+        assert [s.node for s in rows] == ["gw1", "gw2"] and seq == 2
+        again.record_sessions([Session("gw1", KEY_1, "192.0.2.7:4000", None)])
+        assert again.sessions_since(seq)[0] == [Session("gw1", KEY_1, "192.0.2.7:4000", None)]

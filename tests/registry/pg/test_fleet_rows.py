@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.pg_gateway import cli_config, fleet_state
 
 from trivpn.cli.main import main
 from trivpn.proto.wireguard import keys
@@ -52,21 +53,10 @@ def test_no_handshake_anywhere_no_node() -> None:
     assert row["node"] is None
 
 
-def write_conf(tmp_path: Path, pg_url: str) -> Path:
-    path = tmp_path / "trivpn.toml"
-    path.write_text(
-        '[interface]\nname = "tvfleet0"\naddress = ["10.8.0.1/24"]\n'
-        '[wireguard]\nenabled = true\nprivate_key_file = "server.key"\n'
-        'public_endpoint = "vpn.example.com:51820"\n'
-        f'[state]\ndir = "state"\ndatabase = "{pg_url}"\nnode = "gw1"\n'
-    )
-    return path
-
-
 def test_peer_list_and_show_give_the_fleet_view(
     tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    c = ("-c", str(write_conf(tmp_path, pg_url)))
+    c = ("-c", str(cli_config(tmp_path, fleet_state(pg_url))))
     assert main(["peer", "add", "alice", *c]) == 0
     assert main(["peer", "add", "bob", *c]) == 0
     with PgRegistry.open(pg_url) as db:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.pg_gateway import cli_config, fleet_state
 from support.postgres import PostgresServer
 
 from trivpn.cli.main import main
@@ -21,21 +22,10 @@ from trivpn.registry.sync import registry_opener
 pytestmark = pytest.mark.postgres
 
 
-def write_conf(tmp_path: Path, state: str) -> Path:
-    path = tmp_path / "trivpn.toml"
-    path.write_text(
-        '[interface]\naddress = ["10.8.0.1/24"]\n'
-        '[wireguard]\nenabled = true\nprivate_key_file = "server.key"\n'
-        'public_endpoint = "vpn.example.com:51820"\n'
-        f'[state]\ndir = "state"\n{state}'
-    )
-    return path
-
-
 def test_peer_commands_use_the_database_the_config_names(
     tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    conf = write_conf(tmp_path, f'database = "{pg_url}"\nnode = "gw1"\n')
+    conf = cli_config(tmp_path, fleet_state(pg_url))
     c = ("-c", str(conf))
     assert main(["peer", "add", "alice", *c]) == 0
     assert main(["peer", "add", "bob", *c]) == 0
@@ -77,7 +67,7 @@ def test_the_password_file_reaches_the_database(
     secret.write_text("from-the-file\n")
     os.chmod(secret, 0o600)
     conninfo = f"host={pg_server.socket_dir} dbname={dbname} user=gw2"
-    conf = write_conf(
+    conf = cli_config(
         tmp_path, f"database = '{conninfo}'\ndatabase_password_file = 'db.password'\n"
     )
     cfg = load_config(conf)

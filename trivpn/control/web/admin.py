@@ -25,13 +25,13 @@ import trio
 
 from trivpn.config import WireGuardPeerConfig
 from trivpn.control.status_socket import StatusSource, document_shell, in_slices, peer_entry
+from trivpn.control.web.registry_pool import RegistryPool
 from trivpn.control.web.traffic import TrafficSamples
 from trivpn.proto.peer_fields import LIMIT_FIELDS, FieldError, new_peer_fields, policy_changes
 from trivpn.proto.usage import UsageRecord
 from trivpn.proto.wireguard import Peer, keys
 from trivpn.registry import peer_add, peer_rows, store
 from trivpn.registry.api import RegistryStore
-from trivpn.registry.opener import open_registry
 from trivpn.registry.sessions import Session, latest_by_key
 from trivpn.registry.sync import PeerSync
 
@@ -107,6 +107,11 @@ class Admin:
         self._source = source
         self._samples = samples
         self._clock = clock
+        self._registries = RegistryPool()
+
+    def close(self) -> None:
+        """The registry connections kept between calls closed (at shutdown)."""
+        self._registries.close()
 
     # --- reads --------------------------------------------------------------------------
 
@@ -265,17 +270,11 @@ class Admin:
     async def _in_registry(
         self, fn: Callable[[RegistryStore], T], *, create: bool = False
     ) -> T | None:
-        """``fn`` on the registry, opened for this call in a worker thread; None when there
-        is no registry (and not ``create``). Its errors as AdminError."""
+        """``fn`` on the registry, in a worker thread on a connection kept between calls
+        (`RegistryPool`); None when there is no registry (and not ``create``). Its errors as
+        AdminError."""
         state = self._source.cfg.state
-
-        def call() -> T | None:
-            reg = open_registry(state, create=create)
-            if reg is None:
-                return None
-            with reg:
-                return fn(reg)
-
+        call = functools.partial(self._registries.call, state, fn, create=create)
         try:
             return await trio.to_thread.run_sync(call)
         except store.RegistryError as e:
