@@ -6,6 +6,9 @@ second of one kind of junk (tools/bench_floodgen.py) at the server's port, and t
 pings the internet host every PING_INTERVAL s. trivpn and wireguard-go as the server take
 turns in one lab, as in --mode wireguard. Each round measures both directions unflooded,
 then under each flood; "kept" is a flooded run over the unflooded run of the same round.
+The unflooded rows are the bulk transfer alone: the pings lost there are lost to the
+server's bursts, and the client's UdpRcvbufErrors (its namespace's /proc/net/snmp) say
+whether its socket overflowed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class FloodResult:
     mbps: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     # flood or "none" -> (pings lost, pings sent), summed over rounds and directions
     pings: dict[str, list[int]] = field(default_factory=dict)
+    # (flood or "none", "up"/"down") -> the client ns's UDP RcvbufErrors in each round's run
+    rcvbuf_errors: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def kept(self, flood: str, direction: str) -> list[float]:
         """Per round: % of the same round's unflooded throughput."""
@@ -75,6 +80,13 @@ def _ping_counts(proc: subprocess.Popen[str]) -> tuple[int, int]:
     raise bench.BenchError(f"ping printed no summary: {out.strip()}")
 
 
+def udp_rcvbuf_errors(ns: netlab.Netns) -> int:
+    """The namespace's count of UDP datagrams dropped because a socket's buffer was full."""
+    lines = [line.split() for line in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
+    header, values = (line for line in lines if line and line[0] == "Udp:")
+    return int(values[header.index("RcvbufErrors")])
+
+
 def measure(
     scenario: bench.Scenario, result: FloodResult, lab: netlab.Lab, seconds: int, label: str
 ) -> None:
@@ -87,6 +99,7 @@ def measure(
             if flood != "none":
                 generator = start_flood(flood_ns, flood, _port(scenario), seconds + 1.5)
             ping = _start_ping(client, seconds)
+            overflows = udp_rcvbuf_errors(client)
             try:
                 run = bench.iperf_once(client, netlab.INTERNET_HOST, seconds, reverse, pids)
             finally:
@@ -95,6 +108,8 @@ def measure(
                     _out, err = generator.communicate(timeout=30)
                     if generator.returncode != 0:
                         raise bench.BenchError(f"the {flood} flood failed: {err.strip()}")
+            overflows = udp_rcvbuf_errors(client) - overflows
+            result.rcvbuf_errors.setdefault((flood, direction), []).append(overflows)
             result.mbps.setdefault((flood, direction), []).append(run.bits_per_second / 1e6)
             counts = result.pings.setdefault(flood, [0, 0])
             counts[0] += lost
@@ -118,9 +133,17 @@ def table(results: list[FloodResult]) -> str:
                 [f"kept {direction} under {FLOOD_RATE // 1000} kpps {flood} (%)"]
                 + [_fmt_runs(r.kept(flood, direction), ".0f") for r in results]
             )
+    for direction, _ in DIRECTIONS:
+        rows.append(
+            [f"client UdpRcvbufErrors, {direction} unflooded"]
+            + [
+                _fmt_runs([float(v) for v in r.rcvbuf_errors[("none", direction)]], ".0f")
+                for r in results
+            ]
+        )
     for flood in ("none", *FLOODS):
         rows.append(
-            [f"pings lost, {flood}"]
+            [f"pings lost, {'bulk alone' if flood == 'none' else flood}"]
             + [f"{r.pings[flood][0]} of {r.pings[flood][1]}" for r in results]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
