@@ -8,7 +8,7 @@ no compiler at install. Where it is missing, or the C library has no recvmmsg,
 
 Each entry has its own 64 KiB buffer (a UDP GRO buffer holds up to 64 KiB of segments), a
 sockaddr_storage and room for the cmsgs; a datagram's ancillary data comes back as recvmsg's
-list of (level, type, data). Addresses and cmsgs repeat from datagram to datagram (one
+(level, type, data) triples. Addresses and cmsgs repeat from datagram to datagram (one
 client, one local address), so each distinct raw form is decoded once and the same Python
 object is handed out again (bounded caches).
 """
@@ -47,12 +47,13 @@ int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags, v
 
 _ffi: Any = None
 _lib: Any = None
+_missing = False  # tried once and not there: not tried again
 
 
 def _load() -> bool:
-    global _ffi, _lib
-    if _lib is not None:
-        return True
+    global _ffi, _lib, _missing
+    if _lib is not None or _missing:
+        return not _missing
     try:
         import cffi
 
@@ -61,6 +62,7 @@ def _load() -> bool:
         lib = ffi.dlopen(None)
         lib.recvmmsg  # noqa: B018 - a C library without it raises here
     except (ImportError, OSError, AttributeError, NotImplementedError):
+        _missing = True
         return False
     _ffi, _lib = ffi, lib
     return True
