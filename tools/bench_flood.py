@@ -6,6 +6,9 @@ second of one kind of junk (tools/bench_floodgen.py) at the server's port, and t
 pings the internet host every PING_INTERVAL s. trivpn and wireguard-go as the server take
 turns in one lab, as in --mode wireguard. Each round measures both directions unflooded,
 then under each flood; "kept" is a flooded run over the unflooded run of the same round.
+The unflooded rows are the bulk transfer alone. UdpRcvbufErrors (of the client's and the
+server's namespace, /proc/net/snmp) count the datagrams a full socket buffer dropped: where
+the pings are lost.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ class FloodResult:
     name: str
     # (flood or "none", "up"/"down") -> Mbit/s of each round
     mbps: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    # flood or "none" -> (pings lost, pings sent), summed over rounds and directions
-    pings: dict[str, list[int]] = field(default_factory=dict)
+    # (flood or "none", "up"/"down") -> (pings lost, pings sent), summed over rounds
+    pings: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    # (ns "client"/"server", flood or "none", "up"/"down") -> that ns's UDP RcvbufErrors
+    # in each round's run
+    rcvbuf_errors: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
     def kept(self, flood: str, direction: str) -> list[float]:
         """Per round: % of the same round's unflooded throughput."""
@@ -75,6 +81,13 @@ def _ping_counts(proc: subprocess.Popen[str]) -> tuple[int, int]:
     raise bench.BenchError(f"ping printed no summary: {out.strip()}")
 
 
+def udp_rcvbuf_errors(ns: netlab.Netns) -> int:
+    """The namespace's count of UDP datagrams dropped because a socket's buffer was full."""
+    lines = [line.split() for line in ns.run("cat", "/proc/net/snmp").stdout.splitlines()]
+    header, values = (line for line in lines if line and line[0] == "Udp:")
+    return int(values[header.index("RcvbufErrors")])
+
+
 def measure(
     scenario: bench.Scenario, result: FloodResult, lab: netlab.Lab, seconds: int, label: str
 ) -> None:
@@ -87,6 +100,8 @@ def measure(
             if flood != "none":
                 generator = start_flood(flood_ns, flood, _port(scenario), seconds + 1.5)
             ping = _start_ping(client, seconds)
+            sides = {"client": client, "server": lab.server}
+            overflows = {side: udp_rcvbuf_errors(ns) for side, ns in sides.items()}
             try:
                 run = bench.iperf_once(client, netlab.INTERNET_HOST, seconds, reverse, pids)
             finally:
@@ -95,8 +110,12 @@ def measure(
                     _out, err = generator.communicate(timeout=30)
                     if generator.returncode != 0:
                         raise bench.BenchError(f"the {flood} flood failed: {err.strip()}")
+            for side, ns in sides.items():
+                key = (side, flood, direction)
+                errors = udp_rcvbuf_errors(ns) - overflows[side]
+                result.rcvbuf_errors.setdefault(key, []).append(errors)
             result.mbps.setdefault((flood, direction), []).append(run.bits_per_second / 1e6)
-            counts = result.pings.setdefault(flood, [0, 0])
+            counts = result.pings.setdefault((flood, direction), [0, 0])
             counts[0] += lost
             counts[1] += sent
 
@@ -118,11 +137,20 @@ def table(results: list[FloodResult]) -> str:
                 [f"kept {direction} under {FLOOD_RATE // 1000} kpps {flood} (%)"]
                 + [_fmt_runs(r.kept(flood, direction), ".0f") for r in results]
             )
+    for side in ("client", "server"):
+        for flood in ("none", *FLOODS):
+            for direction, _ in DIRECTIONS:
+                key = (side, flood, direction)
+                rows.append(
+                    [f"{side} UdpRcvbufErrors, {direction}, {flood}"]
+                    + [_fmt_runs([float(v) for v in r.rcvbuf_errors[key]], ".0f") for r in results]
+                )
     for flood in ("none", *FLOODS):
-        rows.append(
-            [f"pings lost, {flood}"]
-            + [f"{r.pings[flood][0]} of {r.pings[flood][1]}" for r in results]
-        )
+        for direction, _ in DIRECTIONS:
+            rows.append(
+                [f"pings lost, bulk {direction}{' alone' if flood == 'none' else ', ' + flood}"]
+                + ["{} of {}".format(*r.pings[(flood, direction)]) for r in results]
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))

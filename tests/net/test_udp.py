@@ -14,6 +14,16 @@ from trivpn.net import udp
 from trivpn.proto.endpoints import plain_address
 
 
+@pytest.fixture(autouse=True, params=["recvmmsg", "recvmsg"])
+def receive_call(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with batched receive, and with the one-by-one fallback."""
+    if request.param == "recvmsg":
+        monkeypatch.setattr(udp.recvmmsg, "available", lambda: False)
+    elif not udp.recvmmsg.available():
+        pytest.skip("no recvmmsg here")
+    return str(request.param)
+
+
 @pytest.fixture
 def pair() -> tuple[udp.DatagramSocket, udp.DatagramSocket, tuple[str, int]]:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -47,6 +57,18 @@ def test_gro_buffers_are_split_at_the_segment_size(pair) -> None:  # type: ignor
     assert receive_all(rx, len(datagrams)) == datagrams
 
 
+def test_a_drain_takes_at_most_its_limit_and_leaves_the_rest(pair) -> None:  # type: ignore[no-untyped-def]
+    tx, rx, addr = pair
+    datagrams = [bytes([i]) * 100 for i in range(50)]
+    for data in datagrams:
+        tx.send(data, addr)
+    assert select.select([rx.sock], [], [], 2.0)[0]
+    first = [data for data, _ in rx.drain(limit=20)]
+    assert first == datagrams[:20]
+    assert [data for data, _ in rx.drain()] == datagrams[20:]
+    assert rx.drain() == []
+
+
 class FakeGroSocket:
     """What the kernel hands a UDP_GRO socket: one buffer and its segment size."""
 
@@ -71,7 +93,7 @@ class FakeGroSocket:
 
 def test_a_coalesced_buffer_is_split_into_its_datagrams() -> None:
     fake = FakeGroSocket([(b"a" * 100 + b"b" * 100 + b"c" * 40, 100), (b"single", 0)])
-    sock = udp.DatagramSocket(fake)  # type: ignore[arg-type]
+    sock = udp.DatagramSocket(fake, batched=False)  # type: ignore[arg-type]
     assert [d for d, _ in sock.drain()] == [b"a" * 100, b"b" * 100, b"c" * 40, b"single"]
 
 

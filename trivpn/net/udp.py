@@ -1,5 +1,8 @@
 """Non-blocking UDP sockets for the hot path: batch drains, UDP GSO sends and GRO receives.
 
+A drain takes many datagrams per syscall with recvmmsg (trivpn.net.recvmmsg) where the
+platform has it, else one recvmsg each.
+
 With UDP_SEGMENT (GSO) a run of equal-sized datagrams to one endpoint leaves in one sendmsg
 and crosses the kernel's stack once; with UDP_GRO the kernel may hand us such a run as one
 buffer (with its segment size) that we split. Both are transparent to the peer, which sees
@@ -32,8 +35,9 @@ from typing import Any
 import trio
 
 from trivpn.config import Endpoint
+from trivpn.net import recvmmsg
 
-BATCH = 128  # receive calls per wakeup before yielding to other tasks
+BATCH = 128  # datagrams received per wakeup (before a GRO split), then other tasks run
 BUFFER_BYTES = 4 << 20  # room for bursts while the other direction holds the CPU
 RECV_SIZE = 65535
 SOL_UDP = 17
@@ -88,9 +92,17 @@ class DatagramSocket:
     """A non-blocking UDP socket; ``send_many`` and ``drain`` use GSO/GRO when they can."""
 
     def __init__(
-        self, sock: socket.socket, *, offload: bool = True, sticky_source: bool = False
+        self,
+        sock: socket.socket,
+        *,
+        offload: bool = True,
+        sticky_source: bool = False,
+        batched: bool | None = None,
     ) -> None:
         self.offload = offload
+        # recvmmsg (None: where the platform has it); its buffers are made at the first drain
+        self.batched = recvmmsg.available() if batched is None else batched
+        self._mmsg: recvmmsg.MessageBatch | None = None
         self.gso = offload
         self.sticky_source = sticky_source
         # remote (host, port) -> the cmsg sending from the address it last sent to
@@ -187,11 +199,18 @@ class DatagramSocket:
         return addr if len(addr) == 2 else addr[:2]
 
     def drain(self, limit: int = BATCH) -> list[tuple[bytes, Addr]]:
-        """Receive until the socket would block (at most ``limit`` calls); never awaits.
+        """Receive until the socket would block (at most ``limit`` datagrams as received,
+        before a GRO split); never awaits. Many per syscall with recvmmsg where there is one.
 
         With a sticky source, each datagram's destination is remembered for its sender."""
-        batch: list[tuple[bytes, Addr]] = []
-        if not (self.gro or self.sticky_source):
+        if self._mmsg is None and self.batched:
+            self._mmsg = recvmmsg.MessageBatch()  # on the first drain: a sender needs none
+        if self._mmsg is not None:
+            received = self._receive_batched(self._mmsg, limit)
+        elif self.gro or self.sticky_source:
+            received = self._receive_one_by_one(limit)
+        else:
+            batch: list[tuple[bytes, Addr]] = []
             recvfrom = self.sock.recvfrom
             for _ in range(limit):
                 try:
@@ -201,10 +220,28 @@ class DatagramSocket:
                 except ConnectionRefusedError:
                     continue  # an ICMP error for an earlier send; nothing to receive
             return batch
+        return self._split_and_stick(received)
+
+    def _receive_batched(self, batch: recvmmsg.MessageBatch, limit: int) -> list[recvmmsg.Received]:
+        received: list[recvmmsg.Received] = []
+        fd = self.sock.fileno()
+        for _ in range(limit):  # calls: each takes one datagram at least, or ends the loop
+            wanted = min(limit - len(received), batch.entries)
+            if wanted <= 0:
+                break
+            try:
+                got = batch.receive(fd, wanted)
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier send, reported once
+            received += got
+            if len(got) < wanted:
+                break  # the socket is empty (or a datagram was too long): epoll says if not
+        return received
+
+    def _receive_one_by_one(self, limit: int) -> list[recvmmsg.Received]:
+        received: list[recvmmsg.Received] = []
         recvmsg = self.sock.recvmsg
-        sources = self._sources
         space = _CMSG_SPACE + (_PKTINFO_SPACE if self.sticky_source else 0)
-        last_pktinfo, last_cmsg = self._last_pktinfo
         for _ in range(limit):
             try:
                 data, ancillary, _flags, addr = recvmsg(RECV_SIZE, space)
@@ -212,24 +249,44 @@ class DatagramSocket:
                 break
             except ConnectionRefusedError:
                 continue
-            segment = 0
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    segment = int.from_bytes(value[:4], "little") if len(value) >= 4 else 0
-                elif value == last_pktinfo:  # the usual case: the same address as before
-                    key = addr if len(addr) == 2 else addr[:2]
-                    if sources.get(key) is not last_cmsg:
-                        self._stick(key, last_cmsg)
-                elif (cmsg := source_cmsg(level, kind, value)) is not None:
-                    last_pktinfo, last_cmsg = value, cmsg
-                    self._stick(addr if len(addr) == 2 else addr[:2], cmsg)
+            received.append((data, ancillary, addr))
+        return received
+
+    def _split_and_stick(self, received: list[recvmmsg.Received]) -> list[tuple[bytes, Addr]]:
+        """GRO buffers split at their segment size; each sender's destination remembered."""
+        batch: list[tuple[bytes, Addr]] = []
+        seen: tuple[object, object] = (None, None)
+        segment = 0
+        for data, ancillary, addr in received:
+            # recvmmsg hands out one object per distinct cmsg set and sender: a datagram like
+            # the one before (a burst from one remote to one address) has nothing new to say
+            if (ancillary, addr) != seen:
+                seen = (ancillary, addr)
+                segment = self._cmsgs_of(ancillary, addr)
             if 0 < segment < len(data):
                 for i in range(0, len(data), segment):
                     batch.append((data[i : i + segment], addr))
             else:
                 batch.append((data, addr))
-        self._last_pktinfo = (last_pktinfo, last_cmsg)
         return batch
+
+    def _cmsgs_of(self, ancillary: Sequence[Cmsg], addr: Addr) -> int:
+        """The GRO segment size a datagram's cmsgs give (0: none); its destination stuck."""
+        sources = self._sources
+        last_pktinfo, last_cmsg = self._last_pktinfo
+        segment = 0
+        for level, kind, value in ancillary:
+            if level == SOL_UDP and kind == UDP_GRO:
+                segment = int.from_bytes(value[:4], "little") if len(value) >= 4 else 0
+            elif value == last_pktinfo:  # the usual case: the same address as before
+                key = addr if len(addr) == 2 else addr[:2]
+                if sources.get(key) is not last_cmsg:
+                    self._stick(key, last_cmsg)
+            elif (cmsg := source_cmsg(level, kind, value)) is not None:
+                last_pktinfo, last_cmsg = value, cmsg
+                self._stick(addr if len(addr) == 2 else addr[:2], cmsg)
+                self._last_pktinfo = (last_pktinfo, last_cmsg)
+        return segment
 
     def _stick(self, key: Addr, cmsg: Cmsg) -> None:
         sources = self._sources

@@ -13,7 +13,7 @@ from support.wg_harness import B_TUN, ip4
 
 from trivpn.config import WireGuardPeerConfig
 from trivpn.dataplane.wireguard.front import WireGuardFront
-from trivpn.dataplane.wireguard.routes import PeerRoute
+from trivpn.dataplane.wireguard.routes import BURST, PeerRoute
 from trivpn.dataplane.wireguard.uapi_target import PeerChange
 from trivpn.proto import uapi
 from trivpn.proto.wireguard import crypto
@@ -96,3 +96,26 @@ async def test_a_decrypted_packet_may_come_only_from_its_peers_own_networks(
         ip4("10.1.2.3", B_TUN, b"now the site's"),
     ]
     assert counters["spoofed_source"] == 2
+
+
+async def test_a_long_run_to_one_peer_leaves_in_bursts_sent_as_they_are_sealed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A TUN batch for one peer goes out BURST datagrams at a time, in order: a client's
+    socket drains one burst while the next is sealed instead of overflowing on the batch."""
+    front = make_front(peer("site", SITE, "10.0.0.0/8"), wallclock=virtual_wallclock)
+    site = FakeClient(front, SITE_PRIVATE)
+    fake_tun(front)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(front.receive_loop)
+        site.send(ip4("10.2.0.1", B_TUN, b"hello"))  # the handshake, then a session
+        await until(lambda: front.device.peers[SITE].rx_bytes > 0)
+        owner = front.router.lookup(addr("10.2.0.1"))
+        assert owner is not None
+        before = len(site.udp.sent)
+        run = [ip4(B_TUN, "10.2.0.1", b"%03d" % i) for i in range(2 * BURST + 5)]
+        owner.send(run, trio.current_time())
+        nursery.cancel_scope.cancel()
+    sends = site.udp.sent[before:]
+    assert [len(s.datagrams) for s in sends] == [BURST, BURST, 5]
+    assert site.packets[-len(run) :] == run
