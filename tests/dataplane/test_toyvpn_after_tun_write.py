@@ -1,5 +1,5 @@
-"""The ToyVPN receive loop calls ``after_tun_write`` (the TUN reader's ``forward_ready``)
-once per batch it wrote to the TUN, after the write, and not for a handshake's batch."""
+"""The ToyVPN receive loop tells ``after_tun_write`` (the TUN reader's ``tun_written``) how
+many packets a batch wrote to the TUN, after the write, and nothing of a handshake's batch."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ async def test_called_once_per_batch_written_to_the_tun(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     sock, tun = ToyUdp(), FakeTun()
-    calls: list[int] = []  # packets the TUN held at each call
+    calls: list[tuple[int, int]] = []  # (packets told, packets the TUN held) of each call
     front = ToyVpnFront(
         ToyVpnConfig(enabled=True, secret=SECRET),
         mtu=1400,
@@ -37,7 +37,7 @@ async def test_called_once_per_batch_written_to_the_tun(
         tun=tun,  # type: ignore[arg-type]
         sock=sock,  # type: ignore[arg-type]
         counters=collections.Counter(),
-        after_tun_write=lambda: calls.append(len(tun.written)),
+        after_tun_write=lambda n: calls.append((n, len(tun.written))),
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(front.receive_loop, nursery)
@@ -50,5 +50,5 @@ async def test_called_once_per_batch_written_to_the_tun(
             sock.deliver(ip4(address, "192.0.2.80", bytes([n])), CLIENT)
         await until(lambda: len(tun.written) == 2)
         await trio.testing.wait_all_tasks_blocked()
-        assert calls == [2]
+        assert calls == [(2, 2)]
         nursery.cancel_scope.cancel()

@@ -14,7 +14,7 @@ import trio.testing
 from support.wg_harness import ip4
 
 from trivpn.dataplane.router import RouteOwner, Router
-from trivpn.dataplane.tun_reader import TunReader
+from trivpn.dataplane.tun_reader import FEW_WRITTEN, TunReader
 
 
 class PipeTun:
@@ -110,3 +110,18 @@ async def test_forward_ready_sends_what_waits_now_and_nothing_when_empty(tun: Pi
     reader.forward_ready()
     assert a.runs == [[to("10.8.0.2", b"1"), to("10.8.0.2", b"2")]]
     assert not counters
+
+
+async def test_a_few_packets_written_are_followed_by_a_read_and_a_bulk_write_is_not(
+    tun: PipeTun,
+) -> None:
+    """After a bulk write the reader's own turn sends the replies together."""
+    router: Router[RouteOwner] = Router()
+    a = Owner("a")
+    router.add(ipaddress.ip_network("10.8.0.2/32"), a)
+    reader = TunReader(tun, router, collections.Counter())
+    tun.put(to("10.8.0.2", b"1"))
+    reader.tun_written(FEW_WRITTEN + 1)
+    assert a.runs == []
+    reader.tun_written(FEW_WRITTEN)
+    assert a.runs == [[to("10.8.0.2", b"1")]]

@@ -270,7 +270,7 @@ class Server:
             sock=sock,
             mtu=self.cfg.interface.mtu,
             counters=self.counters,
-            after_tun_write=reader.forward_ready,
+            after_tun_write=reader.tun_written,
         )
         self.wireguard = front
         log.info(
@@ -332,7 +332,7 @@ class Server:
             tun=tun,
             sock=sock,
             counters=self.counters,
-            after_tun_write=reader.forward_ready,
+            after_tun_write=reader.tun_written,
         )
         self.toyvpn = front.protocol
         nursery.start_soon(front.receive_loop, nursery)

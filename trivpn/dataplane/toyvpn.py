@@ -74,10 +74,10 @@ class ToyVpnFront:
         tun: Tun,
         sock: DatagramSocket,
         counters: collections.Counter[str],
-        after_tun_write: Callable[[], object] | None = None,
+        after_tun_write: Callable[[int], object] | None = None,
     ) -> None:
-        """``after_tun_write`` is called after the receive loop wrote to the TUN (the TUN
-        reader's ``forward_ready``: a reply is often waiting already)."""
+        """``after_tun_write`` is told how many packets the receive loop wrote to the TUN
+        (the TUN reader's ``tun_written``: a reply is often waiting already)."""
         self.protocol = toyvpn.ToyVpnServer(
             secret=cfg.secret,
             pool=cfg.pool,
@@ -131,7 +131,7 @@ class ToyVpnFront:
                 # The UDP checksum already covered each packet in transit: no re-verifying.
                 counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
                 if after_tun_write is not None:
-                    after_tun_write()
+                    after_tun_write(len(to_tun))
 
     def _up_allows(self, addr: tuple[Any, ...], packet: bytes, now: float) -> bool:
         """Whether the packet from the client at ``addr`` is within its session's rate."""

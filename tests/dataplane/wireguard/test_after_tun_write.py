@@ -1,6 +1,6 @@
-"""The WireGuard receive loop calls ``after_tun_write`` (the TUN reader's ``forward_ready``)
-once per batch that wrote decrypted packets to the TUN, after they were written, and not
-for a batch that wrote none (a handshake)."""
+"""The WireGuard receive loop tells ``after_tun_write`` (the TUN reader's ``tun_written``)
+how many decrypted packets a batch wrote to the TUN, once they are written, and says
+nothing of a batch that wrote none (a handshake)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def test_called_once_per_batch_written_to_the_tun(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     tun = FakeTun()
-    calls: list[int] = []  # packets the TUN held at each call
+    calls: list[tuple[int, int]] = []  # (packets told, packets the TUN held) of each call
     peer = WireGuardPeerConfig(
         name="client",
         public_key=crypto.public_key(CLIENT_PRIVATE),
@@ -39,7 +39,7 @@ async def test_called_once_per_batch_written_to_the_tun(
         sock=FakeUdp(),
         mtu=1420,
         counters=collections.Counter(),
-        after_tun_write=lambda: calls.append(len(tun.written)),
+        after_tun_write=lambda n: calls.append((n, len(tun.written))),
     )
     client = FakeClient(front, CLIENT_PRIVATE)
     async with trio.open_nursery() as nursery:
@@ -48,10 +48,10 @@ async def test_called_once_per_batch_written_to_the_tun(
         await until(lambda: len(tun.written) == 1)
         await trio.testing.wait_all_tasks_blocked()
         # the initiation's batch wrote nothing; the first data packet's wrote one
-        assert calls == [1]
+        assert calls == [(1, 1)]
         for n in range(3):  # one batch of three
             client.send(ip4(A_TUN, B_TUN, bytes([n])))
         await until(lambda: len(tun.written) == 4)
         await trio.testing.wait_all_tasks_blocked()
-        assert calls == [1, 4]
+        assert calls == [(1, 1), (3, 4)]
         nursery.cancel_scope.cancel()

@@ -48,10 +48,10 @@ class WireGuardFront:
         mtu: int,
         counters: collections.Counter[str],
         wallclock: Callable[[], float] = time.time,
-        after_tun_write: Callable[[], object] | None = None,
+        after_tun_write: Callable[[int], object] | None = None,
     ) -> None:
-        """``after_tun_write`` is called after the receive loop wrote to the TUN (the TUN
-        reader's ``forward_ready``: a reply is often waiting already)."""
+        """``after_tun_write`` is told how many packets the receive loop wrote to the TUN
+        (the TUN reader's ``tun_written``: a reply is often waiting already)."""
         self.router = router
         self.tun = tun
         self.sock = sock

@@ -36,10 +36,10 @@ async def receive_loop(device: Device, sink: OutputSink) -> None:
             except Exception:
                 sink.counters["wireguard_receive_error"] += 1
                 log.exception("wireguard: handling a datagram from %s failed", addr[0])
-        wrote = bool(out.packets)
+        written = len(out.packets)
         sink.flush(out)
-        if wrote and after_tun_write is not None:
-            after_tun_write()  # after the flush: the routes' sends reuse ``out``
+        if written and after_tun_write is not None:
+            after_tun_write(written)  # after the flush: the routes' sends reuse ``out``
 
 
 class TimerLoop:
