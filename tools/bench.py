@@ -22,6 +22,8 @@ Modes (each builds one lab and measures its scenarios in it):
              flood (cookies) (bench_handshakes)
   startup    the CLI's start-up: `genkey`, `peer add`, `peer list` as new processes, median of
              5 runs each, no lab (bench_startup; --runs N there)
+  wake       what one wake-up of a UDP echo costs over loopback, cold and warm, by how the
+             server waits: a blocking thread, epoll, a trio task, two trio tasks (bench_wake)
 Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE] [--policy]
@@ -813,7 +815,7 @@ def main() -> int:
         "--mode",
         default="toyvpn",
         help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale, "
-        "startup, flood or handshakes alone",
+        "startup, wake, flood or handshakes alone",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
@@ -829,6 +831,10 @@ def main() -> int:
         import bench_startup
 
         return bench_startup.run()
+    if args.mode == "wake":  # loopback only, no lab, no root: see tools/bench_wake.py
+        import bench_wake
+
+        return bench_wake.run(bench_wake.COUNT)
     if args.mode in ("flood", "handshakes"):  # labs of their own: tools/bench_flood.py, …
         if os.geteuid() != 0:
             print("bench: run as root (it builds network namespaces)", file=sys.stderr)

@@ -14,7 +14,7 @@ import trio.testing
 from support.wg_harness import ip4
 
 from trivpn.dataplane.router import RouteOwner, Router
-from trivpn.dataplane.tun_reader import tun_reader
+from trivpn.dataplane.tun_reader import FEW_WRITTEN, TunReader
 
 
 class PipeTun:
@@ -75,7 +75,7 @@ async def test_runs_go_to_their_owners_and_failures_are_counted(
     router.add(ipaddress.ip_network("10.8.0.4/32"), broken)
     counters: collections.Counter[str] = collections.Counter()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(tun_reader, tun, router, counters)
+        nursery.start_soon(TunReader(tun, router, counters).run)
         tun.put(
             to("10.8.0.2", b"1"),
             to("10.8.0.2", b"2"),
@@ -95,3 +95,33 @@ async def test_runs_go_to_their_owners_and_failures_are_counted(
     assert b.runs == [[to("10.8.0.3", b"4")]] and len(broken.runs) == 1
     assert counters == {"tun_no_route": 1, "send_error": 1}
     assert "sending packets to owner broken failed" in caplog.text
+
+
+async def test_forward_ready_sends_what_waits_now_and_nothing_when_empty(tun: PipeTun) -> None:
+    """What a front calls right after its TUN write: no task, no waiting."""
+    router: Router[RouteOwner] = Router()
+    a = Owner("a")
+    router.add(ipaddress.ip_network("10.8.0.2/32"), a)
+    counters: collections.Counter[str] = collections.Counter()
+    reader = TunReader(tun, router, counters)
+    reader.forward_ready()
+    assert a.runs == []
+    tun.put(to("10.8.0.2", b"1"), to("10.8.0.2", b"2"))
+    reader.forward_ready()
+    assert a.runs == [[to("10.8.0.2", b"1"), to("10.8.0.2", b"2")]]
+    assert not counters
+
+
+async def test_a_few_packets_written_are_followed_by_a_read_and_a_bulk_write_is_not(
+    tun: PipeTun,
+) -> None:
+    """After a bulk write the reader's own turn sends the replies together."""
+    router: Router[RouteOwner] = Router()
+    a = Owner("a")
+    router.add(ipaddress.ip_network("10.8.0.2/32"), a)
+    reader = TunReader(tun, router, collections.Counter())
+    tun.put(to("10.8.0.2", b"1"))
+    reader.tun_written(FEW_WRITTEN + 1)
+    assert a.runs == []
+    reader.tun_written(FEW_WRITTEN)
+    assert a.runs == [[to("10.8.0.2", b"1")]]

@@ -38,7 +38,7 @@ from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
 from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.toyvpn import ToyVpnFront
-from trivpn.dataplane.tun_reader import tun_reader
+from trivpn.dataplane.tun_reader import TunReader
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.dataplane.wireguard.policy import PendingUsage
 from trivpn.net import link, nft, sysctl, udp
@@ -132,18 +132,19 @@ class Server:
                     cfg.interface.mtu,
                 )
                 async with trio.open_nursery() as data_plane:
-                    data_plane.start_soon(tun_reader, tun, self.router, self.counters)
+                    reader = TunReader(tun, self.router, self.counters)
+                    data_plane.start_soon(reader.run)
                     if cfg.wireguard.enabled:
                         sock = _listen("wireguard.listen", cfg.wireguard.listen)
                         stack.callback(sock.close)  # the socket a `wg set listen-port` made too
                         _set_fwmark(sock, cfg.wireguard.fwmark)
                         self._sockets.append(sock)
-                        await self._start_wireguard(data_plane, sock, tun)
+                        await self._start_wireguard(data_plane, sock, tun, reader)
                     if cfg.toyvpn.enabled:
                         sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
                         stack.callback(sock.close)
                         self._sockets.append(sock)
-                        self._start_toyvpn(data_plane, sock, tun)
+                        self._start_toyvpn(data_plane, sock, tun, reader)
                     self._start_status(data_plane, tun.name)
                     if cfg.metrics.listen is not None:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
@@ -244,7 +245,7 @@ class Server:
     # -- the data plane ----------------------------------------------------------------------
 
     async def _start_wireguard(
-        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun
+        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun, reader: TunReader
     ) -> None:
         cfg = self.cfg.wireguard
         front = WireGuardFront(
@@ -255,6 +256,7 @@ class Server:
             sock=sock,
             mtu=self.cfg.interface.mtu,
             counters=self.counters,
+            after_tun_write=reader.tun_written,
         )
         self.wireguard = front
         log.info(
@@ -304,7 +306,9 @@ class Server:
             )
             nursery.start_soon(supervise, "registry push", listener.run)
 
-    def _start_toyvpn(self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun) -> None:
+    def _start_toyvpn(
+        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun, reader: TunReader
+    ) -> None:
         cfg = self.cfg.toyvpn
         log.warning(
             "ToyVPN is enabled on %s: it is UNENCRYPTED and its shared secret travels in "
@@ -319,6 +323,7 @@ class Server:
             tun=tun,
             sock=sock,
             counters=self.counters,
+            after_tun_write=reader.tun_written,
         )
         self.toyvpn = front.protocol
         nursery.start_soon(front.receive_loop, nursery)

@@ -74,7 +74,10 @@ class ToyVpnFront:
         tun: Tun,
         sock: DatagramSocket,
         counters: collections.Counter[str],
+        after_tun_write: Callable[[int], object] | None = None,
     ) -> None:
+        """``after_tun_write`` is told how many packets the receive loop wrote to the TUN
+        (the TUN reader's ``tun_written``: a reply is often waiting already)."""
         self.protocol = toyvpn.ToyVpnServer(
             secret=cfg.secret,
             pool=cfg.pool,
@@ -90,6 +93,7 @@ class ToyVpnFront:
         self.tun = tun
         self.sock = sock
         self.counters = counters
+        self._after_tun_write = after_tun_write
         self._limiter = LogLimiter(log)
         self._rate_down = cfg.rate_down
         self._rate_up = cfg.rate_up
@@ -101,6 +105,7 @@ class ToyVpnFront:
         write_batch = self.tun.write_batch
         counters = self.counters
         sock = self.sock
+        after_tun_write = self._after_tun_write
         while True:
             await sock.wait_readable()
             batch = sock.drain()
@@ -125,6 +130,8 @@ class ToyVpnFront:
             if to_tun:
                 # The UDP checksum already covered each packet in transit: no re-verifying.
                 counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
+                if after_tun_write is not None:
+                    after_tun_write(len(to_tun))
 
     def _up_allows(self, addr: tuple[Any, ...], packet: bytes, now: float) -> bool:
         """Whether the packet from the client at ``addr`` is within its session's rate."""

@@ -48,7 +48,10 @@ class WireGuardFront:
         mtu: int,
         counters: collections.Counter[str],
         wallclock: Callable[[], float] = time.time,
+        after_tun_write: Callable[[int], object] | None = None,
     ) -> None:
+        """``after_tun_write`` is told how many packets the receive loop wrote to the TUN
+        (the TUN reader's ``tun_written``: a reply is often waiting already)."""
         self.router = router
         self.tun = tun
         self.sock = sock
@@ -65,6 +68,7 @@ class WireGuardFront:
         )
         self._timers = TimerLoop(self.device)
         self._sink = OutputSink(tun, sock, counters, wake_timers=self._timers.wake)
+        self._sink.after_tun_write = after_tun_write
         self.policies = PeerPolicies(self.device, wallclock, self._timers.wake)
         self._sink.on_quota_reached = self.policies.quota_reached
         self.peers = PeerSet(self.device, self.routes, self._sink, self.policies)

@@ -24,6 +24,7 @@ async def receive_loop(device: Device, sink: OutputSink) -> None:
     sock = sink.sock
     receive = device.receive
     out = sink.out
+    after_tun_write = sink.after_tun_write
     while True:
         await sock.wait_readable()
         batch = sock.drain()
@@ -35,7 +36,10 @@ async def receive_loop(device: Device, sink: OutputSink) -> None:
             except Exception:
                 sink.counters["wireguard_receive_error"] += 1
                 log.exception("wireguard: handling a datagram from %s failed", addr[0])
+        written = len(out.packets)
         sink.flush(out)
+        if written and after_tun_write is not None:
+            after_tun_write(written)  # after the flush: the routes' sends reuse ``out``
 
 
 class TimerLoop:

@@ -44,6 +44,10 @@ class OutputSink:
         self.on_routes_change: Callable[[], None] | None = None
         # told when a peer's usage reached a mark its policy set (PeerPolicies.quota_reached)
         self.on_quota_reached: Callable[[Peer], None] | None = None
+        # told by the receive loop how many packets a batch wrote to the TUN, once flushed
+        # (TunReader.tun_written); never from flush itself, whose ``out`` the routes' sends
+        # reuse
+        self.after_tun_write: Callable[[int], object] | None = None
 
     def routes_changed(self) -> None:
         if self.on_routes_change is not None:
