@@ -3,42 +3,20 @@ many packets a batch wrote to the TUN, after the write, and nothing of a handsha
 
 from __future__ import annotations
 
-import collections
-from typing import Any
-
 import trio
 import trio.testing
-from support.fakes import FakeTun, FakeUdp, until
+from support.fakes import until
+from support.toy_front import SECRET, toy_front
 from support.wg_harness import ip4
 
-from trivpn.config import ToyVpnConfig
-from trivpn.dataplane.router import RouteOwner, Router
-from trivpn.dataplane.toyvpn import ToyVpnFront
-
-SECRET = b"lab-secret-1234"
 CLIENT = ("198.51.100.2", 4000)
-
-
-class ToyUdp(FakeUdp):
-    def send(self, data: bytes, addr: Any) -> None:
-        self.send_many([data], addr)
 
 
 async def test_called_once_per_batch_written_to_the_tun(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sock, tun = ToyUdp(), FakeTun()
     calls: list[tuple[int, int]] = []  # (packets told, packets the TUN held) of each call
-    front = ToyVpnFront(
-        ToyVpnConfig(enabled=True, secret=SECRET),
-        mtu=1400,
-        reserved=[],
-        router=Router[RouteOwner](),
-        tun=tun,  # type: ignore[arg-type]
-        sock=sock,  # type: ignore[arg-type]
-        counters=collections.Counter(),
-        after_tun_write=lambda n: calls.append((n, len(tun.written))),
-    )
+    front, sock, tun = toy_front(after_tun_write=lambda n: calls.append((n, len(tun.written))))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(front.receive_loop, nursery)
         sock.deliver(b"\x00" + SECRET, CLIENT)

@@ -3,41 +3,19 @@ token bucket; drops counted ``rate_limited``. Under MockClock, on a fake socket 
 
 from __future__ import annotations
 
-import collections
 import ipaddress
-from typing import Any
 
 import trio
 import trio.testing
-from support.fakes import FakeTun, FakeUdp, until
+from support.fakes import until
+from support.toy_front import SECRET, ToyUdp, toy_front
 from support.wg_harness import ip4
 
-from trivpn.config import ToyVpnConfig, parse_config
-from trivpn.dataplane.router import RouteOwner, Router
+from trivpn.config import parse_config
 from trivpn.dataplane.toyvpn import ToyVpnFront
 
-SECRET = b"lab-secret-1234"
 RATE = 2_000_000  # 250 kB/s: the burst is the minimum, 64 KiB
 SIZE = 1000  # bytes per packet: 65 fit in the burst
-
-
-class ToyUdp(FakeUdp):
-    def send(self, data: bytes, addr: Any) -> None:
-        self.send_many([data], addr)
-
-
-def toy_front(**rates: int | None) -> tuple[ToyVpnFront, ToyUdp, FakeTun]:
-    sock, tun = ToyUdp(), FakeTun()
-    front = ToyVpnFront(
-        ToyVpnConfig(enabled=True, secret=SECRET, **rates),  # type: ignore[arg-type]
-        mtu=1400,
-        reserved=[],
-        router=Router[RouteOwner](),
-        tun=tun,  # type: ignore[arg-type]
-        sock=sock,  # type: ignore[arg-type]
-        counters=collections.Counter(),
-    )
-    return front, sock, tun
 
 
 def from_client(source: str, n: int) -> bytes:
