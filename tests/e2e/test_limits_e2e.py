@@ -34,7 +34,10 @@ pytestmark = [
 MIB = 1024 * 1024
 RATE = "20Mbit"
 RATE_RANGE = (16e6, 21e6)  # bit/s: what one TCP stream gets under a 20Mbit limit
-SPARED = 0.8  # an unlimited peer beside a limited one keeps this much of what it gets alone
+SPARED = 0.8  # an unlimited peer beside a policed one keeps this much of what it gets
+# beside the same peer's traffic paced under its limit
+SPARED_ROUNDS = 3  # rounds each way
+BOB_PACED = "18M"  # iperf3 -b: under RATE with TCP/IP headers (the bucket counts IP packets)
 IPERF_SECONDS = 4
 QUOTA = 4 * MIB
 # bytes: how far past its quota a peer's usage can get (README, "Limits and expiry"): less
@@ -65,9 +68,14 @@ def lab() -> Iterator[netlab.Lab]:
             yield lab
 
 
-def bps(ns: netlab.Netns, *, reverse: bool, port: int = IPERF_PORTS[0]) -> float:
-    """One iperf3 TCP stream between ``ns`` and the internet host (``reverse``: toward ns)."""
-    report = iperf.run(ns, netlab.INTERNET_HOST, IPERF_SECONDS, reverse=reverse, port=port)
+def bps(
+    ns: netlab.Netns, *, reverse: bool, port: int = IPERF_PORTS[0], bitrate: str | None = None
+) -> float:
+    """One iperf3 TCP stream between ``ns`` and the internet host (``reverse``: toward ns;
+    ``bitrate``: its sender paced to it)."""
+    report = iperf.run(
+        ns, netlab.INTERNET_HOST, IPERF_SECONDS, reverse=reverse, port=port, bitrate=bitrate
+    )
     return iperf.received_bps(report)
 
 
@@ -123,28 +131,47 @@ def test_rate_limit_holds_one_stream_and_spares_another_peer(
     row = server.peer_json("bob")
     assert (row["rate_down_bps"], row["rate_up_bps"]) == (20_000_000, 20_000_000)
 
-    # carol alone and beside bob, taking turns, twice each way; each pair's mean counts (the
-    # machine is shared: one run alone may be 20 % off the next)
+    # What bob's limit costs carol, apart from what bob's traffic costs the machine: carol
+    # beside bob sending into his limit (the policer drops what exceeds it), against carol
+    # beside bob's sender pacing itself under the limit (the policer drops nothing), the same
+    # load on the same two cores otherwise. Carol alone is printed: on this 2-core machine
+    # any second client's traffic takes 10-20 % of it, limited or not. Taking turns, three
+    # rounds each way; the median of a way's ratios counts (one run may be 20 % off the next).
     bob: dict[str, list[float]] = {"up": [], "down": []}
     alone: dict[str, list[float]] = {"up": [], "down": []}
-    beside: dict[str, list[float]] = {"up": [], "down": []}
-    for reverse, way in ((False, "up"), (True, "down"), (False, "up"), (True, "down")):
-        alone[way].append(bps(carol_ns, reverse=reverse, port=IPERF_PORTS[1]))
+    paced: dict[str, list[float]] = {"up": [], "down": []}  # carol, bob paced under the limit
+    beside: dict[str, list[float]] = {"up": [], "down": []}  # carol, bob policed by it
+
+    def with_bob(reverse: bool, bitrate: str | None) -> tuple[float, float]:
         with ThreadPoolExecutor(2) as pool:
-            bob_run = pool.submit(bps, bob_ns, reverse=reverse, port=IPERF_PORTS[0])
+            bob_run = pool.submit(
+                bps, bob_ns, reverse=reverse, port=IPERF_PORTS[0], bitrate=bitrate
+            )
             carol_run = pool.submit(bps, carol_ns, reverse=reverse, port=IPERF_PORTS[1])
-            bob[way].append(bob_run.result())
-            beside[way].append(carol_run.result())
+            return bob_run.result(), carol_run.result()
+
+    for reverse, way in ((False, "up"), (True, "down")) * SPARED_ROUNDS:
+        alone[way].append(bps(carol_ns, reverse=reverse, port=IPERF_PORTS[1]))
+        paced[way].append(with_bob(reverse, BOB_PACED)[1])
+        bob_bps, carol_bps = with_bob(reverse, None)
+        bob[way].append(bob_bps)
+        beside[way].append(carol_bps)
     figures = {
         name: {way: [round(v / 1e6, 1) for v in runs] for way, runs in ways.items()}
-        for name, ways in (("bob", bob), ("carol alone", alone), ("carol beside bob", beside))
+        for name, ways in (
+            ("bob", bob),
+            ("carol alone", alone),
+            ("carol beside bob paced", paced),
+            ("carol beside bob", beside),
+        )
     }
     print("rate limit figures (Mbit/s):", figures)
 
     low, high = RATE_RANGE
     for way in ("up", "down"):
         assert all(low <= run <= high for run in bob[way]), figures
-        assert statistics.mean(beside[way]) >= SPARED * statistics.mean(alone[way]), figures
+        kept = [b / p for b, p in zip(beside[way], paced[way], strict=True)]
+        assert statistics.median(kept) >= SPARED, figures
     assert proc.stop() == 0, proc.log()
     assert "Traceback" not in proc.log()
 

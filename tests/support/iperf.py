@@ -50,10 +50,18 @@ def server(ns: Netns, address: str, port: int = PORT) -> Iterator[subprocess.Pop
 
 
 def client_argv(
-    target: str, seconds: float, *, reverse: bool = False, port: int = PORT
+    target: str,
+    seconds: float,
+    *,
+    reverse: bool = False,
+    port: int = PORT,
+    bitrate: str | None = None,
 ) -> list[str]:
-    """`iperf3 -c`: one TCP run of ``seconds`` to ``target`` (``reverse``: toward the client)."""
+    """`iperf3 -c`: one TCP run of ``seconds`` to ``target`` (``reverse``: toward the client;
+    ``bitrate``: the sender paces itself to it, e.g. "18M")."""
     argv = ["iperf3", "-c", target, "-p", str(port), "-t", f"{seconds:g}", "-J"]
+    if bitrate is not None:
+        argv += ["-b", bitrate]
     return [*argv, "-R"] if reverse else argv
 
 
@@ -73,10 +81,16 @@ def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any] | None
 
 
 def run(
-    ns: Netns, target: str, seconds: float, *, reverse: bool = False, port: int = PORT
+    ns: Netns,
+    target: str,
+    seconds: float,
+    *,
+    reverse: bool = False,
+    port: int = PORT,
+    bitrate: str | None = None,
 ) -> dict[str, Any]:
     """One TCP run from ``ns`` (client_argv); its JSON report, a busy server retried."""
-    argv = client_argv(target, seconds, reverse=reverse, port=port)
+    argv = client_argv(target, seconds, reverse=reverse, port=port, bitrate=bitrate)
     for _ in range(BUSY_RETRIES):
         report = report_of(ns.run(*argv, check=False, timeout=seconds + 30))
         if report is not None:
