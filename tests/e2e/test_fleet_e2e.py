@@ -53,29 +53,25 @@ def gateways(
     fleet_lab: FleetLab, pg_server: postgres.PostgresServer, tmp_path: Path
 ) -> Iterator[list[wglab.LabServer]]:
     """gw1 and gw2 serving (one key, one database), killed at teardown."""
-    name = pg_server.new_database()
     servers: list[wglab.LabServer] = []
-    try:
-        keys = wglab.ServerKeys.generate()
-        for i, ns in enumerate(fleet_lab.gateways, 1):
-            work = tmp_path / f"gw{i}"
-            work.mkdir()
-            srv = wglab.LabServer(ns, work, prefix="tvf")
-            srv.keys = keys  # one identity, any gateway
-            srv.write_config(wireguard={"public_endpoint": f"{GATEWAY_LAN[i - 1]}:{wglab.WG_PORT}"})
-            text = srv.config.read_text().replace(
-                "[state]\n",
-                f'[state]\ndatabase = "{pg_server.url(name)}"\nnode = "gw{i}"\n',
-                1,
-            )
-            srv.config.write_text(text)
-            servers.append(srv)
-            srv.start(srv.uapi_ready)
-        yield servers
-    finally:
-        for srv in servers:
-            srv.kill()
-        pg_server.drop_database(name)
+    with pg_server.database() as url:
+        try:
+            keys = wglab.ServerKeys.generate()
+            for i, ns in enumerate(fleet_lab.gateways, 1):
+                work = tmp_path / f"gw{i}"
+                work.mkdir()
+                srv = wglab.LabServer(ns, work, prefix="tvf")
+                srv.keys = keys  # one identity, any gateway
+                srv.write_config(
+                    wireguard={"public_endpoint": f"{GATEWAY_LAN[i - 1]}:{wglab.WG_PORT}"},
+                    state={"database": url, "node": f"gw{i}"},
+                )
+                servers.append(srv)
+                srv.start(srv.uapi_ready)
+            yield servers
+        finally:
+            for srv in servers:
+                srv.kill()
 
 
 @pytest.fixture

@@ -49,15 +49,7 @@ def test_the_database_stopped_for_20_s_loses_no_ping_and_no_counted_byte(
 ) -> None:
     pg, url = database
     (ns,) = lab.clients
-    server.write_config(
-        wireguard={
-            "public_endpoint": f"{netlab.SERVER_WAN}:{wglab.WG_PORT}",
-            "client_dns": [],
-            "client_allowed_ips": ["0.0.0.0/0"],
-        }
-    )
-    text = server.config.read_text()  # [state] is server_config's: the database joins it
-    server.config.write_text(text.replace("[state]\n", f'[state]\ndatabase = "{url}"\n', 1))
+    server.write_config(wireguard=wglab.ROUTE_ALL, state={"database": url})
     proc = server.start(server.uapi_ready)
     printed = server.trivpn("peer", "add", "bob")
     bob = wireguard_go(ns)

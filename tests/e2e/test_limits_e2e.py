@@ -46,11 +46,6 @@ QUOTA = 4 * MIB
 QUOTA_BOUND = 1420 + 32 + 4 * 148
 BLOCK_WAIT = 10.0  # s: a transfer well past the quota reaches it (and the block) by then
 IPERF_PORTS = (iperf.PORT, iperf.PORT + 1)
-WG_SETTINGS = {
-    "public_endpoint": f"{netlab.SERVER_WAN}:{wglab.WG_PORT}",
-    "client_dns": [],
-    "client_allowed_ips": ["0.0.0.0/0"],
-}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +96,7 @@ def add_client(
 
 
 def start_server(server: wglab.LabServer, *peers: str, extra: str = "") -> netlab.Trivpn:
-    server.write_config(*peers, wireguard=WG_SETTINGS, extra=extra)
+    server.write_config(*peers, wireguard=wglab.ROUTE_ALL, extra=extra)
     return server.start(server.uapi_ready)
 
 
@@ -330,7 +325,7 @@ def test_static_peer_limits_follow_a_reload(
     wglab.wait_online(ns)
     run_past_quota(server, ns, "carol")
 
-    server.write_config(carol(quota="1GiB/total", rate_down=RATE), wireguard=WG_SETTINGS)
+    server.write_config(carol(quota="1GiB/total", rate_down=RATE), wireguard=wglab.ROUTE_ALL)
     proc.proc.send_signal(signal.SIGHUP)
     netlab.wait_for(
         lambda: wglab.reaches_internet(ns), wglab.RECONNECT_WAIT, what="carol back online"
@@ -390,7 +385,7 @@ def test_toyvpn_rates_apply_to_every_session(
 
 
 def test_a_new_peer_shows_zero_usage_and_no_limits(server: wglab.LabServer) -> None:
-    server.write_config(wireguard=WG_SETTINGS)
+    server.write_config(wireguard=wglab.ROUTE_ALL)
     server.trivpn("peer", "add", "dora")
     row = server.peer_json("dora")
     fields = ("usage_bytes", "lifetime_rx_bytes", "lifetime_tx_bytes")

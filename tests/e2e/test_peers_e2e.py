@@ -22,12 +22,6 @@ pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvp",
 WG_PORT = wglab.WG_PORT
 ALICE_ADDRESS = "10.8.0.2"
 CUT_OFF_WAIT = 5.0  # s: the registry watcher polls every 0.5 s
-# What `trivpn peer add` writes into the client configs it prints.
-CLIENT_SETTINGS = {
-    "public_endpoint": f"{netlab.SERVER_WAN}:{WG_PORT}",
-    "client_dns": [],
-    "client_allowed_ips": ["0.0.0.0/0"],
-}
 
 
 def write_config(server: wglab.LabServer, static_peers: dict[str, tuple[str, str]]) -> None:
@@ -36,7 +30,7 @@ def write_config(server: wglab.LabServer, static_peers: dict[str, tuple[str, str
         wglab.peer_table(name, key, f"{address}/32")
         for name, (key, address) in static_peers.items()
     )
-    server.write_config(*peers, wireguard=CLIENT_SETTINGS)
+    server.write_config(*peers, wireguard=wglab.ROUTE_ALL)
 
 
 def registry_names(server: wglab.LabServer) -> set[str]:

@@ -85,13 +85,7 @@ def test_disable_enable_and_expiry_of_a_running_peer(
     pinger_for: Callable[[netlab.Netns], Pinger],
 ) -> None:
     (ns,) = lab.clients
-    server.write_config(
-        wireguard={
-            "public_endpoint": f"{netlab.SERVER_WAN}:{wglab.WG_PORT}",
-            "client_dns": [],
-            "client_allowed_ips": ["0.0.0.0/0"],
-        }
-    )
+    server.write_config(wireguard=wglab.ROUTE_ALL)
     proc = server.start(server.uapi_ready)
     printed = server.trivpn("peer", "add", "bob")
     bob = wireguard_go(ns)

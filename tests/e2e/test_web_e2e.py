@@ -37,11 +37,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WEB_PORT = 51821
 PASSWORD = "a browser's password, long enough"
-WG_SETTINGS = {
-    "public_endpoint": f"{netlab.SERVER_WAN}:{wglab.WG_PORT}",
-    "client_dns": [],
-    "client_allowed_ips": ["0.0.0.0/0"],
-}
 RATE = "20Mbit"
 RATE_RANGE = (16e6, 21e6)  # bit/s: one TCP stream under a 20Mbit limit (test_limits_e2e)
 IPERF_SECONDS = 3
@@ -163,7 +158,9 @@ def test_a_peer_added_limited_disabled_and_removed_from_the_browser(
     tmp_path: Path,
 ) -> None:
     (client_ns,) = lab.clients
-    server.write_config(wireguard=WG_SETTINGS, extra=f'\n[web]\nlisten = "127.0.0.1:{WEB_PORT}"\n')
+    server.write_config(
+        wireguard=wglab.ROUTE_ALL, extra=f'\n[web]\nlisten = "127.0.0.1:{WEB_PORT}"\n'
+    )
     passwd = server.ns.run(
         sys.executable, "-m", "trivpn", "web", "passwd", "-c", str(server.config),
         input=PASSWORD + "\n", check=False, timeout=30,

@@ -23,9 +23,8 @@ def pg_server() -> Iterator[postgres.PostgresServer]:
 @pytest.fixture
 def pg_url(pg_server: postgres.PostgresServer) -> Iterator[str]:
     """The URI of a fresh, empty database, dropped after the test."""
-    name = pg_server.new_database()
-    yield pg_server.url(name)
-    pg_server.drop_database(name)
+    with pg_server.database() as url:
+        yield url
 
 
 @pytest.fixture(params=STORES)

@@ -141,6 +141,18 @@ class PostgresServer:
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     @contextmanager
+    def database(self) -> Iterator[str]:
+        """The URI of a fresh, empty database, dropped on the way out (after resuming the
+        server if the test paused it)."""
+        name = self.new_database()
+        try:
+            yield self.url(name)
+        finally:
+            if not self.running:
+                self.resume()
+            self.drop_database(name)
+
+    @contextmanager
     def password_auth_for(self, role: str) -> Iterator[None]:
         """While inside: ``role`` must log in with its password (scram-sha-256), the others
         still get in on trust."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support.netlab import INTERNET_HOST, Netns, Trivpn, wait_for
+from support.netlab import INTERNET_HOST, SERVER_WAN, Netns, Trivpn, wait_for
 from trivpn.control import status_socket
 
 UAPI_DIR = Path("/var/run/wireguard")
@@ -233,6 +233,13 @@ class WireGuardGo:
 
 WG_PORT = 51820
 SERVER_ADDRESS = "10.8.0.1/24"
+# [wireguard] settings whose `trivpn peer add` prints a client config that reaches the server
+# on the lab's WAN address and routes everything through it (no DNS: the lab has none).
+ROUTE_ALL = {
+    "public_endpoint": f"{SERVER_WAN}:{WG_PORT}",
+    "client_dns": [],
+    "client_allowed_ips": ["0.0.0.0/0"],
+}
 HANDSHAKE_WAIT = 40.0  # s: wireguard-go retries an unanswered handshake every 5 s
 # s: a peer the server blocked, then let back: wireguard-go's own retry reconnects it (it
 # handshakes again 15 s after the server stopped answering, then every 5 s)
@@ -257,6 +264,10 @@ def _toml(value: object) -> str:
     return json.dumps(value)
 
 
+def _settings(table: Mapping[str, object] | None) -> str:
+    return "".join(f"{name} = {_toml(value)}\n" for name, value in (table or {}).items())
+
+
 def peer_table(
     name: str,
     public_key: str,
@@ -274,7 +285,7 @@ allowed_ips = {_toml(list(allowed_ips))}
 """
     settings: dict[str, object] = {"endpoint": endpoint} if endpoint else {}
     settings.update(policy or {})
-    return text + "".join(f"{key} = {_toml(value)}\n" for key, value in settings.items())
+    return text + _settings(settings)
 
 
 def server_config(
@@ -284,11 +295,13 @@ def server_config(
     addresses: Sequence[str] = (SERVER_ADDRESS,),
     port: int = WG_PORT,
     wireguard: Mapping[str, object] | None = None,
+    state: Mapping[str, object] | None = None,
     extra: str = "",
 ) -> str:
     """The config of `trivpn serve` in a lab: TUN ``ifname`` with ``addresses``, the masquerade,
-    WireGuard on ``port`` with ``private_key`` inline (a Path: the file it is read from) and the
-    ``wireguard`` settings, then ``extra`` tables (toyvpn, metrics) and ``peers`` (peer_table).
+    the ``state`` settings (a fleet's database, node), WireGuard on ``port`` with
+    ``private_key`` inline (a Path: the file it is read from) and the ``wireguard`` settings,
+    then ``extra`` tables (toyvpn, metrics) and ``peers`` (peer_table).
 
     ``ifname`` must be unique (unique_ifname): the UAPI and control socket directories are
     shared by every namespace. The [state] dir is beside the config file, never the host's.
@@ -297,7 +310,7 @@ def server_config(
         key = f"private_key_file = {_toml(str(private_key))}"
     else:
         key = f"private_key = {_toml(private_key)}"
-    settings = "".join(f"{name} = {_toml(value)}\n" for name, value in (wireguard or {}).items())
+    settings = _settings(wireguard)
     return f"""
 [interface]
 name = {_toml(ifname)}
@@ -310,7 +323,7 @@ egress = "auto"
 
 [state]
 dir = "state"  # beside this file: never the host's /var/lib/trivpn
-
+{_settings(state)}
 [wireguard]
 enabled = true
 listen = "0.0.0.0:{port}"
@@ -408,6 +421,7 @@ class LabServer:
         *peers: str,
         addresses: Sequence[str] = (SERVER_ADDRESS,),
         wireguard: Mapping[str, object] | None = None,
+        state: Mapping[str, object] | None = None,
         extra: str = "",
     ) -> None:
         """server_config() for this server, in a 0600 file: it holds the private key."""
@@ -417,6 +431,7 @@ class LabServer:
             *peers,
             addresses=addresses,
             wireguard=wireguard,
+            state=state,
             extra=extra,
         )
         self.config.write_text(text)

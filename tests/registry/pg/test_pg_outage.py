@@ -41,11 +41,8 @@ def own_server() -> Iterator[postgres.PostgresServer]:
 
 @pytest.fixture
 def url(own_server: postgres.PostgresServer) -> Iterator[str]:
-    name = own_server.new_database()
-    yield own_server.url(name)
-    if not own_server.running:
-        own_server.resume()
-    own_server.drop_database(name)
+    with own_server.database() as url:
+        yield url
 
 
 def outage_lines(caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[str]]:
