@@ -1,5 +1,7 @@
 """`tools/bench --mode handshakes`: the responder's handshakes over the wire, and cookies.
 
+0. In process first, phase by phase (tools/bench_handshake_phases.py): where a handshake's
+   CPU goes, on one core with nothing else of trivpn's running.
 1. Completed responder handshakes per second: `trivpn serve` with PEERS peers, and a load
    generator in the client ns (this file run as ``gen``, built on trivpn's own proto/) that
    offers OFFERED initiations a second from all of them, round robin, and counts the valid
@@ -219,6 +221,9 @@ def _runs(values: list[float]) -> str:
 
 
 def run(runs: int, seconds: int, work: Path) -> None:
+    import bench_handshake_phases
+
+    in_process = bench_handshake_phases.report(2048, max(runs, 3))
     rates = handshake_rate(work, runs, seconds)
     times = connect_under_flood(work, runs)
     print(
@@ -226,6 +231,7 @@ def run(runs: int, seconds: int, work: Path) -> None:
         f"{OFFERED}/s for {seconds} s (cookies off); connects under a {FLOOD_RATE // 1000} kpps "
         "valid-mac1 flood\n"
     )
+    print("\n".join(in_process) + "\n")
     print(f"completed responder handshakes/s, trivpn: {_runs(rates)}")
     for name, values in times.items():
         print(f"seconds to connect under the flood, {name}: {_runs(values)}")

@@ -4,10 +4,10 @@ DH is X25519, AEAD is ChaCha20-Poly1305 (IETF, 96-bit nonce: 32 zero bits then a
 little-endian 64-bit counter), XAEAD is XChaCha20-Poly1305, HASH is BLAKE2s-256, MAC is
 keyed BLAKE2s-128, HMAC is HMAC-BLAKE2s and KDF1/2/3 is HKDF over that HMAC.
 
-DH uses pynacl's public binding. The AEADs call libsodium through pynacl's cffi module
-directly: the public wrappers cost about 2.5x more per call (argument checks, zero-filled
-allocations, extra copies), which shows in handshakes and cookie replies under a flood, and
-it lets transport keys live in C memory that we can really wipe.
+DH and the AEADs call libsodium through pynacl's cffi module directly: the public wrappers
+cost about 2.5x more per call (argument checks, zero-filled allocations, extra copies), which
+shows in handshakes and cookie replies under a flood, and it lets transport keys live in C
+memory that we can really wipe.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from typing import Any, Final
 
 from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
 from nacl._sodium import lib as _lib
-from nacl.bindings import crypto_scalarmult
 
 # the key length, clamping and public keys are `curve25519`'s (what key text needs alone)
 from .curve25519 import KEY_LEN as KEY_LEN
 from .curve25519 import clamp as clamp
 from .curve25519 import public_key as public_key
+
+if _lib.sodium_init() < 0:  # picks the CPU's fastest implementations (what nacl.bindings did)
+    raise RuntimeError("libsodium: sodium_init failed")
 
 CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"
@@ -53,10 +55,13 @@ class CryptoError(Exception):
 
 def dh(private_key: bytes, public_key: bytes) -> bytes:
     """X25519; refuses a low-order peer point (all-zero shared secret) with CryptoError."""
-    try:
-        shared = crypto_scalarmult(private_key, public_key)
-    except RuntimeError:  # libsodium itself refuses an all-zero result
-        raise CryptoError("DH produced the all-zero shared secret") from None
+    if len(private_key) != KEY_LEN or len(public_key) != KEY_LEN:
+        raise ValueError(f"X25519 keys are {KEY_LEN} bytes")
+    out = _ffi.new("unsigned char[]", KEY_LEN)
+    # libsodium itself refuses an all-zero result (-1); the comparison below says it again
+    if _lib.crypto_scalarmult(out, private_key, public_key) != 0:
+        raise CryptoError("DH produced the all-zero shared secret")
+    shared: bytes = _ffi.buffer(out, KEY_LEN)[:]
     if shared == _ZERO_KEY:
         raise CryptoError("DH produced the all-zero shared secret")
     return shared
@@ -83,17 +88,18 @@ def mac(key: bytes, data: bytes) -> bytes:
 _BLOCK: Final = 64
 _IPAD: Final = bytes(x ^ 0x36 for x in range(256))
 _OPAD: Final = bytes(x ^ 0x5C for x in range(256))
-_Pads = tuple["hashlib.blake2s", "hashlib.blake2s"]
+# A key's HMAC pads, hashed: a constant key's are made once (``hmac_pads``) and copied per use.
+Pads = tuple["hashlib.blake2s", "hashlib.blake2s"]
 
 
-def _pads(key: bytes) -> _Pads:
+def hmac_pads(key: bytes) -> Pads:
     if len(key) > _BLOCK:
         key = hashlib.blake2s(key).digest()
     key = key.ljust(_BLOCK, b"\0")
     return hashlib.blake2s(key.translate(_IPAD)), hashlib.blake2s(key.translate(_OPAD))
 
 
-def _hmac_with(pads: _Pads, data: bytes) -> bytes:
+def _hmac_with(pads: Pads, data: bytes) -> bytes:
     inner, outer = pads[0].copy(), pads[1].copy()
     inner.update(data)
     outer.update(inner.digest())
@@ -102,10 +108,11 @@ def _hmac_with(pads: _Pads, data: bytes) -> bytes:
 
 def hmac_(key: bytes, data: bytes) -> bytes:
     """HMAC(key, data) = HMAC with BLAKE2s-256 (block size 64)."""
-    inner, outer = _pads(key)
-    inner.update(data)
-    outer.update(inner.digest())
-    return outer.digest()
+    if len(key) > _BLOCK:
+        key = hashlib.blake2s(key).digest()
+    key = key.ljust(_BLOCK, b"\0")  # a key used once: its pads are hashed with what follows
+    inner = hashlib.blake2s(key.translate(_IPAD) + data).digest()
+    return hashlib.blake2s(key.translate(_OPAD) + inner).digest()
 
 
 def kdf1(key: bytes, data: bytes) -> bytes:
@@ -113,15 +120,20 @@ def kdf1(key: bytes, data: bytes) -> bytes:
     return hmac_(prk, b"\x01")
 
 
+def kdf1_with(key_pads: Pads, data: bytes) -> bytes:
+    """kdf1 of the key whose ``hmac_pads`` these are."""
+    return hmac_(_hmac_with(key_pads, data), b"\x01")
+
+
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
-    pads = _pads(hmac_(key, data))
+    pads = hmac_pads(hmac_(key, data))
     t1 = _hmac_with(pads, b"\x01")
     t2 = _hmac_with(pads, t1 + b"\x02")
     return t1, t2
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
-    pads = _pads(hmac_(key, data))
+    pads = hmac_pads(hmac_(key, data))
     t1 = _hmac_with(pads, b"\x01")
     t2 = _hmac_with(pads, t1 + b"\x02")
     t3 = _hmac_with(pads, t2 + b"\x03")
@@ -139,10 +151,10 @@ def aead_nonce(counter: int) -> bytes:
 def _seal(encrypt: Any, key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
     if len(key) != KEY_LEN:
         raise ValueError(f"an AEAD key is {KEY_LEN} bytes")
-    out = _ffi.new("unsigned char[]", len(plaintext) + TAG_LEN)
-    clen = _ffi.new("unsigned long long *")
-    encrypt(out, clen, plaintext, len(plaintext), ad, len(ad), _ffi.NULL, nonce, key)
-    result: bytes = _ffi.buffer(out, clen[0])[:]
+    size = len(plaintext) + TAG_LEN  # libsodium writes the length only to ask for: NULL
+    out = _ffi.new("unsigned char[]", size)
+    encrypt(out, _ffi.NULL, plaintext, len(plaintext), ad, len(ad), _ffi.NULL, nonce, key)
+    result: bytes = _ffi.buffer(out, size)[:]
     return result
 
 
@@ -151,12 +163,12 @@ def _open(decrypt: Any, key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) 
         raise ValueError(f"an AEAD key is {KEY_LEN} bytes")
     if len(ciphertext) < TAG_LEN:
         return None
-    out = _ffi.new("unsigned char[]", max(len(ciphertext) - TAG_LEN, 1))
-    mlen = _ffi.new("unsigned long long *")
-    rc = decrypt(out, mlen, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key)
+    size = len(ciphertext) - TAG_LEN
+    out = _ffi.new("unsigned char[]", max(size, 1))
+    rc = decrypt(out, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key)
     if rc != 0:
         return None
-    result: bytes = _ffi.buffer(out, mlen[0])[:]
+    result: bytes = _ffi.buffer(out, size)[:]
     return result
 
 

@@ -9,7 +9,8 @@ loaded by its first call: the `nacl.bindings` package loads every binding (~10 m
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+from typing import Any, Final
 
 KEY_LEN: Final = 32
 
@@ -24,12 +25,18 @@ def clamp(private_key: bytes) -> bytes:
     return bytes(b)
 
 
-def public_key(private_key: bytes) -> bytes:
-    """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
+@functools.cache  # once: a responder makes an ephemeral public key per handshake
+def _libsodium() -> tuple[Any, Any]:
     from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
     if lib.sodium_init() < 0:  # idempotent: what importing nacl.bindings does first
         raise RuntimeError("libsodium: sodium_init failed")
+    return ffi, lib
+
+
+def public_key(private_key: bytes) -> bytes:
+    """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
+    ffi, lib = _libsodium()
     out = ffi.new("unsigned char[]", KEY_LEN)
     if lib.crypto_scalarmult_base(out, clamp(private_key)) != 0:
         raise RuntimeError("libsodium: crypto_scalarmult_base failed")

@@ -21,7 +21,14 @@ from .timers import HANDSHAKE_INITIATION_RATE
 
 INITIAL_CHAIN_KEY: Final = crypto.hash_(crypto.CONSTRUCTION)
 INITIAL_HASH: Final = crypto.hash_(INITIAL_CHAIN_KEY, crypto.IDENTIFIER)
+_INITIAL_CHAIN_PADS: Final = crypto.hmac_pads(INITIAL_CHAIN_KEY)  # the first KDF's key
 _NO_PSK: Final = bytes(32)
+
+
+def responder_hash(responder_public_key: bytes) -> bytes:
+    """The handshake hash once the responder's static key is mixed in: the same for every
+    initiation to that key, so each side computes it once (per identity, per peer)."""
+    return crypto.hash_(INITIAL_HASH, responder_public_key)
 
 
 class HandshakeError(Exception):
@@ -46,6 +53,12 @@ class StaticIdentity:
 
     private_key: bytes = attrs.field(repr=False)
     public_key: bytes
+    # what every initiation to us starts from (made with the key, so never stale)
+    responder_hash: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    @responder_hash.default
+    def _responder_hash(self) -> bytes:
+        return responder_hash(self.public_key)
 
     @classmethod
     def from_private_key(cls, private_key: bytes) -> StaticIdentity:
@@ -77,9 +90,8 @@ class SessionKeys:
 
 def open_initiation(identity: StaticIdentity, msg: Initiation) -> OpenedInitiation:
     """Decrypt the initiator's static key; HandshakeError("invalid_initiation") if not ours."""
-    h = crypto.hash_(INITIAL_HASH, identity.public_key)
-    h = crypto.hash_(h, msg.ephemeral)
-    ck = crypto.kdf1(INITIAL_CHAIN_KEY, msg.ephemeral)
+    h = crypto.hash_(identity.responder_hash, msg.ephemeral)
+    ck = crypto.kdf1_with(_INITIAL_CHAIN_PADS, msg.ephemeral)
     try:
         ck, key = crypto.kdf2(ck, crypto.dh(identity.private_key, msg.ephemeral))
         static = crypto.aead_decrypt(key, 0, msg.encrypted_static, h)
@@ -97,6 +109,7 @@ class Handshake:
     ) -> None:
         self._identity = identity
         self.remote_static = remote_static
+        self._initiation_hash = responder_hash(remote_static)  # the peer's key never changes
         self._psk = preshared_key or _NO_PSK
         try:
             self._static_static = crypto.dh(identity.private_key, remote_static)
@@ -131,9 +144,8 @@ class Handshake:
         """The 148-byte initiation, mac fields zero (the cookie generator fills them)."""
         ephemeral = crypto.clamp(ephemeral)
         e_pub = crypto.public_key(ephemeral)
-        h = crypto.hash_(INITIAL_HASH, self.remote_static)
-        ck = crypto.kdf1(INITIAL_CHAIN_KEY, e_pub)
-        h = crypto.hash_(h, e_pub)
+        h = crypto.hash_(self._initiation_hash, e_pub)
+        ck = crypto.kdf1_with(_INITIAL_CHAIN_PADS, e_pub)
         try:
             ck, key = crypto.kdf2(ck, crypto.dh(ephemeral, self.remote_static))
         except crypto.CryptoError:
