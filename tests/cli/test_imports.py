@@ -55,12 +55,15 @@ UNUSED_BY_PEER_COMMANDS = [
 ]
 
 # runs a command as `trivpn` does, then says which of the modules it loaded
+# (json only once the command is done: whether the command loaded it is asked too)
 PROBE = """
-import json, sys
+import sys
 from trivpn.cli.main import main
 code = main(sys.argv[2:])
 sys.stdout.flush()
-print(json.dumps([code, sorted(m for m in json.loads(sys.argv[1]) if m in sys.modules)]),
+loaded = set(sys.modules)
+import json
+print(json.dumps([code, sorted(m for m in json.loads(sys.argv[1]) if m in loaded)]),
       file=sys.stderr)
 """
 
@@ -135,6 +138,19 @@ def test_peer_list_loads_no_server_module_and_no_logging(conf: Path) -> None:
     modules = [*UNUSED_BY_PEER_COMMANDS, "logging", "trivpn.registry.store"]
     found = loaded(modules, "peer", "list", "-c", str(conf))
     assert found == ["trivpn.registry.store"]  # the probe sees what it should see
+
+
+def test_peer_list_without_a_server_loads_no_socket_and_no_json(conf: Path) -> None:
+    # no control socket: the status client says so before loading socket, and only --json
+    # loads json
+    modules = ["socket", "json", "trivpn.control.status_client"]
+    found, out, err = probe(modules, "peer", "list", "-c", str(conf))
+    assert found == ["trivpn.control.status_client"]  # the probe sees what it should see
+    assert out == "no peers (add one with `trivpn peer add NAME`)\n"
+    assert "live status unavailable" not in err
+    found, out, _ = probe(modules, "peer", "list", "--json", "-c", str(conf))
+    assert found == ["json", "trivpn.control.status_client"]
+    assert out == "[]\n"
 
 
 def test_peer_commands_that_log_nothing_load_no_logging(conf: Path) -> None:
