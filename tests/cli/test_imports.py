@@ -42,11 +42,13 @@ COMMAND_MODULES = [
 CONFIG_MODULES = ["cattrs", "attrs", "sqlite3", "segno", "trivpn.config", "trivpn.registry"]
 # the handshake's and the data path's primitives, which no key or peer command uses
 HANDSHAKE_MODULES = ["trivpn.proto.wireguard.crypto", "nacl.bindings", "hashlib", "hmac"]
-# what a peer command does not need: it opens no socket but the status client's (peer list)
+# what a peer command does not need: it opens no socket but the status client's (peer list);
+# shutil is argparse's for the terminal's width (trivpn.cli.helpformat finds it without)
 UNUSED_BY_PEER_COMMANDS = [
     *SERVER_MODULES,
     *HANDSHAKE_MODULES,
     "segno",
+    "shutil",
     *(
         m
         for m in COMMAND_MODULES
@@ -106,7 +108,8 @@ def conf(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["genkey", "genpsk"])
 def test_key_commands_load_neither_the_server_nor_the_config(command: str) -> None:
-    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES + ["logging"]
+    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES
+    modules += ["logging", "shutil"]
     assert loaded(modules, command) == ["trivpn.cli.keys"]  # the probe sees what it should see
 
 
