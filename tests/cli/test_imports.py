@@ -43,12 +43,14 @@ CONFIG_MODULES = ["cattrs", "attrs", "sqlite3", "segno", "trivpn.config", "trivp
 # the handshake's and the data path's primitives, which no key or peer command uses
 HANDSHAKE_MODULES = ["trivpn.proto.wireguard.crypto", "nacl.bindings", "hashlib", "hmac"]
 # what a peer command does not need: it opens no socket but the status client's (peer list);
-# shutil is argparse's for the terminal's width (trivpn.cli.helpformat finds it without)
+# shutil is argparse's for the terminal's width (trivpn.cli.helpformat finds it without), and
+# signal's enums would be built for one constant (trivpn.cli.errors)
 UNUSED_BY_PEER_COMMANDS = [
     *SERVER_MODULES,
     *HANDSHAKE_MODULES,
     "segno",
     "shutil",
+    "signal",
     *(
         m
         for m in COMMAND_MODULES
@@ -109,7 +111,7 @@ def conf(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("command", ["genkey", "genpsk"])
 def test_key_commands_load_neither_the_server_nor_the_config(command: str) -> None:
     modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES
-    modules += ["logging", "shutil"]
+    modules += ["logging", "shutil", "signal"]
     assert loaded(modules, command) == ["trivpn.cli.keys"]  # the probe sees what it should see
 
 
