@@ -12,9 +12,13 @@ includes its wait for a CPU, its CPU time does not:
   compiled   PYTHONDONTWRITEBYTECODE=1, as a checkout without __pycache__ runs: trivpn's own
              modules are compiled from source every run (the standard library's are cached)
 
+With ``--against PYTHON`` (another install's interpreter, e.g. /work/main/.venv/bin/python)
+each command runs alternately with this install and that one, run by run, so that both meet
+the same load: an A/B on a shared machine.
+
 Needs no root; nothing leaves the process tree.
 
-Usage: .venv/bin/python tools/bench_startup.py [--runs 5]
+Usage: .venv/bin/python tools/bench_startup.py [--runs 5] [--against PYTHON]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 CONFIG = """\
@@ -53,53 +57,91 @@ def run_time(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - start, _children_cpu() - cpu
 
 
+Stats = tuple[float, float, float, float]
+
+
+def _stats(times: Sequence[tuple[float, float]]) -> Stats:
+    walls = [1000 * wall for wall, _ in times]
+    cpu = 1000 * statistics.median(c for _, c in times)
+    return statistics.median(walls), min(walls), max(walls), cpu
+
+
 def median_ms(
-    argv_of_run: Callable[[], Sequence[str]], env: dict[str, str], runs: int
-) -> tuple[float, float, float, float]:
-    """Median, minimum and maximum wall time and the median CPU time, in ms, of `runs` runs,
-    after one warm-up run (which writes the bytecode cache, if any, and fills the page cache).
-    `argv_of_run` is asked once per run: `peer add` needs a new name each time."""
-    run_time(argv_of_run(), env)
-    walls, cpus = zip(*(run_time(argv_of_run(), env) for _ in range(runs)), strict=True)
-    times = [1000 * t for t in walls]
-    return statistics.median(times), min(times), max(times), 1000 * statistics.median(cpus)
+    argvs_of_run: Sequence[Callable[[], Sequence[str]]], env: dict[str, str], runs: int
+) -> list[Stats]:
+    """For each of `argvs_of_run` (one per install, run in turn, run by run): the median,
+    minimum and maximum wall time and the median CPU time, in ms, of `runs` runs, after one
+    warm-up run (which writes the bytecode cache, if any, and fills the page cache). Each
+    is asked once per run: `peer add` needs a new name each time."""
+    for argv_of_run in argvs_of_run:
+        run_time(argv_of_run(), env)
+    times: list[list[tuple[float, float]]] = [[] for _ in argvs_of_run]
+    for _ in range(runs):
+        for argv_of_run, install_times in zip(argvs_of_run, times, strict=True):
+            install_times.append(run_time(argv_of_run(), env))
+    return [_stats(install_times) for install_times in times]
 
 
-def run(runs: int = 5) -> int:
-    script = Path(sys.executable).parent / "trivpn"  # the console script operators run
-    trivpn = [str(script)] if script.exists() else [sys.executable, "-m", "trivpn"]
+def _trivpn(python: Path) -> list[str]:
+    script = python.parent / "trivpn"  # the console script operators run
+    return [str(script)] if script.exists() else [str(python), "-m", "trivpn"]
+
+
+def _commands(
+    python: Path, conf: Path, added: Iterator[int]
+) -> dict[str, Callable[[], Sequence[str]]]:
+    trivpn = _trivpn(python)
+    return {
+        "python -c pass": lambda: [str(python), "-c", "pass"],
+        "trivpn genkey": lambda: [*trivpn, "genkey"],
+        "trivpn peer add": lambda: [*trivpn, "peer", "add", f"p{next(added)}", "-c", str(conf)],
+        "trivpn peer list": lambda: [*trivpn, "peer", "list", "-c", str(conf)],
+    }
+
+
+def run(runs: int = 5, against: Path | None = None) -> int:
+    pythons = {"": Path(sys.executable)} | ({} if against is None else {" (against)": against})
     with tempfile.TemporaryDirectory(prefix="trivpn-bench-startup-") as work:
-        conf = Path(work) / "trivpn.toml"
-        conf.write_text(CONFIG)
         base = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         settings = {
             "cached": {**base, "PYTHONPYCACHEPREFIX": str(Path(work) / "pycache")},
             "compiled": {**base, "PYTHONDONTWRITEBYTECODE": "1"},
         }
         added = iter(range(1, 1_000_000))
-        commands: dict[str, Callable[[], Sequence[str]]] = {
-            "python -c pass": lambda: [sys.executable, "-c", "pass"],
-            "trivpn genkey": lambda: [*trivpn, "genkey"],
-            "trivpn peer add": lambda: [*trivpn, "peer", "add", f"p{next(added)}", "-c", str(conf)],
-            "trivpn peer list": lambda: [*trivpn, "peer", "list", "-c", str(conf)],
-        }
+        commands: dict[str, list[Callable[[], Sequence[str]]]] = {}
+        for i, python in enumerate(pythons.values()):
+            conf = Path(work) / f"install{i}" / "trivpn.toml"  # a registry each
+            conf.parent.mkdir()
+            conf.write_text(CONFIG)
+            for name, argv_of in _commands(python, conf, added).items():
+                commands.setdefault(name, []).append(argv_of)
         print(f"bench: start-up in ms, median (min-max) of {runs} runs; {os.cpu_count()} CPUs")
-        print(f"{'command':<18} " + " ".join(f"{name:>16}" for name in settings) + "  cached cpu")
-        for name, argv_of in commands.items():
-            results = {setting: median_ms(argv_of, env, runs) for setting, env in settings.items()}
-            cells = [f"{med:6.0f} ({low:.0f}-{high:.0f})" for med, low, high, _ in results.values()]
-            cpu = results["cached"][3]
-            print(f"{name:<18} " + " ".join(f"{c:>16}" for c in cells) + f"  {cpu:10.0f}")
+        if against is not None:
+            print(f"bench: against {against}, run by run in turn with {sys.executable}")
+        print(f"{'command':<28} " + " ".join(f"{name:>16}" for name in settings) + "  cached cpu")
+        for name, argvs_of in commands.items():
+            results = {setting: median_ms(argvs_of, env, runs) for setting, env in settings.items()}
+            for i, install in enumerate(pythons):
+                cells = [f"{r[i][0]:6.0f} ({r[i][1]:.0f}-{r[i][2]:.0f})" for r in results.values()]
+                cpu = results["cached"][i][3]
+                row = f"{name + install:<28} " + " ".join(f"{c:>16}" for c in cells)
+                print(row + f"  {cpu:10.0f}")
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per command (median)")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="PYTHON",
+        help="another install's python (e.g. /work/main/.venv/bin/python): run in turn",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    return run(args.runs)
+    return run(args.runs, args.against)
 
 
 if __name__ == "__main__":

@@ -42,11 +42,15 @@ COMMAND_MODULES = [
 CONFIG_MODULES = ["cattrs", "attrs", "sqlite3", "segno", "trivpn.config", "trivpn.registry"]
 # the handshake's and the data path's primitives, which no key or peer command uses
 HANDSHAKE_MODULES = ["trivpn.proto.wireguard.crypto", "nacl.bindings", "hashlib", "hmac"]
-# what a peer command does not need: it opens no socket but the status client's (peer list)
+# what a peer command does not need: it opens no socket but the status client's (peer list);
+# shutil is argparse's for the terminal's width (trivpn.cli.helpformat finds it without), and
+# signal's enums would be built for one constant (trivpn.cli.errors)
 UNUSED_BY_PEER_COMMANDS = [
     *SERVER_MODULES,
     *HANDSHAKE_MODULES,
     "segno",
+    "shutil",
+    "signal",
     *(
         m
         for m in COMMAND_MODULES
@@ -55,12 +59,15 @@ UNUSED_BY_PEER_COMMANDS = [
 ]
 
 # runs a command as `trivpn` does, then says which of the modules it loaded
+# (json only once the command is done: whether the command loaded it is asked too)
 PROBE = """
-import json, sys
+import sys
 from trivpn.cli.main import main
 code = main(sys.argv[2:])
 sys.stdout.flush()
-print(json.dumps([code, sorted(m for m in json.loads(sys.argv[1]) if m in sys.modules)]),
+loaded = set(sys.modules)
+import json
+print(json.dumps([code, sorted(m for m in json.loads(sys.argv[1]) if m in loaded)]),
       file=sys.stderr)
 """
 
@@ -103,7 +110,8 @@ def conf(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["genkey", "genpsk"])
 def test_key_commands_load_neither_the_server_nor_the_config(command: str) -> None:
-    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES + ["logging"]
+    modules = SERVER_MODULES + CONFIG_MODULES + HANDSHAKE_MODULES + COMMAND_MODULES
+    modules += ["logging", "shutil", "signal"]
     assert loaded(modules, command) == ["trivpn.cli.keys"]  # the probe sees what it should see
 
 
@@ -135,6 +143,19 @@ def test_peer_list_loads_no_server_module_and_no_logging(conf: Path) -> None:
     modules = [*UNUSED_BY_PEER_COMMANDS, "logging", "trivpn.registry.store"]
     found = loaded(modules, "peer", "list", "-c", str(conf))
     assert found == ["trivpn.registry.store"]  # the probe sees what it should see
+
+
+def test_peer_list_without_a_server_loads_no_socket_and_no_json(conf: Path) -> None:
+    # no control socket: the status client says so before loading socket, and only --json
+    # loads json
+    modules = ["socket", "json", "trivpn.control.status_client"]
+    found, out, err = probe(modules, "peer", "list", "-c", str(conf))
+    assert found == ["trivpn.control.status_client"]  # the probe sees what it should see
+    assert out == "no peers (add one with `trivpn peer add NAME`)\n"
+    assert "live status unavailable" not in err
+    found, out, _ = probe(modules, "peer", "list", "--json", "-c", str(conf))
+    assert found == ["json", "trivpn.control.status_client"]
+    assert out == "[]\n"
 
 
 def test_peer_commands_that_log_nothing_load_no_logging(conf: Path) -> None:

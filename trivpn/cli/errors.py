@@ -6,13 +6,14 @@ stdout's reader gone (a closed pipe), what a shell reports for wg(8) killed by S
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
-EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
+# SIGPIPE is 13 on Linux (signal(7)); not read from the signal module, whose enums take
+# about 2 ms to build at every start (issue 13)
+EXIT_BROKEN_PIPE: Final = 128 + 13
 
 
 class CliError(Exception):

@@ -18,6 +18,7 @@ from typing import Final, Protocol
 
 from trivpn import __version__
 from trivpn.cli.errors import EXIT_BROKEN_PIPE, EXIT_CONFIG, CliError
+from trivpn.cli.helpformat import HelpFormatter
 from trivpn.cli.subcommands import add_subcommands
 
 # Each command and its one-line help, in the order `trivpn --help` lists them.
@@ -94,7 +95,9 @@ def _setup_logging(level: str, log_format: str = "human") -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trivpn", description="A VPN server for Linux: WireGuard and ToyVPN over one TUN."
+        prog="trivpn",
+        description="A VPN server for Linux: WireGuard and ToyVPN over one TUN.",
+        formatter_class=HelpFormatter,  # its subcommands' too: theirs is taken from here
     )
     parser.add_argument("--version", action="version", version=f"trivpn {__version__}")
     parser.add_argument(

@@ -18,7 +18,6 @@ trivpn.proto.peer_fields, trivpn.registry.peer_rows, trivpn.registry.peer_add.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -418,7 +417,7 @@ def cmd_peer_list(args: argparse.Namespace) -> int:
     _fill_live(cfg, rows)
     _fill_fleet(cfg, rows)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        status.print_json(rows)
     elif rows:
         now = time.time()
         print(_table([_display(row, now) for row in rows]))
@@ -435,7 +434,7 @@ def cmd_peer_show(args: argparse.Namespace) -> int:
     _fill_live(cfg, found[:1])
     _fill_fleet(cfg, found[:1])
     if args.json:
-        print(json.dumps(found[0], indent=2))
+        status.print_json(found[0])
         return 0
     row = _display(found[0], time.time())
     transfer = None

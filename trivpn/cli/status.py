@@ -8,7 +8,6 @@ its formats and its table too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,10 +43,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     except status_client.ControlUnavailable as e:
         raise CliError(f"status of {cfg.interface.name}: {e}") from e
     if args.json:
-        print(json.dumps(document, indent=2))
+        print_json(document)
     else:
         sys.stdout.write(render(document, time.time()))
     return 0
+
+
+def print_json(value: object) -> None:
+    """A command's ``--json`` output; json is loaded for it alone (issue 13)."""
+    import json
+
+    print(json.dumps(value, indent=2))
 
 
 def format_duration(seconds: float) -> str:

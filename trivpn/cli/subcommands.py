@@ -46,7 +46,7 @@ class LazySubcommands(_SubParsers):
         assert isinstance(values, list)  # nargs=PARSER: the name, then the rest
         name = values[0]
         if name not in self._name_parser_map:
-            self._pending[name](self.add_parser(name))
+            self._pending[name](self.add_parser(name, formatter_class=parser.formatter_class))
         super().__call__(parser, namespace, values, option_string)
 
 

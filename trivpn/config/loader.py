@@ -16,9 +16,9 @@ from cattrs.errors import (
     ForbiddenExtraKeysError,
     IterableValidationError,
 )
-from cattrs.gen import make_dict_structure_fn, override
 
 from trivpn.config.errors import ConfigError, InvalidValue, Problems
+from trivpn.config.fields import structure_keys as fields_structure_keys
 from trivpn.config.files import (
     MAX_CONFIG_FILE,
     Loaded,
@@ -90,26 +90,16 @@ def _missing_keys_named(error: ClassValidationError, cl: type) -> list[Exception
     return errors
 
 
-def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None) -> Hook:
+def _section_hook(cl: Any, conv: cattrs.BaseConverter, base_dir: pathlib.Path | None) -> Hook:
     attrs.resolve_types(cl)
     fields = attrs.fields(cl)
-    overrides: dict[str, Any] = {}  # Any: mypy can't tell **overrides from the flag args
+    hooks: dict[str, Hook] = {}
     for f in fields:
         if f.metadata.get(NOT_IN_FILE) or f.metadata.get(BY_LOADER):
-            overrides[f.name] = override(omit=True)
-        elif CHECK in f.metadata or HOOK in f.metadata:
-            hook = f.metadata.get(HOOK) or conv.get_structure_hook(f.type)
-            if CHECK in f.metadata:
-                hook = _then_check(hook, f.metadata[CHECK])
-            overrides[f.name] = override(struct_hook=hook)
-    structure_keys = make_dict_structure_fn(
-        cl,
-        conv,
-        _cattrs_forbid_extra_keys=True,
-        _cattrs_detailed_validation=True,
-        _cattrs_use_linecache=False,
-        **overrides,
-    )
+            continue
+        hook = f.metadata.get(HOOK) or conv.get_structure_hook(f.type)
+        hooks[f.name] = _then_check(hook, f.metadata[CHECK]) if CHECK in f.metadata else hook
+    structure_keys = fields_structure_keys(cl, hooks)
     file_keys = {f.metadata[FILE_KEY]: f.name for f in fields if FILE_KEY in f.metadata}
     section_check = _SECTION_CHECKS.get(cl)
     loader = _LOADERS.get(cl)
@@ -134,7 +124,7 @@ def _section_hook(cl: Any, conv: cattrs.Converter, base_dir: pathlib.Path | None
             loaded, load_problems = loader(table, base_dir)
             errors += [_noted(e, key, cl) for key, e in load_problems]
         try:
-            section = structure_keys(table, cl)
+            section = structure_keys(table)
         except ClassValidationError as e:
             errors += _missing_keys_named(e, cl)
         if errors:
@@ -158,8 +148,10 @@ def _then_check(hook: Hook, check: Callable[[Any], None]) -> Hook:
     return structure
 
 
-def _converter(base_dir: pathlib.Path | None) -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+def _converter(base_dir: pathlib.Path | None) -> cattrs.BaseConverter:
+    # the base converter: every class is structured by a hook registered here, and
+    # cattrs.Converter's own hooks generate code that a single use does not repay
+    conv = cattrs.BaseConverter(detailed_validation=True)
     for t, hook in VALUE_HOOKS.items():
         conv.register_structure_hook(t, hook)
     conv.register_structure_hook_factory(is_tuple_of_any_length, lambda t: tuple_hook(t, conv))

@@ -286,7 +286,7 @@ def list_of(structure_item: Callable[[object], Any], item_type: Any) -> Hook:
     return structure
 
 
-def tuple_hook(tuple_type: Any, conv: cattrs.Converter) -> Hook:
+def tuple_hook(tuple_type: Any, conv: cattrs.BaseConverter) -> Hook:
     item_type = get_args(tuple_type)[0]
     item_hook = conv.get_structure_hook(item_type)
     return list_of(lambda item: item_hook(item, item_type), item_type)

@@ -6,11 +6,12 @@ so that a command that only asks loads no trio and none of the data plane.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import socket
 
 SOCKET_DIR: Final = Path("/run/trivpn")
 DOCUMENT_VERSION: Final = 1
@@ -36,6 +37,14 @@ def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, A
 
     Raises ControlUnavailable when nobody answers or the answer is not a status document.
     """
+    try:  # no socket file, no server: said before loading socket (`peer list`, issue 13)
+        os.lstat(path)
+    except FileNotFoundError:
+        raise _not_running(path) from None
+    except OSError:
+        pass  # connect(2) says what is wrong, as below
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -43,7 +52,7 @@ def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, A
             sock.sendall(STATUS_REQUEST)
             data = _receive_all(sock)
         except FileNotFoundError:
-            raise NotRunning(f"no server is running ({path} does not exist)") from None
+            raise _not_running(path) from None
         except ConnectionRefusedError:
             raise ControlUnavailable(f"no server answers on {path} (stale socket)") from None
         except PermissionError:
@@ -52,6 +61,8 @@ def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, A
             raise ControlUnavailable(f"the server on {path} did not answer in time") from None
         except OSError as e:
             raise ControlUnavailable(f"{path}: {e.strerror or e}") from None
+    import json  # here: `peer list` with no server running does not load it
+
     try:
         document = json.loads(data)
     except ValueError:
@@ -66,6 +77,10 @@ def query_status(path: Path, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, A
             f"this trivpn reads {DOCUMENT_VERSION}"
         )
     return document
+
+
+def _not_running(path: Path) -> NotRunning:
+    return NotRunning(f"no server is running ({path} does not exist)")
 
 
 def _receive_all(sock: socket.socket) -> bytes:
