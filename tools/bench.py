@@ -21,7 +21,7 @@ Modes (each builds one lab and measures its scenarios in it):
              and how long a legitimate peer takes to connect under a valid-mac1 initiation
              flood (cookies) (bench_handshakes)
   startup    the CLI's start-up: `genkey`, `peer add`, `peer list` as new processes, median of
-             5 runs each, no lab (bench_startup; --runs N there)
+             --runs runs each (default 5), no lab (bench_startup)
   wake       what one wake-up of a UDP echo costs over loopback, cold and warm, by how the
              server waits: a blocking thread, epoll, a trio task, two trio tasks (bench_wake)
 Several scenarios in one run add ratio columns against the last one.
@@ -805,6 +805,11 @@ def _run_own_lab(mode: str, runs: int, seconds: int) -> int:
     return 0
 
 
+def _given(option: str) -> bool:
+    """Whether ``option`` is on the command line (a mode whose default differs from iperf3's)."""
+    return any(arg == option or arg.startswith(option + "=") for arg in sys.argv[1:])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -830,7 +835,7 @@ def main() -> int:
     if args.mode == "startup":  # no lab, no root: see tools/bench_startup.py
         import bench_startup
 
-        return bench_startup.run()
+        return bench_startup.run(args.runs if _given("--runs") else 5)
     if args.mode == "wake":  # loopback only, no lab, no root: see tools/bench_wake.py
         import bench_wake
 
