@@ -23,7 +23,7 @@ from trivpn.config import IPAddress, WireGuardConfig, WireGuardPeerConfig
 from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.wireguard.interface import InterfaceSettings
 from trivpn.dataplane.wireguard.io_protocols import TunWriter, UdpSocket
-from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop
+from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop, receive_ready
 from trivpn.dataplane.wireguard.output import OutputSink
 from trivpn.dataplane.wireguard.peers import Outcome, PeerSet, PeerUpdate, peer_config
 from trivpn.dataplane.wireguard.policy import PeerPolicies
@@ -188,6 +188,23 @@ class WireGuardFront:
 
     async def receive_loop(self) -> None:
         await receive_loop(self.device, self._sink)
+
+    def run_on_data_thread(self, handoff: Callable[..., None]) -> None:
+        """The socket is served by the data thread (``receive_ready``), not ``receive_loop``:
+        what its flushes tell trio goes through ``handoff``, and the timer task is woken
+        only when the device's next deadline moved earlier than the one it sleeps to."""
+        timers, sink = self._timers, self._sink
+
+        def wake_timers() -> None:
+            if timers.needs_wake():
+                handoff(timers.wake)
+
+        sink.handoff = handoff
+        sink.wake_timers = wake_timers
+
+    def receive_ready(self, clock: Callable[[], float]) -> None:
+        """What the socket holds now, received (the data thread's handler)."""
+        receive_ready(self.device, self._sink, clock)
 
     async def timer_loop(self) -> None:
         await self._timers.run(self._sink)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -22,24 +23,29 @@ TIMER_SLICE: Final = 32
 async def receive_loop(device: Device, sink: OutputSink) -> None:
     """Datagrams in: handshakes answered, transport data decrypted to the TUN."""
     sock = sink.sock
-    receive = device.receive
-    out = sink.out
-    after_tun_write = sink.after_tun_write
     while True:
         await sock.wait_readable()
-        batch = sock.drain()
-        now = trio.current_time()
-        out.clear()
-        for data, addr in batch:
-            try:
-                receive(data, plain_address(addr), now, out)
-            except Exception:
-                sink.counters["wireguard_receive_error"] += 1
-                log.exception("wireguard: handling a datagram from %s failed", addr[0])
-        written = len(out.packets)
-        sink.flush(out)
-        if written and after_tun_write is not None:
-            after_tun_write(written)  # after the flush: the routes' sends reuse ``out``
+        receive_ready(device, sink, trio.current_time)
+
+
+def receive_ready(device: Device, sink: OutputSink, clock: Callable[[], float]) -> None:
+    """One drain of what the socket holds now (never waits), handled and flushed."""
+    batch = sink.sock.drain()
+    now = clock()
+    out = sink.out
+    out.clear()
+    receive = device.receive
+    for data, addr in batch:
+        try:
+            receive(data, plain_address(addr), now, out)
+        except Exception:
+            sink.counters["wireguard_receive_error"] += 1
+            log.exception("wireguard: handling a datagram from %s failed", addr[0])
+    written = len(out.packets)
+    sink.flush(out)
+    after_tun_write = sink.after_tun_write
+    if written and after_tun_write is not None:
+        after_tun_write(written)  # after the flush: the routes' sends reuse ``out``
 
 
 class TimerLoop:
@@ -49,6 +55,13 @@ class TimerLoop:
     def __init__(self, device: Device) -> None:
         self._device = device
         self._scope: trio.CancelScope | None = None
+
+    def needs_wake(self) -> bool:
+        """Whether the device's next deadline is earlier than the one slept to (read by the
+        data thread under the data lock, before it hands ``wake`` to trio)."""
+        scope = self._scope
+        deadline = self._device.next_deadline()
+        return scope is not None and deadline is not None and deadline < scope.deadline
 
     def wake(self) -> None:
         scope = self._scope

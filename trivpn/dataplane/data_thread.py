@@ -1,0 +1,182 @@
+"""The data path on its own OS thread (a spike, issue 12: what does it buy in ping RTT?).
+
+One thread blocks in ``epoll_wait`` on the TUN and the UDP sockets and runs the same
+per-packet handlers the trio tasks run (drain → front → TUN write; TUN read → route → seal →
+send), so a packet costs one cold wake-up of a blocked thread instead of trio's wake path.
+
+Thread safety: one lock, ``DataLock``, guards every object the data path uses (the Device,
+the fronts, the router, the sockets, the TUN, the counters). The trio thread holds it
+whenever it runs Python: a trio instrument releases it just before trio's run loop waits for
+I/O and takes it back right after, so every task (timers, `wg set`, the registry sync,
+status, metrics, policy) runs under it without knowing. The data thread takes it for one
+burst at a time, after ``epoll_wait`` returned; trio waits at most one burst. Per-packet
+code never calls trio: it gets trio's clock as a plain callable, and what must reach trio
+(a timer deadline moved earlier, a new ToyVPN session's task, a route or quota event) goes
+through ``handoff``, which uses ``TrioToken.run_sync_soon`` off the trio thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import trio
+
+log = logging.getLogger("trivpn")
+
+ENV_SWITCH: Final = "TRIVPN_DATA_THREAD"  # "1": the server runs its data path on a thread
+# How often an idle thread looks whether a source's fd changed (a `wg set listen-port`
+# replaces the socket): the longest a rebound listener waits before it is served.
+RESYNC_SECONDS: Final = 0.2
+
+
+def enabled() -> bool:
+    """Whether the environment asks for the data path on its own thread."""
+    return os.environ.get(ENV_SWITCH, "") == "1"
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+Fd = int | HasFileno
+Handoff = Callable[..., None]  # handoff(fn, *args): fn(*args) on the trio thread
+
+
+class DataLock(trio.abc.Instrument):
+    """A trio instrument: the trio thread holds ``lock`` except while waiting for I/O."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._released = False
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._released = True
+        self.lock.release()
+
+    def after_io_wait(self, timeout: float) -> None:
+        if self._released:
+            self.lock.acquire()
+            self._released = False
+
+
+@dataclass
+class _Source:
+    name: str
+    current: Callable[[], Fd]  # the fd (or socket) of the moment: a rebind replaces it
+    ready: Callable[[], object]  # drains what is there now; never blocks
+    watched: Fd | None = None
+    watched_fd: int = -1
+
+
+class DataThread:
+    """Runs ``watch``ed sources' handlers on one OS thread; ``run`` is the trio task that
+    owns the thread (started once every source is watched; cancelling it stops the
+    thread)."""
+
+    def __init__(self) -> None:
+        self._sources: list[_Source] = []
+        self._token = trio.lowlevel.current_trio_token()
+        self._trio_thread = threading.get_ident()
+        # trio's clock, readable from any thread (trio.current_time() is not)
+        self.clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self.errors = 0
+        self.bursts = 0  # epoll wake-ups with work, each one hold of the lock
+        self.handoffs = 0  # calls handed to trio from the data thread
+
+    def watch(self, name: str, current: Callable[[], Fd], ready: Callable[[], object]) -> None:
+        self._sources.append(_Source(name, current, ready))
+
+    def handoff(self, fn: Callable[..., object], *args: object) -> None:
+        """``fn(*args)`` on the trio thread: now if called there, else soon."""
+        if threading.get_ident() == self._trio_thread:
+            fn(*args)
+        else:
+            self.handoffs += 1
+            self._token.run_sync_soon(fn, *args)
+
+    async def run(self) -> None:
+        data_lock = DataLock()
+        stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        died = trio.Event()
+        failure: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                self._loop(data_lock.lock, stop)
+            except BaseException as e:
+                failure.append(e)
+                self._token.run_sync_soon(died.set)
+
+        data_lock.lock.acquire()  # this task is running: the trio thread holds it from now
+        trio.lowlevel.add_instrument(data_lock)
+        thread = threading.Thread(target=loop, name="trivpn-data", daemon=True)
+        try:
+            thread.start()
+            await died.wait()
+            raise RuntimeError("the data thread failed") from failure[0]
+        finally:
+            os.eventfd_write(stop, 1)
+            with trio.CancelScope(shield=True):
+                # awaiting releases the lock (trio waits for I/O) for the thread's last burst
+                await trio.to_thread.run_sync(thread.join)
+            log.info("data thread: %d bursts, %d calls handed to trio", self.bursts, self.handoffs)
+            trio.lowlevel.remove_instrument(data_lock)
+            data_lock.lock.release()
+            os.close(stop)
+
+    def _loop(self, lock: threading.Lock, stop: int) -> None:
+        ep = select.epoll()
+        try:
+            ep.register(stop, select.EPOLLIN)
+            by_fd: dict[int, _Source] = {}
+            while True:
+                self._resync(ep, by_fd)
+                events = ep.poll(RESYNC_SECONDS)  # blocks without the GIL or the lock
+                if not events:
+                    continue
+                with lock:
+                    self.bursts += 1
+                    for fd, _mask in events:
+                        if fd == stop:
+                            return
+                        source = by_fd.get(fd)
+                        if source is not None:
+                            self._ready(source)
+        finally:
+            ep.close()
+
+    def _resync(self, ep: select.epoll, by_fd: dict[int, _Source]) -> None:
+        """Watch each source's fd of the moment (a rebound socket's new one)."""
+        for source in self._sources:
+            current = source.current()
+            if current == source.watched:
+                continue
+            if source.watched is not None:
+                by_fd.pop(source.watched_fd, None)
+                try:
+                    ep.unregister(source.watched_fd)
+                except OSError as e:  # closed: epoll forgot it already
+                    if e.errno not in (errno.EBADF, errno.ENOENT):
+                        raise
+            fd = _fileno(current)
+            ep.register(fd, select.EPOLLIN)
+            by_fd[fd] = source
+            source.watched, source.watched_fd = current, fd
+
+    def _ready(self, source: _Source) -> None:
+        try:
+            source.ready()
+        except Exception:
+            self.errors += 1
+            log.exception("data thread: handling %s failed", source.name)
+
+
+def _fileno(fd: Fd) -> int:
+    return fd if isinstance(fd, int) else fd.fileno()
