@@ -192,3 +192,31 @@ async def test_a_failing_handler_is_counted_and_the_thread_goes_on(
     await serve(thread, body)
     assert thread.errors == 1
     assert calls == 2
+
+
+async def test_timers_run_on_the_thread_when_due() -> None:
+    thread = DataThread()
+    due: list[float | None] = [None]
+    ticks: list[tuple[float, int]] = []
+    done = trio.Event()
+
+    def tick(now: float) -> None:
+        ticks.append((now, threading.get_ident()))
+        due[0] = None  # done: nothing more due
+        thread.handoff(done.set)
+
+    thread.run_timers(lambda: due[0], tick)
+
+    async def body() -> None:
+        await trio.lowlevel.checkpoint()
+        assert ticks == []  # nothing due yet
+        when[0] = due[0] = thread.clock() + 0.05  # as a `wg set` does: on the trio thread,
+        thread.wake()  # then the thread is told
+        await done.wait()
+
+    when: list[float] = [0.0]
+    await serve(thread, body)
+    assert len(ticks) == 1
+    at, on = ticks[0]
+    assert at >= when[0]  # not before it was due
+    assert on != threading.get_ident()

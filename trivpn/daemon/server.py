@@ -298,11 +298,12 @@ class Server:
         await nursery.start(supervise, "usage", self.usage.run)
         if thread is None:
             nursery.start_soon(front.receive_loop)
+            nursery.start_soon(front.timer_loop)
         else:
-            front.run_on_data_thread(thread.handoff)
+            front.run_on_data_thread(thread.handoff, thread.wake)
             clock = thread.clock
             thread.watch("wireguard", lambda: sock.sock, lambda: front.receive_ready(clock))
-        nursery.start_soon(front.timer_loop)
+            thread.run_timers(front.next_deadline, front.tick)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
         if self.fleet_node is not None:  # where the fleet's gateways see the peers
             self.fleet = FleetKeeper(

@@ -82,6 +82,9 @@ class DataThread:
 
     def __init__(self) -> None:
         self._sources: list[_Source] = []
+        self._timers: list[tuple[Callable[[], float | None], Callable[[float], object]]] = []
+        self._kick = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._thread_id = -1
         self._token = trio.lowlevel.current_trio_token()
         self._trio_thread = threading.get_ident()
         # trio's clock, readable from any thread (trio.current_time() is not)
@@ -92,6 +95,19 @@ class DataThread:
 
     def watch(self, name: str, current: Callable[[], Fd], ready: Callable[[], object]) -> None:
         self._sources.append(_Source(name, current, ready))
+
+    def run_timers(
+        self, next_deadline: Callable[[], float | None], tick: Callable[[float], object]
+    ) -> None:
+        """Run ``tick(now)`` when ``next_deadline()`` is due (asked after every burst, under
+        the lock); a trio-side change that may move it earlier calls ``wake``."""
+        self._timers.append((next_deadline, tick))
+
+    def wake(self) -> None:
+        """A deadline may have moved: the thread recomputes its timeout. Off the data
+        thread only (the thread itself recomputes after each burst anyway)."""
+        if threading.get_ident() != self._thread_id:
+            os.eventfd_write(self._kick, 1)
 
     def handoff(self, fn: Callable[..., object], *args: object) -> None:
         """``fn(*args)`` on the trio thread: now if called there, else soon."""
@@ -108,6 +124,7 @@ class DataThread:
         failure: list[BaseException] = []
 
         def loop() -> None:
+            self._thread_id = threading.get_ident()
             try:
                 self._loop(data_lock.lock, stop)
             except BaseException as e:
@@ -130,27 +147,54 @@ class DataThread:
             trio.lowlevel.remove_instrument(data_lock)
             data_lock.lock.release()
             os.close(stop)
+            os.close(self._kick)
 
     def _loop(self, lock: threading.Lock, stop: int) -> None:
         ep = select.epoll()
+        clock, kick = self.clock, self._kick
         try:
             ep.register(stop, select.EPOLLIN)
+            ep.register(kick, select.EPOLLIN)
             by_fd: dict[int, _Source] = {}
+            deadline: float | None = None
+            with lock:
+                deadline = self._tick(clock())
             while True:
                 self._resync(ep, by_fd)
-                events = ep.poll(RESYNC_SECONDS)  # blocks without the GIL or the lock
-                if not events:
-                    continue
+                timeout = RESYNC_SECONDS
+                if deadline is not None:
+                    timeout = max(0.0, min(timeout, deadline - clock()))
+                events = ep.poll(timeout)  # blocks without the GIL or the lock
                 with lock:
                     self.bursts += 1
                     for fd, _mask in events:
                         if fd == stop:
                             return
+                        if fd == kick:
+                            os.eventfd_read(kick)
+                            continue
                         source = by_fd.get(fd)
                         if source is not None:
                             self._ready(source)
+                    deadline = self._tick(clock())
         finally:
             ep.close()
+
+    def _tick(self, now: float) -> float | None:
+        """The timers due at ``now`` run; the earliest deadline after them."""
+        earliest: float | None = None
+        for next_deadline, tick in self._timers:
+            due = next_deadline()
+            if due is not None and due <= now:
+                try:
+                    tick(now)
+                except Exception:
+                    self.errors += 1
+                    log.exception("data thread: running the timers failed")
+                due = next_deadline()
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        return earliest
 
     def _resync(self, ep: select.epoll, by_fd: dict[int, _Source]) -> None:
         """Watch each source's fd of the moment (a rebound socket's new one)."""

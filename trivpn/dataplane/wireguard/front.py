@@ -189,18 +189,24 @@ class WireGuardFront:
     async def receive_loop(self) -> None:
         await receive_loop(self.device, self._sink)
 
-    def run_on_data_thread(self, handoff: Callable[..., None]) -> None:
-        """The socket is served by the data thread (``receive_ready``), not ``receive_loop``:
-        what its flushes tell trio goes through ``handoff``, and the timer task is woken
-        only when the device's next deadline moved earlier than the one it sleeps to."""
-        timers, sink = self._timers, self._sink
+    def run_on_data_thread(
+        self, handoff: Callable[..., None], wake_thread: Callable[[], None]
+    ) -> None:
+        """The socket and the timers are served by the data thread (``receive_ready``,
+        ``next_deadline``, ``tick``), not by ``receive_loop`` and ``timer_loop``: what its
+        flushes tell trio goes through ``handoff``, and a call that may have moved the
+        device's next deadline calls ``wake_thread``."""
+        self._sink.handoff = handoff
+        self._sink.wake_timers = wake_thread
+        self._timers.elsewhere = wake_thread
 
-        def wake_timers() -> None:
-            if timers.needs_wake():
-                handoff(timers.wake)
+    def next_deadline(self) -> float | None:
+        """When the device's timers are next due (the data thread's epoll timeout)."""
+        return self.device.next_deadline()
 
-        sink.handoff = handoff
-        sink.wake_timers = wake_timers
+    def tick(self, now: float) -> None:
+        """The timers due at ``now`` (the data thread's, at ``next_deadline``)."""
+        self._timers.tick(self._sink, now)
 
     def receive_ready(self, clock: Callable[[], float]) -> None:
         """What the socket holds now, received (the data thread's handler)."""

@@ -50,20 +50,21 @@ def receive_ready(device: Device, sink: OutputSink, clock: Callable[[], float]) 
 
 class TimerLoop:
     """Runs the device's timers at its next deadline. It sleeps in a cancel scope whose
-    deadline ``wake`` pulls earlier when a call moved the device's next deadline."""
+    deadline ``wake`` pulls earlier when a call moved the device's next deadline.
+
+    With the data path on its own thread (trivpn.dataplane.data_thread) that thread runs
+    the timers instead (``tick``, at the deadline it computes after each burst), and
+    ``wake`` only tells it (``elsewhere``) that a deadline may have moved."""
 
     def __init__(self, device: Device) -> None:
         self._device = device
         self._scope: trio.CancelScope | None = None
-
-    def needs_wake(self) -> bool:
-        """Whether the device's next deadline is earlier than the one slept to (read by the
-        data thread under the data lock, before it hands ``wake`` to trio)."""
-        scope = self._scope
-        deadline = self._device.next_deadline()
-        return scope is not None and deadline is not None and deadline < scope.deadline
+        self.elsewhere: Callable[[], None] | None = None
 
     def wake(self) -> None:
+        if self.elsewhere is not None:
+            self.elsewhere()
+            return
         scope = self._scope
         if scope is None:
             return
@@ -71,19 +72,23 @@ class TimerLoop:
         if deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline
 
+    def tick(self, sink: OutputSink, now: float) -> None:
+        """The timers due at ``now``, of ``TIMER_SLICE`` peers at most, carried out."""
+        out = sink.out
+        out.clear()
+        self._device.tick(now, out, limit=TIMER_SLICE)
+        sink.flush(out)
+
     async def run(self, sink: OutputSink) -> None:
         device = self._device
-        out = sink.out
         while True:
             deadline = device.next_deadline()
             with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
-            out.clear()
             now = trio.current_time()
-            device.tick(now, out, limit=TIMER_SLICE)
-            sink.flush(out)
+            self.tick(sink, now)
             deadline = device.next_deadline()
             if deadline is not None and deadline <= now:
                 await trio.sleep(0)  # more are due: let the packets waiting go first
