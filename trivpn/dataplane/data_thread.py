@@ -3,16 +3,22 @@
 One thread blocks in ``epoll_wait`` on the TUN and the UDP sockets and runs the same
 per-packet handlers the trio tasks run (drain → front → TUN write; TUN read → route → seal →
 send), so a packet costs one cold wake-up of a blocked thread instead of trio's wake path.
+It runs the WireGuard device's timers too (at the deadline it computes after each burst), so
+that a ping never wakes trio: a timer task on trio would be woken whenever a packet moved the
+device's next deadline earlier, which a ping does every time.
 
 Thread safety: one lock, ``DataLock``, guards every object the data path uses (the Device,
 the fronts, the router, the sockets, the TUN, the counters). The trio thread holds it
 whenever it runs Python: a trio instrument releases it just before trio's run loop waits for
-I/O and takes it back right after, so every task (timers, `wg set`, the registry sync,
-status, metrics, policy) runs under it without knowing. The data thread takes it for one
-burst at a time, after ``epoll_wait`` returned; trio waits at most one burst. Per-packet
-code never calls trio: it gets trio's clock as a plain callable, and what must reach trio
-(a timer deadline moved earlier, a new ToyVPN session's task, a route or quota event) goes
-through ``handoff``, which uses ``TrioToken.run_sync_soon`` off the trio thread.
+I/O and takes it back right after, so every task (`wg set`, the registry sync, status,
+metrics, policy, the ToyVPN session timers) runs under it without knowing. The data thread
+takes it for one burst at a time, after ``epoll_wait`` returned; trio waits at most one
+burst. Per-packet code never calls trio: it gets trio's clock as a plain callable, and what
+must reach trio (a new ToyVPN session's task, a route or quota event) goes through
+``handoff``, which uses ``TrioToken.run_sync_soon`` off the trio thread. A trio-side change
+that may move a timer earlier (`wg set`, a peer update, a policy) calls ``wake`` (an
+eventfd the thread also waits on). Nothing on trio's worker threads (``trio.to_thread``)
+touches these objects.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ import trio
 log = logging.getLogger("trivpn")
 
 ENV_SWITCH: Final = "TRIVPN_DATA_THREAD"  # "1": the server runs its data path on a thread
-# How often an idle thread looks whether a source's fd changed (a `wg set listen-port`
-# replaces the socket): the longest a rebound listener waits before it is served.
+# The longest an idle thread sleeps before it looks whether a source's fd changed (a `wg set
+# listen-port` replaces the socket, and wakes the thread at once; this is the fallback).
 RESYNC_SECONDS: Final = 0.2
 
 
@@ -159,8 +165,8 @@ class DataThread:
             deadline: float | None = None
             with lock:
                 deadline = self._tick(clock())
-            while True:
                 self._resync(ep, by_fd)
+            while True:
                 timeout = RESYNC_SECONDS
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - clock()))
@@ -177,6 +183,7 @@ class DataThread:
                         if source is not None:
                             self._ready(source)
                     deadline = self._tick(clock())
+                    self._resync(ep, by_fd)  # under the lock: a rebind is never half done
         finally:
             ep.close()
 
