@@ -27,6 +27,8 @@ Modes (each builds one lab and measures its scenarios in it):
 Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE] [--policy]
+       tools/bench --mode wireguard,toyvpn --data-thread  (issue 12's spike: trivpn with its
+             data path on an OS thread, trivpn as usual, the reference; taking turns)
 Everything lives in namespaces this tool creates and removes; no traffic leaves them.
 """
 
@@ -150,6 +152,24 @@ routes = ["0.0.0.0/0"]
 """
 
 
+DATA_THREAD_ENV = "TRIVPN_DATA_THREAD"  # trivpn.dataplane.data_thread.ENV_SWITCH
+
+
+@contextmanager
+def _data_thread(on: bool) -> Iterator[None]:
+    """The environment of a `trivpn serve` started inside: its data path on its own OS
+    thread if ``on`` (--data-thread), else on trio as usual."""
+    before = os.environ.pop(DATA_THREAD_ENV, None)
+    if on:
+        os.environ[DATA_THREAD_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(DATA_THREAD_ENV, None)
+        if before is not None:
+            os.environ[DATA_THREAD_ENV] = before
+
+
 def _alive(proc: netlab.Trivpn | None) -> bool:
     """True while the process runs; a BenchError with its log once it has exited."""
     assert proc is not None
@@ -161,9 +181,9 @@ def _alive(proc: netlab.Trivpn | None) -> bool:
 class ToyVpnScenario:
     """`trivpn serve` in the server ns, `trivpn toyvpn-connect` in the client ns."""
 
-    name = "toyvpn"
-
-    def __init__(self) -> None:
+    def __init__(self, *, data_thread: bool = False) -> None:
+        self.data_thread = data_thread
+        self.name = "toyvpn+thread" if data_thread else "toyvpn"
         self.server: netlab.Trivpn | None = None
         self.client: netlab.Trivpn | None = None
 
@@ -175,11 +195,12 @@ class ToyVpnScenario:
         config = work / "trivpn.toml"
         config.write_text(TOYVPN_CONFIG.format(port=TOYVPN_PORT, secret_file=secret_file))
         # Log level warning keeps logging off the hot path; readiness is read from the system.
-        self.server = netlab.Trivpn(
-            lab.server,
-            ["--log-level", "warning", "serve", "-c", str(config)],
-            work / "server.log",
-        )
+        with _data_thread(self.data_thread):
+            self.server = netlab.Trivpn(
+                lab.server,
+                ["--log-level", "warning", "serve", "-c", str(config)],
+                work / "server.log",
+            )
         _wait(
             lambda: _alive(self.server) and _listening(lab.server, "u", TOYVPN_PORT),
             15,
@@ -408,10 +429,17 @@ class WireGuardTrivpnScenario:
     """`trivpn serve` with WireGuard on (ToyVPN off) and the wireguard-go client as its peer,
     a static peer with ``policy`` (keys of its ``[[wireguard.peers]]`` table) if given."""
 
-    def __init__(self, client: WireGuardClient, policy: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: WireGuardClient,
+        policy: dict[str, str] | None = None,
+        *,
+        data_thread: bool = False,
+    ) -> None:
         self.client = client
         self.policy = policy
-        self.name = "trivpn-wg+policy" if policy else "trivpn-wg"
+        self.data_thread = data_thread
+        self.name = "trivpn-wg" + ("+policy" if policy else "") + ("+thread" if data_thread else "")
         self.server: netlab.Trivpn | None = None
         # The UAPI socket directory is shared by every namespace: a name no parallel run uses.
         self.ifname = wglab.unique_ifname("tvwg")
@@ -438,11 +466,12 @@ class WireGuardTrivpnScenario:
             )
         )
         # Log level warning keeps logging off the hot path; readiness is read from the system.
-        server = self.server = netlab.Trivpn(
-            lab.server,
-            ["--log-level", "warning", "serve", "-c", str(config)],
-            work / "server-wg.log",
-        )
+        with _data_thread(self.data_thread):
+            server = self.server = netlab.Trivpn(
+                lab.server,
+                ["--log-level", "warning", "serve", "-c", str(config)],
+                work / "server-wg.log",
+            )
         _wait(
             lambda: _alive(server) and _listening(lab.server, "u", WG_TRIVPN_PORT),
             15,
@@ -522,6 +551,22 @@ class WireGuardGoScenario:
 def _wireguard_group() -> Group:
     client = WireGuardClient()
     return Group([WireGuardTrivpnScenario(client), WireGuardGoScenario(client)], [client])
+
+
+def _data_thread_group(mode: str) -> Group:
+    """--data-thread: trivpn with its data path on an OS thread, trivpn as usual, and the
+    mode's reference, taking turns in one lab (issue 12's spike)."""
+    if mode == "toyvpn":
+        return Group([ToyVpnScenario(data_thread=True), ToyVpnScenario(), BareRelayScenario()])
+    client = WireGuardClient()
+    return Group(
+        [
+            WireGuardTrivpnScenario(client, data_thread=True),
+            WireGuardTrivpnScenario(client),
+            WireGuardGoScenario(client),
+        ],
+        [client],
+    )
 
 
 def _policy_group() -> Group:
@@ -831,6 +876,12 @@ def main() -> int:
         help="wireguard mode: trivpn with a rate limit and a quota far above what the run "
         "uses, against trivpn without (instead of against wireguard-go)",
     )
+    parser.add_argument(
+        "--data-thread",
+        action="store_true",
+        help="toyvpn and wireguard modes: trivpn with its data path on an OS thread "
+        f"({DATA_THREAD_ENV}=1) as a third scenario, before trivpn as usual",
+    )
     args = parser.parse_args()
     if args.mode == "startup":  # no lab, no root: see tools/bench_startup.py
         import bench_startup
@@ -861,6 +912,8 @@ def main() -> int:
         )
     if args.policy and modes != ["wireguard"]:
         parser.error("--policy: only with --mode wireguard")
+    if args.data_thread and (args.policy or not set(modes) <= {"toyvpn", "wireguard"}):
+        parser.error("--data-thread: only with --mode toyvpn and/or wireguard, no --policy")
     if args.runs < 1 or args.time < 1:
         parser.error("--runs and --time must be at least 1")
     if os.geteuid() != 0:
@@ -872,7 +925,10 @@ def main() -> int:
     keep_logs = False
     try:
         for mode in modes:
-            group = _policy_group() if args.policy else MODES[mode]()
+            if args.data_thread:
+                group = _data_thread_group(mode)
+            else:
+                group = _policy_group() if args.policy else MODES[mode]()
             by_mode[mode] = run_group(group, args.runs, args.time, work)
     except (BenchError, TimeoutError, subprocess.TimeoutExpired) as e:
         keep_logs = True  # the trivpn logs are what explains a failed start
@@ -900,6 +956,12 @@ def main() -> int:
             for short, value in ratios[mode].items()
         )
         print(f"\nbench: {mode}: {group[0].name} / {group[-1].name}: {figures}")
+        if len(group) > 2:  # --data-thread: also the thread's gain over trivpn as usual
+            figures = ", ".join(
+                f"{short} {'-' if value is None else f'{value:.2f}'}"
+                for short, value in headline_ratios(group[:2]).items()
+            )
+            print(f"bench: {mode}: {group[0].name} / {group[1].name}: {figures}")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -10,6 +10,8 @@ to back ("warm"). The servers differ only in how they wait:
   trio-hop   trio: one task receives and writes the datagram to a pipe, a second task waits
              on the pipe and sends the echo (trivpn before TunReader.forward_ready: the TUN
              write and the TUN reader's wake were two tasks)
+  data-thread  trivpn.dataplane.data_thread.DataThread echoes while trio idles in the same
+             process (the issue 12 spike: its epoll, its lock, the trio instrument)
 
 Printed: the median round trip of each (µs), and its excess over `thread`.
 Loopback only; needs no root.
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import time
 
-SERVERS = ("thread", "epoll", "trio", "trio-hop")
+SERVERS = ("thread", "epoll", "trio", "trio-hop", "data-thread")
 COLD_GAP = 0.010
 COUNT = 400  # echoes per measurement
 
@@ -85,7 +87,22 @@ def serve(kind: str, sock: socket.socket) -> None:
             nursery.start_soon(receive)
             nursery.start_soon(reply)
 
-    trio.run(one_task if kind == "trio" else two_tasks)
+    async def data_thread() -> None:
+        from trivpn.dataplane.data_thread import DataThread
+
+        def echo() -> None:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except BlockingIOError:
+                return
+            sock.sendto(data, addr)
+
+        thread = DataThread()
+        thread.watch("echo", lambda: sock, echo)
+        await thread.run()
+
+    tasks = {"trio": one_task, "trio-hop": two_tasks, "data-thread": data_thread}
+    trio.run(tasks[kind])
 
 
 def measure(port: int, count: int, gap: float) -> float:

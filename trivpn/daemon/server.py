@@ -36,8 +36,10 @@ from trivpn.daemon.errors import ServerError
 from trivpn.daemon.keyfile import server_private_key
 from trivpn.daemon.peer_routes import KernelRoutes
 from trivpn.daemon.reload import reload_config
+from trivpn.dataplane import data_thread
+from trivpn.dataplane.data_thread import DataThread
 from trivpn.dataplane.router import RouteOwner, Router
-from trivpn.dataplane.toyvpn import ToyVpnFront
+from trivpn.dataplane.toyvpn import SessionRoute, ToyVpnFront
 from trivpn.dataplane.tun_reader import TunReader
 from trivpn.dataplane.wireguard.front import WireGuardFront
 from trivpn.dataplane.wireguard.policy import PendingUsage
@@ -132,19 +134,28 @@ class Server:
                     cfg.interface.mtu,
                 )
                 async with trio.open_nursery() as data_plane:
-                    reader = TunReader(tun, self.router, self.counters)
-                    data_plane.start_soon(reader.run)
+                    # the spike of issue 12: the data path on its own OS thread, if asked
+                    thread = DataThread() if data_thread.enabled() else None
+                    if thread is None:
+                        reader = TunReader(tun, self.router, self.counters)
+                        data_plane.start_soon(reader.run)
+                    else:
+                        reader = TunReader(tun, self.router, self.counters, clock=thread.clock)
+                        thread.watch("the TUN", lambda: tun.fd, reader.forward_ready)
                     if cfg.wireguard.enabled:
                         sock = _listen("wireguard.listen", cfg.wireguard.listen)
                         stack.callback(sock.close)  # the socket a `wg set listen-port` made too
                         _set_fwmark(sock, cfg.wireguard.fwmark)
                         self._sockets.append(sock)
-                        await self._start_wireguard(data_plane, sock, tun, reader)
+                        await self._start_wireguard(data_plane, sock, tun, reader, thread)
                     if cfg.toyvpn.enabled:
                         sock = _listen("toyvpn.listen", cfg.toyvpn.listen)
                         stack.callback(sock.close)
                         self._sockets.append(sock)
-                        self._start_toyvpn(data_plane, sock, tun, reader)
+                        self._start_toyvpn(data_plane, sock, tun, reader, thread)
+                    if thread is not None:
+                        data_plane.start_soon(thread.run)
+                        log.info("data path on its own thread (%s=1)", data_thread.ENV_SWITCH)
                     self._start_status(data_plane, tun.name)
                     if cfg.metrics.listen is not None:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)
@@ -245,7 +256,12 @@ class Server:
     # -- the data plane ----------------------------------------------------------------------
 
     async def _start_wireguard(
-        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun, reader: TunReader
+        self,
+        nursery: trio.Nursery,
+        sock: udp.DatagramSocket,
+        tun: Tun,
+        reader: TunReader,
+        thread: DataThread | None,
     ) -> None:
         cfg = self.cfg.wireguard
         front = WireGuardFront(
@@ -280,8 +296,14 @@ class Server:
         # sync adds them): a peer over its quota is blocked from its first packet after a
         # restart. Then flushed every few seconds, and once more on the way out.
         await nursery.start(supervise, "usage", self.usage.run)
-        nursery.start_soon(front.receive_loop)
-        nursery.start_soon(front.timer_loop)
+        if thread is None:
+            nursery.start_soon(front.receive_loop)
+            nursery.start_soon(front.timer_loop)
+        else:
+            front.run_on_data_thread(thread.handoff, thread.wake)
+            clock = thread.clock
+            thread.watch("wireguard", lambda: sock.sock, lambda: front.receive_ready(clock))
+            thread.run_timers(front.next_deadline, front.tick)
         nursery.start_soon(front.policy_loop)  # blocks peers at their expiry
         if self.fleet_node is not None:  # where the fleet's gateways see the peers
             self.fleet = FleetKeeper(
@@ -307,7 +329,12 @@ class Server:
             nursery.start_soon(supervise, "registry push", listener.run)
 
     def _start_toyvpn(
-        self, nursery: trio.Nursery, sock: udp.DatagramSocket, tun: Tun, reader: TunReader
+        self,
+        nursery: trio.Nursery,
+        sock: udp.DatagramSocket,
+        tun: Tun,
+        reader: TunReader,
+        thread: DataThread | None,
     ) -> None:
         cfg = self.cfg.toyvpn
         log.warning(
@@ -326,7 +353,15 @@ class Server:
             after_tun_write=reader.tun_written,
         )
         self.toyvpn = front.protocol
-        nursery.start_soon(front.receive_loop, nursery)
+        if thread is None:
+            nursery.start_soon(front.receive_loop, nursery)
+            return
+        handoff, clock = thread.handoff, thread.clock
+
+        def start_session(session: toyvpn.Session, route: SessionRoute) -> None:
+            handoff(nursery.start_soon, front.session_task, session, route)
+
+        thread.watch("toyvpn", lambda: sock.sock, lambda: front.receive_ready(clock, start_session))
 
 
 def _warn_forward_blockers(tunnel: str) -> None:

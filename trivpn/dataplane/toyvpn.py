@@ -29,6 +29,9 @@ from trivpn.proto.token_bucket import TokenBucket
 
 log = logging.getLogger("trivpn")
 
+# starts a new session's timer task (ToyVpnFront.session_task) on the trio thread
+SessionStarter = Callable[["toyvpn.Session", "SessionRoute"], None]
+
 
 class SessionRoute:
     """The route owner of one ToyVPN session: packets for its address go to its client."""
@@ -101,37 +104,43 @@ class ToyVpnFront:
 
     async def receive_loop(self, nursery: trio.Nursery) -> None:
         """Datagrams in: handshakes answered (sessions start in ``nursery``), data to the TUN."""
-        receive = self.protocol.receive
-        write_batch = self.tun.write_batch
-        counters = self.counters
         sock = self.sock
-        after_tun_write = self._after_tun_write
+
+        def start_session(session: toyvpn.Session, route: SessionRoute) -> None:
+            nursery.start_soon(self.session_task, session, route)
+
         while True:
             await sock.wait_readable()
-            batch = sock.drain()
-            now = trio.current_time()
-            to_tun: list[bytes] = []
-            for data, addr in batch:
-                try:
-                    result = receive(data, addr, now)
-                    if type(result) is bytes:
-                        if self._up and not self._up_allows(addr, result, now):
-                            continue
-                        to_tun.append(result)
-                    elif isinstance(result, toyvpn.Handshake):
-                        self._handshake(nursery, result)
-                    elif isinstance(result, toyvpn.Refused):
-                        self._refused(result, addr, now)
-                except Exception:
-                    counters["receive_error"] += 1
-                    log.exception(
-                        "toyvpn: handling a datagram from %s failed", format_endpoint(addr)
-                    )
-            if to_tun:
-                # The UDP checksum already covered each packet in transit: no re-verifying.
-                counters["tun_write_dropped"] += write_batch(to_tun, verify_checksums=False)
-                if after_tun_write is not None:
-                    after_tun_write(len(to_tun))
+            self.receive_ready(trio.current_time, start_session)
+
+    def receive_ready(self, clock: Callable[[], float], start_session: SessionStarter) -> None:
+        """One drain of what the socket holds now (never waits): handshakes answered (a new
+        session's timer task started by ``start_session``, given ``session_task``'s
+        arguments), data to the TUN. The data thread's handler, and the receive loop's."""
+        batch = self.sock.drain()
+        now = clock()
+        receive = self.protocol.receive
+        counters = self.counters
+        to_tun: list[bytes] = []
+        for data, addr in batch:
+            try:
+                result = receive(data, addr, now)
+                if type(result) is bytes:
+                    if self._up and not self._up_allows(addr, result, now):
+                        continue
+                    to_tun.append(result)
+                elif isinstance(result, toyvpn.Handshake):
+                    self._handshake(result, now, start_session)
+                elif isinstance(result, toyvpn.Refused):
+                    self._refused(result, addr, now)
+            except Exception:
+                counters["receive_error"] += 1
+                log.exception("toyvpn: handling a datagram from %s failed", format_endpoint(addr))
+        if to_tun:
+            # The UDP checksum already covered each packet in transit: no re-verifying.
+            counters["tun_write_dropped"] += self.tun.write_batch(to_tun, verify_checksums=False)
+            if self._after_tun_write is not None:
+                self._after_tun_write(len(to_tun))
 
     def _up_allows(self, addr: tuple[Any, ...], packet: bytes, now: float) -> bool:
         """Whether the packet from the client at ``addr`` is within its session's rate."""
@@ -142,14 +151,13 @@ class ToyVpnFront:
         self.protocol.counters["rate_limited"] += 1
         return False
 
-    def _handshake(self, nursery: trio.Nursery, hs: toyvpn.Handshake) -> None:
+    def _handshake(self, hs: toyvpn.Handshake, now: float, start_session: SessionStarter) -> None:
         session = hs.session
         sock = self.sock
         for reply in hs.replies:
             sock.send(reply, session.addr)
         if not hs.new:
             return
-        now = trio.current_time()
         down = None if self._rate_down is None else TokenBucket(self._rate_down, now)
         if self._rate_up is not None:
             self._up[session] = TokenBucket(self._rate_up, now)
@@ -158,7 +166,7 @@ class ToyVpnFront:
         log.info(
             "toyvpn: client %s connected as %s", format_endpoint(session.addr), session.address
         )
-        nursery.start_soon(self._session, session, route)
+        start_session(session, route)
 
     def _refused(self, refused: toyvpn.Refused, addr: tuple[Any, ...], now: float) -> None:
         if refused.reason == "bad_secret":
@@ -174,7 +182,7 @@ class ToyVpnFront:
                 format_endpoint(addr),
             )
 
-    async def _session(self, session: toyvpn.Session, route: SessionRoute) -> None:
+    async def session_task(self, session: toyvpn.Session, route: SessionRoute) -> None:
         try:
             await run_timers(
                 self.protocol, session, lambda: self.sock.send(toyvpn.KEEPALIVE, session.addr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -39,11 +40,18 @@ class TunReader:
     awaiting in between, so they never interleave."""
 
     def __init__(
-        self, tun: TunSource, router: Router[RouteOwner], counters: collections.Counter[str]
+        self,
+        tun: TunSource,
+        router: Router[RouteOwner],
+        counters: collections.Counter[str],
+        *,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
+        """``clock`` is trio's; a reader on the data thread is given one it may call there."""
         self._tun = tun
         self._lookup = router.lookup_packet
         self._counters = counters
+        self._clock = clock
 
     async def run(self) -> None:
         fd = self._tun.fd
@@ -62,7 +70,7 @@ class TunReader:
         if not batch:
             return
         lookup = self._lookup
-        now = trio.current_time()
+        now = self._clock()
         run: list[bytes] = []
         run_owner: RouteOwner | None = None
         for packet in batch:

@@ -23,7 +23,7 @@ from trivpn.config import IPAddress, WireGuardConfig, WireGuardPeerConfig
 from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.wireguard.interface import InterfaceSettings
 from trivpn.dataplane.wireguard.io_protocols import TunWriter, UdpSocket
-from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop
+from trivpn.dataplane.wireguard.loops import TimerLoop, receive_loop, receive_ready
 from trivpn.dataplane.wireguard.output import OutputSink
 from trivpn.dataplane.wireguard.peers import Outcome, PeerSet, PeerUpdate, peer_config
 from trivpn.dataplane.wireguard.policy import PeerPolicies
@@ -188,6 +188,29 @@ class WireGuardFront:
 
     async def receive_loop(self) -> None:
         await receive_loop(self.device, self._sink)
+
+    def run_on_data_thread(
+        self, handoff: Callable[..., None], wake_thread: Callable[[], None]
+    ) -> None:
+        """The socket and the timers are served by the data thread (``receive_ready``,
+        ``next_deadline``, ``tick``), not by ``receive_loop`` and ``timer_loop``: what its
+        flushes tell trio goes through ``handoff``, and a call that may have moved the
+        device's next deadline calls ``wake_thread``."""
+        self._sink.handoff = handoff
+        self._sink.wake_timers = wake_thread
+        self._timers.elsewhere = wake_thread
+
+    def next_deadline(self) -> float | None:
+        """When the device's timers are next due (the data thread's epoll timeout)."""
+        return self.device.next_deadline()
+
+    def tick(self, now: float) -> None:
+        """The timers due at ``now`` (the data thread's, at ``next_deadline``)."""
+        self._timers.tick(self._sink, now)
+
+    def receive_ready(self, clock: Callable[[], float]) -> None:
+        """What the socket holds now, received (the data thread's handler)."""
+        receive_ready(self.device, self._sink, clock)
 
     async def timer_loop(self) -> None:
         await self._timers.run(self._sink)

@@ -48,10 +48,19 @@ class OutputSink:
         # (TunReader.tun_written); never from flush itself, whose ``out`` the routes' sends
         # reuse
         self.after_tun_write: Callable[[int], object] | None = None
+        # runs fn(*args) on the trio thread, when flush may run on the data thread
+        # (trivpn.dataplane.data_thread); None: flush runs on the trio thread itself
+        self.handoff: Callable[..., None] | None = None
 
     def routes_changed(self) -> None:
         if self.on_routes_change is not None:
             self.on_routes_change()
+
+    def _to_trio(self, fn: Callable[..., object], *args: object) -> None:
+        if self.handoff is None:
+            fn(*args)
+        else:
+            self.handoff(fn, *args)
 
     def flush(self, out: Output) -> None:
         if out.packets:
@@ -65,9 +74,10 @@ class OutputSink:
             for event in out.events:
                 _log_event(event)
                 if isinstance(event, EndpointChanged):
-                    self.routes_changed()  # a route may now hold the new endpoint
+                    self._to_trio(self.routes_changed)  # a route may now hold the new endpoint
                 elif isinstance(event, QuotaReached) and self.on_quota_reached is not None:
-                    self.on_quota_reached(event.peer)  # after the batch: the device held it
+                    # after the batch: the device held it
+                    self._to_trio(self.on_quota_reached, event.peer)
         self.wake_timers()
 
     def _send_datagrams(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
