@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from support import netlab, wglab
 
+from trivpn.dataplane.data_thread import ENV_SWITCH as DATA_THREAD_SWITCH
+
 pytestmark = [pytest.mark.root, pytest.mark.wireguard_go, pytest.mark.lab("tvw", clients=1)]
 
 WG_PORT = wglab.WG_PORT
@@ -250,9 +252,17 @@ def test_rekey_after_120_seconds_keeps_traffic_flowing(setup: Setup) -> None:
     assert wg.peer(server_key.public).latest_handshake >= int(started) + 119
 
 
+@pytest.mark.parametrize("data_thread", [False, True], ids=["on-trio", "data-thread"])
 def test_toyvpn_and_wireguard_clients_at_once(
-    setup: Setup, tmp_path: Path, processes: list[netlab.Trivpn]
+    setup: Setup,
+    tmp_path: Path,
+    processes: list[netlab.Trivpn],
+    monkeypatch: pytest.MonkeyPatch,
+    data_thread: bool,
 ) -> None:
+    """Both protocols through one TUN, with the data path on trio and on its own thread
+    (issue 12's opt-in; the server inherits the environment)."""
+    monkeypatch.setenv(DATA_THREAD_SWITCH, "1" if data_thread else "0")
     lab, server_key = setup.lab, setup.keys
     toy_ns, wg_ns = lab.clients[0], lab.add_client("tvw")
     wg = setup.client(wg_ns)
@@ -274,3 +284,4 @@ def test_toyvpn_and_wireguard_clients_at_once(
     toy.stop()
     assert server.stop() == 0, server.log()
     assert "wireguard: peer frank handshake completed" in server.log()
+    assert ("data path on its own thread" in server.log()) == data_thread

@@ -35,9 +35,10 @@ def _listening(ns: Netns, port: int) -> bool:
 def server(ns: Netns, address: str, port: int = PORT) -> Iterator[subprocess.Popen[str]]:
     """`iperf3 -s` on ``address``:``port`` in ``ns`` while the block runs; killed after."""
     proc = ns.popen(
-        # A test cut short must not leave the server busy for the next one.
+        # A test cut short must not leave the server busy for the next one: neither waiting
+        # for data (--rcv-timeout) nor sending toward a client gone (--snd-timeout, -R runs).
         ["iperf3", "-s", "-B", address, "-p", str(port), "--rcv-timeout", "3000",
-         "--idle-timeout", "5"],
+         "--snd-timeout", "3000", "--idle-timeout", "5"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

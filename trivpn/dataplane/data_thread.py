@@ -149,7 +149,7 @@ class DataThread:
             with trio.CancelScope(shield=True):
                 # awaiting releases the lock (trio waits for I/O) for the thread's last burst
                 await trio.to_thread.run_sync(thread.join)
-            log.info("data thread: %d bursts, %d calls handed to trio", self.bursts, self.handoffs)
+            log.debug("data thread: %d bursts, %d calls handed to trio", self.bursts, self.handoffs)
             trio.lowlevel.remove_instrument(data_lock)
             data_lock.lock.release()
             os.close(stop)
