@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
-from support.wg_harness import ip4
+from support.wg_harness import ip4, ip6
 
 from trivpn.dataplane.router import RouteOwner, Router
 from trivpn.dataplane.tun_reader import FEW_WRITTEN, TunReader
@@ -125,3 +125,35 @@ async def test_a_few_packets_written_are_followed_by_a_read_and_a_bulk_write_is_
     assert a.runs == []
     reader.tun_written(FEW_WRITTEN)
     assert a.runs == [[to("10.8.0.2", b"1")]]
+
+
+def tcp(packet: bytes) -> bytes:
+    """``packet`` (ip4 or ip6) as a TCP segment: its protocol byte set to 6."""
+    out = bytearray(packet)
+    out[9 if packet[0] >> 4 == 4 else 6] = 6
+    return bytes(out)
+
+
+async def test_what_is_not_tcp_leaves_ahead_of_a_bulk_run_and_no_flow_is_reordered(
+    tun: PipeTun,
+) -> None:
+    """A ping's reply read with a download's segments goes first (a client's full socket
+    drops a burst's tail), and each kind keeps its order."""
+    router: Router[RouteOwner] = Router()
+    a, b = Owner("a"), Owner("b")
+    router.add(ipaddress.ip_network("10.8.0.2/32"), a)
+    router.add(ipaddress.ip_network("fd00::2/128"), b)
+    reader = TunReader(tun, router, collections.Counter())
+    segments = [tcp(to("10.8.0.2", b"seg%d" % i)) for i in range(4)]
+    reply, dns = to("10.8.0.2", b"pong"), to("10.8.0.2", b"dns")
+    segments6 = [tcp(ip6("fd00::1", "fd00::2", b"s%d" % i)) for i in range(2)]
+    reply6 = ip6("fd00::1", "fd00::2", b"pong6")
+    tun.put(segments[0], segments[1], reply, segments[2], dns, segments[3])
+    reader.forward_ready()
+    assert a.runs == [[reply, dns, *segments]]
+    tun.put(segments6[0], reply6, segments6[1])
+    reader.forward_ready()
+    assert b.runs == [[reply6, *segments6]]
+    tun.put(*segments)  # all TCP: as read
+    reader.forward_ready()
+    assert a.runs[-1] == segments

@@ -69,6 +69,8 @@ class TunReader:
         batch = self._tun.read_batch(TUN_BATCH)
         if not batch:
             return
+        if len(batch) > 1:
+            batch = _urgent_first(batch)
         lookup = self._lookup
         now = self._clock()
         run: list[bytes] = []
@@ -92,3 +94,15 @@ class TunReader:
         except Exception:
             self._counters["send_error"] += 1
             log.exception("sending packets to %r failed", owner)
+
+
+def _urgent_first(batch: list[bytes]) -> list[bytes]:
+    """The batch with what is not TCP (a ping, DNS) ahead of the TCP packets, each kind in
+    its order: no flow is reordered (a flow is TCP or not), and a ping's reply is not sent
+    behind a bulk download's burst, whose tail is what a client's full socket drops."""
+    # the protocol byte: IPv4's at 9, IPv6's next header at 6 (a TCP segment behind IPv6
+    # extension headers counts as urgent: harmless, it only moves ahead of other flows)
+    urgent = [p for p in batch if len(p) < 20 or p[9 if p[0] < 0x60 else 6] != 6]
+    if not urgent or len(urgent) == len(batch):
+        return batch
+    return urgent + [p for p in batch if len(p) >= 20 and p[9 if p[0] < 0x60 else 6] == 6]
