@@ -102,7 +102,8 @@ def _urgent_first(batch: list[bytes]) -> list[bytes]:
     behind a bulk download's burst, whose tail is what a client's full socket drops."""
     # the protocol byte: IPv4's at 9, IPv6's next header at 6 (a TCP segment behind IPv6
     # extension headers counts as urgent: harmless, it only moves ahead of other flows)
-    urgent = [p for p in batch if len(p) < 20 or p[9 if p[0] < 0x60 else 6] != 6]
-    if not urgent or len(urgent) == len(batch):
+    tcp = [len(p) >= 20 and p[9 if p[0] < 0x60 else 6] == 6 for p in batch]
+    if all(tcp) or not any(tcp):
         return batch
-    return urgent + [p for p in batch if len(p) >= 20 and p[9 if p[0] < 0x60 else 6] == 6]
+    pairs = list(zip(batch, tcp, strict=True))
+    return [p for p, t in pairs if not t] + [p for p, t in pairs if t]
