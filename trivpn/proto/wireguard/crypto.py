@@ -16,16 +16,13 @@ import hashlib
 import struct
 from typing import Any, Final
 
-from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
-from nacl._sodium import lib as _lib
-
 # the key length, clamping and public keys are `curve25519`'s (what key text needs alone)
 from .curve25519 import KEY_LEN as KEY_LEN
 from .curve25519 import clamp as clamp
+from .curve25519 import libsodium
 from .curve25519 import public_key as public_key
 
-if _lib.sodium_init() < 0:  # picks the CPU's fastest implementations (what nacl.bindings did)
-    raise RuntimeError("libsodium: sodium_init failed")
+_ffi, _lib = libsodium()  # initialised: sodium_init picks the CPU's fastest implementations
 
 CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"

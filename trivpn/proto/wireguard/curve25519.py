@@ -26,7 +26,8 @@ def clamp(private_key: bytes) -> bytes:
 
 
 @functools.cache  # once: a responder makes an ephemeral public key per handshake
-def _libsodium() -> tuple[Any, Any]:
+def libsodium() -> tuple[Any, Any]:
+    """pynacl's cffi ``ffi`` and ``lib``, libsodium initialised (the one place that does)."""
     from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
     if lib.sodium_init() < 0:  # idempotent: what importing nacl.bindings does first
@@ -36,7 +37,7 @@ def _libsodium() -> tuple[Any, Any]:
 
 def public_key(private_key: bytes) -> bytes:
     """The X25519 public key of ``private_key`` (clamping applies, as in every implementation)."""
-    ffi, lib = _libsodium()
+    ffi, lib = libsodium()
     out = ffi.new("unsigned char[]", KEY_LEN)
     if lib.crypto_scalarmult_base(out, clamp(private_key)) != 0:
         raise RuntimeError("libsodium: crypto_scalarmult_base failed")
