@@ -17,6 +17,9 @@ Modes (each builds one lab and measures its scenarios in it):
   flood      --mode wireguard's two servers under paced 20 kpps junk floods (bad-mac1
              initiations, garbage, unknown indices) from a flood ns while iperf3 runs:
              throughput kept and pings lost (bench_flood)
+  control    the time of status, a scrape and `wg show` (1,000 peers) and the worst ping RTT
+             meanwhile, unflooded and under those floods (and one at 200 kpps), with the data
+             path on its thread and on trio, taking turns (bench_control)
   handshakes completed responder handshakes per second over the wire from many initiators,
              and how long a legitimate peer takes to connect under a valid-mac1 initiation
              flood (cookies) (bench_handshakes)
@@ -27,8 +30,9 @@ Modes (each builds one lab and measures its scenarios in it):
 Several scenarios in one run add ratio columns against the last one.
 
 Usage: tools/bench [--mode toyvpn] [--runs 3] [--time 5] [--json FILE] [--policy]
-       tools/bench --mode wireguard,toyvpn --data-thread  (issue 12's spike: trivpn with its
-             data path on an OS thread, trivpn as usual, the reference; taking turns)
+       tools/bench --mode wireguard,toyvpn|flood --data-thread  (issue 12: trivpn as usual,
+             its data path on its own thread; trivpn with it on trio; the reference; taking
+             turns)
 Everything lives in namespaces this tool creates and removes; no traffic leaves them.
 """
 
@@ -158,10 +162,10 @@ DATA_THREAD_ENV = "TRIVPN_DATA_THREAD"  # trivpn.dataplane.data_thread.ENV_SWITC
 @contextmanager
 def _data_thread(on: bool) -> Iterator[None]:
     """The environment of a `trivpn serve` started inside: its data path on its own OS
-    thread if ``on`` (--data-thread), else on trio as usual."""
+    thread if ``on`` (the default), else on trio (--data-thread's second trivpn). Set
+    either way: the bench's own environment does not choose."""
     before = os.environ.pop(DATA_THREAD_ENV, None)
-    if on:
-        os.environ[DATA_THREAD_ENV] = "1"
+    os.environ[DATA_THREAD_ENV] = "1" if on else "0"
     try:
         yield
     finally:
@@ -181,9 +185,9 @@ def _alive(proc: netlab.Trivpn | None) -> bool:
 class ToyVpnScenario:
     """`trivpn serve` in the server ns, `trivpn toyvpn-connect` in the client ns."""
 
-    def __init__(self, *, data_thread: bool = False) -> None:
+    def __init__(self, *, data_thread: bool = True) -> None:
         self.data_thread = data_thread
-        self.name = "toyvpn+thread" if data_thread else "toyvpn"
+        self.name = "toyvpn" if data_thread else "toyvpn-trio"
         self.server: netlab.Trivpn | None = None
         self.client: netlab.Trivpn | None = None
 
@@ -434,12 +438,12 @@ class WireGuardTrivpnScenario:
         client: WireGuardClient,
         policy: dict[str, str] | None = None,
         *,
-        data_thread: bool = False,
+        data_thread: bool = True,
     ) -> None:
         self.client = client
         self.policy = policy
         self.data_thread = data_thread
-        self.name = "trivpn-wg" + ("+policy" if policy else "") + ("+thread" if data_thread else "")
+        self.name = "trivpn-wg" + ("+policy" if policy else "") + ("" if data_thread else "-trio")
         self.server: netlab.Trivpn | None = None
         # The UAPI socket directory is shared by every namespace: a name no parallel run uses.
         self.ifname = wglab.unique_ifname("tvwg")
@@ -554,15 +558,15 @@ def _wireguard_group() -> Group:
 
 
 def _data_thread_group(mode: str) -> Group:
-    """--data-thread: trivpn with its data path on an OS thread, trivpn as usual, and the
-    mode's reference, taking turns in one lab (issue 12's spike)."""
+    """--data-thread: trivpn as usual (its data path on its own thread), trivpn with the data
+    path on trio, and the mode's reference, taking turns in one lab (issue 12)."""
     if mode == "toyvpn":
-        return Group([ToyVpnScenario(data_thread=True), ToyVpnScenario(), BareRelayScenario()])
+        return Group([ToyVpnScenario(), ToyVpnScenario(data_thread=False), BareRelayScenario()])
     client = WireGuardClient()
     return Group(
         [
-            WireGuardTrivpnScenario(client, data_thread=True),
             WireGuardTrivpnScenario(client),
+            WireGuardTrivpnScenario(client, data_thread=False),
             WireGuardGoScenario(client),
         ],
         [client],
@@ -828,14 +832,18 @@ def headline_ratios(results: list[ScenarioResult]) -> dict[str, float | None]:
     return out
 
 
-def _run_own_lab(mode: str, runs: int, seconds: int) -> int:
-    """--mode flood or handshakes: each module builds and measures its own lab."""
+def _run_own_lab(mode: str, runs: int, seconds: int, *, data_thread: bool = False) -> int:
+    """--mode flood, control or handshakes: each module builds and measures its own lab."""
     work = Path(tempfile.mkdtemp(prefix=f"trivpn-bench-{mode}-"))
     try:
         if mode == "flood":
             import bench_flood
 
-            bench_flood.run(runs, seconds, work)
+            bench_flood.run(runs, seconds, work, data_thread=data_thread)
+        elif mode == "control":
+            import bench_control
+
+            bench_control.run(runs, work)
         else:
             import bench_handshakes
 
@@ -865,7 +873,7 @@ def main() -> int:
         "--mode",
         default="toyvpn",
         help=f"comma-separated, from: {', '.join(MODES)}, all (default toyvpn); or scale, "
-        "startup, wake, flood or handshakes alone",
+        "startup, wake, flood, control or handshakes alone",
     )
     parser.add_argument("--runs", type=int, default=3, help="iperf3 runs per direction (median)")
     parser.add_argument("--time", type=int, default=5, help="seconds per iperf3 run")
@@ -879,8 +887,8 @@ def main() -> int:
     parser.add_argument(
         "--data-thread",
         action="store_true",
-        help="toyvpn and wireguard modes: trivpn with its data path on an OS thread "
-        f"({DATA_THREAD_ENV}=1) as a third scenario, before trivpn as usual",
+        help="toyvpn, wireguard and flood modes: also trivpn with its data path on trio "
+        f"({DATA_THREAD_ENV}=0), after trivpn as usual (its data path on its own thread)",
     )
     args = parser.parse_args()
     if args.mode == "startup":  # no lab, no root: see tools/bench_startup.py
@@ -891,11 +899,17 @@ def main() -> int:
         import bench_wake
 
         return bench_wake.run(bench_wake.COUNT)
-    if args.mode in ("flood", "handshakes"):  # labs of their own: tools/bench_flood.py, …
+    if args.mode in (
+        "flood",
+        "control",
+        "handshakes",
+    ):  # labs of their own: tools/bench_flood.py, …
+        if args.data_thread and args.mode != "flood":
+            parser.error("--data-thread: only with --mode toyvpn, wireguard or flood")
         if os.geteuid() != 0:
             print("bench: run as root (it builds network namespaces)", file=sys.stderr)
             return 1
-        return _run_own_lab(args.mode, args.runs, args.time)
+        return _run_own_lab(args.mode, args.runs, args.time, data_thread=args.data_thread)
     if args.mode == "scale":  # a lab of its own, no iperf3: see tools/bench_scale.py
         if os.geteuid() != 0:
             print("bench: run as root (it builds network namespaces)", file=sys.stderr)
@@ -956,12 +970,12 @@ def main() -> int:
             for short, value in ratios[mode].items()
         )
         print(f"\nbench: {mode}: {group[0].name} / {group[-1].name}: {figures}")
-        if len(group) > 2:  # --data-thread: also the thread's gain over trivpn as usual
+        if len(group) > 2:  # --data-thread: also the thread's gain over the trio data path
             figures = ", ".join(
                 f"{short} {'-' if value is None else f'{value:.2f}'}"
                 for short, value in headline_ratios(group[:2]).items()
             )
-            print(f"bench: {mode}: {group[0].name} / {group[1].name}: {figures}")
+            print(f"bench: {mode}: {group[0].name} / {group[1].name} (thread/trio): {figures}")
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -4,7 +4,8 @@ The wireguard-go client in the client ns runs iperf3 each way through the server
 second client ns (the flood ns, its own link to the server) sends FLOOD_RATE datagrams a
 second of one kind of junk (tools/bench_floodgen.py) at the server's port, and the client
 pings the internet host every PING_INTERVAL s. trivpn and wireguard-go as the server take
-turns in one lab, as in --mode wireguard. Each round measures both directions unflooded,
+turns in one lab, as in --mode wireguard (with --data-thread, trivpn with its data path
+on trio too). Each round measures both directions unflooded,
 then under each flood; "kept" is a flooded run over the unflooded run of the same round.
 The unflooded rows are the bulk transfer alone. UdpRcvbufErrors (of the client's and the
 server's namespace, /proc/net/snmp) count the datagrams a full socket buffer dropped: where
@@ -157,10 +158,12 @@ def table(results: list[FloodResult]) -> str:
     return "\n".join(lines)
 
 
-def run(runs: int, seconds: int, work: Path) -> list[FloodResult]:
+def run(runs: int, seconds: int, work: Path, *, data_thread: bool = False) -> list[FloodResult]:
+    """``data_thread`` (--data-thread): trivpn with its data path on trio too."""
     client = bench.WireGuardClient()
     scenarios: list[bench.Scenario] = [
         bench.WireGuardTrivpnScenario(client),
+        *([bench.WireGuardTrivpnScenario(client, data_thread=False)] if data_thread else []),
         bench.WireGuardGoScenario(client),
     ]
     results = [FloodResult(s.name) for s in scenarios]
