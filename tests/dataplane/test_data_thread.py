@@ -52,12 +52,14 @@ async def serve(thread: DataThread, body: Callable[[], object]) -> None:
 
 
 def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread by default; "0" alone restores trio's tasks."""
     monkeypatch.delenv("TRIVPN_DATA_THREAD", raising=False)
-    assert not enabled()
+    assert enabled()
     monkeypatch.setenv("TRIVPN_DATA_THREAD", "0")
     assert not enabled()
-    monkeypatch.setenv("TRIVPN_DATA_THREAD", "1")
-    assert enabled()
+    for value in ("1", "", "yes", "off"):
+        monkeypatch.setenv("TRIVPN_DATA_THREAD", value)
+        assert enabled()
 
 
 async def test_handlers_run_off_trio_and_hand_back_to_it(

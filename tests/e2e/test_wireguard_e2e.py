@@ -260,8 +260,8 @@ def test_toyvpn_and_wireguard_clients_at_once(
     monkeypatch: pytest.MonkeyPatch,
     data_thread: bool,
 ) -> None:
-    """Both protocols through one TUN, with the data path on trio and on its own thread
-    (issue 12's opt-in; the server inherits the environment)."""
+    """Both protocols through one TUN, with the data path on its own thread (the default)
+    and on trio (the opt-out, TRIVPN_DATA_THREAD=0; the server inherits the environment)."""
     monkeypatch.setenv(DATA_THREAD_SWITCH, "1" if data_thread else "0")
     lab, server_key = setup.lab, setup.keys
     toy_ns, wg_ns = lab.clients[0], lab.add_client("tvw")
@@ -285,3 +285,4 @@ def test_toyvpn_and_wireguard_clients_at_once(
     assert server.stop() == 0, server.log()
     assert "wireguard: peer frank handshake completed" in server.log()
     assert ("data path on its own thread" in server.log()) == data_thread
+    assert ("data path on trio" in server.log()) != data_thread

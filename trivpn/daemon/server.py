@@ -134,7 +134,7 @@ class Server:
                     cfg.interface.mtu,
                 )
                 async with trio.open_nursery() as data_plane:
-                    # the spike of issue 12: the data path on its own OS thread, if asked
+                    # the data path on its own OS thread, unless told to keep it on trio
                     thread = DataThread() if data_thread.enabled() else None
                     if thread is None:
                         reader = TunReader(tun, self.router, self.counters)
@@ -155,7 +155,9 @@ class Server:
                         self._start_toyvpn(data_plane, sock, tun, reader, thread)
                     if thread is not None:
                         data_plane.start_soon(thread.run)
-                        log.info("data path on its own thread (%s=1)", data_thread.ENV_SWITCH)
+                        log.info("data path on its own thread")
+                    else:
+                        log.info("data path on trio (%s=0)", data_thread.ENV_SWITCH)
                     self._start_status(data_plane, tun.name)
                     if cfg.metrics.listen is not None:
                         await data_plane.start(self._serve_metrics, cfg.metrics.listen, tun.name)

@@ -1,4 +1,5 @@
-"""The data path on its own OS thread (a spike, issue 12: what does it buy in ping RTT?).
+"""The data path on its own OS thread: the server's default (issue 12), ``TRIVPN_DATA_THREAD=0``
+in its environment keeps it on trio's tasks.
 
 One thread blocks in ``epoll_wait`` on the TUN and the UDP sockets and runs the same
 per-packet handlers the trio tasks run (drain → front → TUN write; TUN read → route → seal →
@@ -37,7 +38,7 @@ import trio
 
 log = logging.getLogger("trivpn")
 
-ENV_SWITCH: Final = "TRIVPN_DATA_THREAD"  # "1": the server runs its data path on a thread
+ENV_SWITCH: Final = "TRIVPN_DATA_THREAD"  # "0": the server's data path on trio's tasks
 # The longest an idle thread sleeps before it looks whether a source's fd changed (a `wg set
 # listen-port` replaces the socket, and wakes the thread at once; this is the fallback).
 RESYNC_SECONDS: Final = 0.2
@@ -46,8 +47,9 @@ HANDOVER_SECONDS: Final = 0.5
 
 
 def enabled() -> bool:
-    """Whether the environment asks for the data path on its own thread."""
-    return os.environ.get(ENV_SWITCH, "") == "1"
+    """Whether the data path runs on its own thread: unless the environment's ENV_SWITCH is
+    "0" (any other value, or none, is the default)."""
+    return os.environ.get(ENV_SWITCH) != "0"
 
 
 class HasFileno(Protocol):
