@@ -155,6 +155,7 @@ class DataThread:
         self.errors = 0
         self.bursts = 0  # epoll wake-ups with work, each one hold of the lock
         self.handoffs = 0  # calls handed to trio from the data thread
+        self._running = False  # the thread's loop runs: it takes the lock when it has work
 
     def watch(self, name: str, current: Callable[[], Fd], ready: Callable[[], object]) -> None:
         self._sources.append(_Source(name, current, ready))
@@ -184,10 +185,10 @@ class DataThread:
         ep = select.epoll()  # the thread's; closed here, after trio stopped looking at it
         ready = select.poll()
         ready.register(ep.fileno(), select.POLLIN)
-        running = True
+        self._running = True
 
         def data_pending() -> bool:
-            return running and bool(ready.poll(0))
+            return self._running and bool(ready.poll(0))
 
         data_lock = DataLock(data_pending)
         stop = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -195,7 +196,6 @@ class DataThread:
         failure: list[BaseException] = []
 
         def loop() -> None:
-            nonlocal running
             self._thread_id = threading.get_ident()
             try:
                 self._loop(ep, data_lock.lock, stop)
@@ -203,7 +203,7 @@ class DataThread:
                 failure.append(e)
                 self._token.run_sync_soon(died.set)
             finally:
-                running = False  # no more hand-overs to it
+                self._running = False  # no more hand-overs to it
 
         data_lock.lock.acquire()  # this task is running: the trio thread holds it from now
         trio.lowlevel.add_instrument(data_lock)
@@ -242,6 +242,8 @@ class DataThread:
                 self.bursts += 1
                 for fd, _mask in events:
                     if fd == stop:
+                        # said under the lock: trio, which takes it next, hands none over
+                        self._running = False
                         return
                     if fd == kick:
                         os.eventfd_read(kick)
