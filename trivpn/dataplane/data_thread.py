@@ -14,13 +14,14 @@ whenever it runs Python: a trio instrument releases it just before trio's run lo
 I/O and takes it back right after, so every task (`wg set`, the registry sync, status,
 metrics, policy, the ToyVPN session timers) runs under it without knowing. The data thread
 takes it for one burst at a time, after ``epoll_wait`` returned. The lock hands over
-(``TakeTurns``): whichever thread waits for it gets it next, so trio waits at most one burst
-and the data path at most one batch of trio's tasks (a slice of a long job). Per-packet code
-never calls trio: it gets trio's clock as a plain callable, and what must reach trio (a new
-ToyVPN session's task, a route or quota event) goes through ``handoff``, which uses
-``TrioToken.run_sync_soon`` off the trio thread. A trio-side change that may move a timer
-earlier (`wg set`, a peer update, a policy) calls ``wake`` (an eventfd the thread also waits
-on). Nothing on trio's worker threads (``trio.to_thread``) touches these objects.
+(``TakeTurns``): whichever thread waits for it gets it next, and trio hands it over whenever
+the thread's epoll has work, so trio waits at most one burst and the data path at most one
+batch of trio's tasks (a slice of a long job). Per-packet code never calls trio: it gets
+trio's clock as a plain callable, and what must reach trio (a new ToyVPN session's task, a
+route or quota event) goes through ``handoff``, which uses ``TrioToken.run_sync_soon`` off
+the trio thread. A trio-side change that may move a timer earlier (`wg set`, a peer update,
+a policy) calls ``wake`` (an eventfd the thread also waits on). Nothing on trio's worker
+threads (``trio.to_thread``) touches these objects.
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ class DataLock(trio.abc.Instrument):
     ``data_pending()`` says whether the data thread has work (its epoll is readable): then
     trio hands the lock over rather than only releasing it. The thread cannot say so itself:
     to mark itself waiting it needs the GIL, and a trio job that makes syscalls lets the GIL
-    go every few hundred µs and takes it back before the woken thread runs, which restarts
-    that thread's 5 ms wait for a forced switch each time (CPython's GIL): it would wait to
-    the job's end (measured: pings of 80 ms during five metrics scrapes of 1,000 peers).
+    go at each one and takes it back before the woken thread runs, which restarts that
+    thread's 5 ms wait for a forced switch each time (CPython's GIL): it could wait to the
+    job's end (measured: pings of 80 ms during five metrics scrapes of 1,000 peers).
     """
 
     def __init__(self, data_pending: Callable[[], bool]) -> None:
