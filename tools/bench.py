@@ -66,7 +66,9 @@ from trivpn.net import nft
 TOYVPN_PORT = 8000
 IPERF_PORT = 5201
 PING_COUNT = 50
-PING_INTERVAL = "0.02"
+# Seconds between pings: 20 ms leaves each one to find the machine idle and its caches cold,
+# which decides the RTT here (docs/architecture.md, "Measured"); --ping-interval changes it.
+PING_INTERVAL = 0.02
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MACHINE = "machine, all cores"  # every process and the kernel, this benchmark's or not
 
@@ -640,19 +642,21 @@ class PingResult:
         self.sent += other.sent
 
 
-def measure_ping(client: netlab.Netns, target: str, count: int = PING_COUNT) -> PingResult:
+def measure_ping(
+    client: netlab.Netns, target: str, count: int = PING_COUNT, interval: float = PING_INTERVAL
+) -> PingResult:
     out = client.run(
         "ping",
         "-n",
         "-c",
         str(count),
         "-i",
-        PING_INTERVAL,
+        str(interval),
         "-W",
         "2",
         target,
         check=False,
-        timeout=count * 0.02 + 30,
+        timeout=count * interval + 30,
     ).stdout
     return PingResult([float(m) for m in re.findall(r"time=([\d.]+)", out)], count)
 
@@ -724,11 +728,16 @@ class ScenarioResult:
 
 
 def measure_round(
-    scenario: Scenario, result: ScenarioResult, client: netlab.Netns, seconds: int, label: str
+    scenario: Scenario,
+    result: ScenarioResult,
+    client: netlab.Netns,
+    seconds: int,
+    label: str,
+    ping_interval: float = PING_INTERVAL,
 ) -> None:
     """One round for one scenario: the pings, then one iperf3 run each way."""
     print(f"bench: {scenario.name}: {label}: ping x{PING_COUNT}", flush=True)
-    result.ping.add(measure_ping(client, netlab.INTERNET_HOST))
+    result.ping.add(measure_ping(client, netlab.INTERNET_HOST, interval=ping_interval))
     pids = scenario.processes()
     for reverse, sink in ((False, result.upload), (True, result.download)):
         direction = "internet→client" if reverse else "client→internet"
@@ -736,7 +745,9 @@ def measure_round(
         sink.append(iperf_once(client, netlab.INTERNET_HOST, seconds, reverse, pids))
 
 
-def run_group(group: Group, runs: int, seconds: int, work: Path) -> list[ScenarioResult]:
+def run_group(
+    group: Group, runs: int, seconds: int, work: Path, ping_interval: float = PING_INTERVAL
+) -> list[ScenarioResult]:
     names = ", ".join(s.name for s in group.scenarios)
     print(f"bench: {names}: building the lab", flush=True)
     # Alone, a scenario starts once; several take turns, each started afresh every round.
@@ -758,7 +769,9 @@ def run_group(group: Group, runs: int, seconds: int, work: Path) -> list[Scenari
                             print(f"bench: {scenario.name}: starting", flush=True)
                             running = scenario
                             scenario.start(lab, work)
-                        measure_round(scenario, result, lab.clients[0], seconds, f"{i + 1}/{runs}")
+                        label = f"{i + 1}/{runs}"
+                        client = lab.clients[0]
+                        measure_round(scenario, result, client, seconds, label, ping_interval)
                         if take_turns:
                             running = None
                             scenario.stop()
@@ -890,6 +903,14 @@ def main() -> int:
         help="toyvpn, wireguard and flood modes: also trivpn with its data path on trio "
         f"({DATA_THREAD_ENV}=0), after trivpn as usual (its data path on its own thread)",
     )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=PING_INTERVAL,
+        metavar="SECONDS",
+        help=f"toyvpn, baseline and wireguard modes: between pings (default {PING_INTERVAL}; "
+        "a few ms keeps the machine's caches warm)",
+    )
     args = parser.parse_args()
     if args.mode == "startup":  # no lab, no root: see tools/bench_startup.py
         import bench_startup
@@ -930,6 +951,8 @@ def main() -> int:
         parser.error("--data-thread: only with --mode toyvpn and/or wireguard, no --policy")
     if args.runs < 1 or args.time < 1:
         parser.error("--runs and --time must be at least 1")
+    if not 0.002 <= args.ping_interval <= 1:
+        parser.error(f"--ping-interval: {args.ping_interval:g} — between 0.002 and 1 s")
     if os.geteuid() != 0:
         print("bench: run as root (it builds network namespaces)", file=sys.stderr)
         return 1
@@ -943,7 +966,7 @@ def main() -> int:
                 group = _data_thread_group(mode)
             else:
                 group = _policy_group() if args.policy else MODES[mode]()
-            by_mode[mode] = run_group(group, args.runs, args.time, work)
+            by_mode[mode] = run_group(group, args.runs, args.time, work, args.ping_interval)
     except (BenchError, TimeoutError, subprocess.TimeoutExpired) as e:
         keep_logs = True  # the trivpn logs are what explains a failed start
         print(f"bench: {e}\nbench: logs kept in {work}", file=sys.stderr)
@@ -961,7 +984,8 @@ def main() -> int:
     ratios = {mode: headline_ratios(group) for mode, group in compared.items()}
     print(
         f"\nbench: {args.runs} x {args.time} s per iperf3 direction (median), "
-        f"{args.runs} x {PING_COUNT} pings, {os.cpu_count()} CPUs; CPU in % of one core\n"
+        f"{args.runs} x {PING_COUNT} pings {args.ping_interval:g} s apart, "
+        f"{os.cpu_count()} CPUs; CPU in % of one core\n"
     )
     print(table(results))
     for mode, group in compared.items():

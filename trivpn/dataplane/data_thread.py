@@ -84,7 +84,10 @@ class TakeTurns:
                 self._lock.acquire()
             finally:  # even if interrupted: a later release must not wait for it
                 self._waiting = False
-        self._taken.set()
+        # Cleared only by a releaser handing over (then it waits for this): the plain test
+        # spares each burst Event.set's condition lock (1.1 µs against 0.2 for a Lock, warm).
+        if not self._taken.is_set():
+            self._taken.set()
 
     def release(self, *, hand_over: bool = False) -> None:
         """``hand_over``: the caller knows the other thread will ask soon (it may not have
