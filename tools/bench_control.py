@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import bench
 import bench_flood
 from support import netlab, wglab
-
-from trivpn.dataplane.data_thread import ENV_SWITCH
 
 PEERS = 1_000
 CALLS = 5
@@ -30,7 +28,7 @@ METRICS = "127.0.0.1:9589"
 FLOODS = (("none", 0), *((kind, bench_flood.FLOOD_RATE) for kind in bench_flood.FLOODS))
 # plus one as fast as the generator can go: a socket that is (almost) always readable
 FLOODS += (("garbage", 200_000),)
-VARIANTS = (("thread", "1"), ("trio", "0"))
+VARIANTS = (("thread", True), ("trio", False))  # the data path on its own thread or not
 CLIENT_IP = "10.8.0.2"
 
 PROBE = """
@@ -66,9 +64,7 @@ def _measure(
     seconds each call took, the worst ping RTT (ms), pings answered and sent."""
     generator = None
     if kind != "none":
-        host = flood_ns.server_ip  # type: ignore[attr-defined]
-        args = [sys.executable, bench_flood.GENERATOR, kind, host, str(wglab.WG_PORT)]
-        generator = flood_ns.popen([*args, str(rate), "60"], stdout=-1, stderr=-1)
+        generator = bench_flood.start_flood(flood_ns, kind, wglab.WG_PORT, 60, rate=rate)
         time.sleep(0.5)  # the flood under way
     took: dict[str, list[float]] = {}
 
@@ -98,7 +94,6 @@ def run(runs: int, work: Path) -> int:
         client, flood_ns = lab.clients
         wg = wglab.WireGuardGo(client, prefix="bcc")
         server = wglab.LabServer(lab.server, work, prefix="tvbc")
-        before = os.environ.get(ENV_SWITCH)
         try:
             wglab.connect_client(wg, server.keys.public, CLIENT_IP)
             server.write_config(
@@ -108,10 +103,10 @@ def run(runs: int, work: Path) -> int:
                 extra=f'\n[metrics]\nlisten = "{METRICS}"\n',
             )
             for i in range(runs):
-                for variant, value in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
-                    os.environ[ENV_SWITCH] = value  # inherited by the server
+                for variant, on in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
                     print(f"bench: control: {i + 1}/{runs}: {variant}: starting", flush=True)
-                    server.start()
+                    with bench._data_thread(on):  # the server inherits it
+                        server.start()
                     try:
                         wglab.wait_online(client)
                         for kind, rate in FLOODS:
@@ -129,10 +124,6 @@ def run(runs: int, work: Path) -> int:
                         server.kill()
         finally:
             wg.stop()
-            if before is None:
-                os.environ.pop(ENV_SWITCH, None)
-            else:
-                os.environ[ENV_SWITCH] = before
     labels = list(dict.fromkeys(label for _variant, label in times))
     print(
         f"\nbench: control: {runs} rounds, {PEERS} peers, {CALLS} calls of each per round and "

@@ -57,11 +57,18 @@ def _port(scenario: object) -> int:
 
 
 def start_flood(
-    ns: netlab.Netns, kind: str, port: int, seconds: float, key: str | None = None
+    ns: netlab.Netns,
+    kind: str,
+    port: int,
+    seconds: float,
+    key: str | None = None,
+    *,
+    rate: int = FLOOD_RATE,
 ) -> subprocess.Popen[str]:
-    """bench_floodgen.py in ``ns`` toward the server's address on that ns's link."""
+    """bench_floodgen.py in ``ns`` toward the server's address on that ns's link, ``rate``
+    datagrams a second."""
     host = ns.server_ip  # type: ignore[attr-defined]
-    args = [sys.executable, GENERATOR, kind, host, str(port), str(FLOOD_RATE), str(seconds)]
+    args = [sys.executable, GENERATOR, kind, host, str(port), str(rate), str(seconds)]
     return ns.popen(
         [*args, *([key] if key else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -124,7 +124,7 @@ async def test_handlers_never_run_while_a_trio_task_runs(
         for i in range(count):
             inside_trio = True
             b.send(b"x")
-            sum(range(2000))  # a task's work without a checkpoint: the GIL switches
+            sum(range(20_000))  # a task's work without a checkpoint: the GIL switches
             inside_trio = False
             if i % 10 == 0:
                 await trio.lowlevel.checkpoint()

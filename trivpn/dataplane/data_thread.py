@@ -75,7 +75,7 @@ class TakeTurns:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting = False  # the other thread is blocked in acquire (two threads only)
-        self._taken = threading.Event()  # set by each acquire: a hand-over is done
+        self._taken = threading.Event()  # cleared by a releaser handing over, set by the taker
 
     def acquire(self) -> None:
         if not self._lock.acquire(blocking=False):
